@@ -1,0 +1,267 @@
+"""``shardkin.build``: a Kinetics-style split becomes clip shards plus a manifest.
+
+Steps: scan (classes, videos, subsets) -> probe and plan (saved) -> build the shards
+not yet done, in parallel -> write the manifest last. Re-running the same call after
+an interruption keeps the finished shards and ends with the same bytes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from .decode import probe_or_reason
+from .local import map_processes, run_tasks
+from .manifest import MANIFEST, load_manifest, read_json, write_json_atomic
+from .plan import assign_shards, estimate, parse_size
+from .sample import FORMAT_VERSION
+from .scan import DEFAULT_EXTENSIONS, find_classes, list_tree, read_annotations, select
+from .worker import build_shard
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on; the message says what to do."""
+
+
+def _class_list(root: Path, classes_from: str | None, annotations: str | None) -> list[str] | None:
+    if classes_from:
+        p = Path(classes_from)
+        if p.suffix == ".txt":
+            return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        split = None if (p / MANIFEST).is_file() or p.is_file() else next(
+            (d.name for d in sorted(p.iterdir()) if (d / MANIFEST).is_file()), None)
+        return load_manifest(p, split)["classes"]
+    return None if annotations else find_classes(root)
+
+
+def _gather(root: Path, split: str, opts: dict) -> dict:
+    """Videos of the split after class filters and subsets, with what was left out."""
+    classes = _class_list(root, opts["classes_from"], opts["annotations"])
+    skipped: list[dict] = []
+    other: Counter = Counter()
+    if opts["annotations"]:
+        videos, classes = read_annotations(opts["annotations"], classes)
+    else:
+        if not (root / split).is_dir():
+            raise BuildError(f"split folder {root / split} does not exist: check ROOT and --split")
+        videos, other, skipped = list_tree(root, split, classes, tuple(opts["extensions"]))
+    if opts["classes"]:
+        unknown = sorted(set(opts["classes"]) - set(classes))
+        if unknown:
+            raise BuildError(f"--classes names unknown classes: {', '.join(unknown)} "
+                             f"(known: {', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''})")
+        chosen = sorted(opts["classes"])
+        label = {c: i for i, c in enumerate(chosen)}
+        videos = [v.__class__(v.path, v.class_name, label[v.class_name])
+                  for v in videos if v.class_name in label]
+        classes = chosen
+    videos = select(videos, opts["fraction"], opts["limit"], opts["seed"])
+    return {"classes": classes, "videos": videos, "skipped": skipped,
+            "skipped_extensions": dict(sorted(other.items()))}
+
+
+def _make_plan(root: Path, split: str, opts: dict, workers: int, progress: bool) -> dict:
+    found = _gather(root, split, opts)
+    paths = [os.fspath(root / v.path) for v in found["videos"]]
+    probes = list(tqdm(map_processes(probe_or_reason, paths, workers), total=len(paths),
+                       desc=f"probe {split}", unit="video", disable=not progress))
+    videos, skipped = [], list(found["skipped"])
+    for v, p in zip(found["videos"], probes):
+        if "error" in p:
+            skipped.append({"path": v.path, "reason": p["error"]})
+            continue
+        clips, nbytes = estimate(p, opts)
+        videos.append({"video_index": len(videos), "path": v.path, "class": v.class_name,
+                       "label": v.label, "est_frames": p["frames"], "est_clips": clips,
+                       "est_bytes": nbytes})
+    shards = assign_shards(videos, split, opts["seed"], parse_size(opts["shard_size"]),
+                           opts["clips_per_shard"])
+    return {"format_version": FORMAT_VERSION, "split": split, "options": opts,
+            "classes": found["classes"], "videos": videos, "skipped": skipped,
+            "skipped_extensions": found["skipped_extensions"], "shards": shards}
+
+
+def _check_existing(out_dir: Path, split: str, opts: dict, overwrite: bool) -> dict | None:
+    """Return a finished manifest for the same options; refuse other options unless overwrite."""
+    manifest, plan = out_dir / MANIFEST, out_dir / ".build" / "plan.json"
+    previous = read_json(manifest) if manifest.is_file() else (
+        read_json(plan) if plan.is_file() else None)
+    if previous is None:
+        return None
+    if previous["options"] == opts:
+        return previous if manifest.is_file() else None
+    if not overwrite:
+        changed = sorted(k for k in set(opts) | set(previous["options"])
+                         if opts.get(k) != previous["options"].get(k))
+        raise BuildError(f"{out_dir} holds a build with other options ({', '.join(changed)}): "
+                         f"pass --overwrite to replace it, or choose another OUT")
+    for p in out_dir.glob(f"{split}-*.tar"):
+        p.unlink()
+    manifest.unlink(missing_ok=True)
+    shutil.rmtree(out_dir / ".build", ignore_errors=True)
+    return None
+
+
+def _done_record(out_dir: Path, name: str) -> dict | None:
+    rec_path = out_dir / ".build" / "shards" / f"{name}.json"
+    shard = out_dir / name
+    if rec_path.is_file() and shard.is_file():
+        record = read_json(rec_path)
+        if record["bytes"] == shard.stat().st_size:
+            return record
+    return None
+
+
+def _manifest(plan: dict, records: dict[str, dict]) -> dict:
+    shards, videos, failed = [], [], []
+    for s in plan["shards"]:
+        r = records[s["name"]]
+        shards.append({k: r[k] for k in ("name", "clips", "bytes", "sha256")})
+        for v in r["videos"]:
+            (failed if v["status"] == "failed" else videos).append(v)
+    videos.sort(key=lambda v: v["video_index"])
+    skipped = plan["skipped"] + [{"path": v["path"], "reason": v["reason"]} for v in failed]
+    status = Counter(v["status"] for v in videos)
+    totals = {"videos": len(videos), "clips": sum(s["clips"] for s in shards),
+              "bytes": sum(s["bytes"] for s in shards), "shards": len(shards),
+              "skipped": len(skipped), "partial": status["partial"],
+              "too_short": status["too_short"],
+              "skipped_extensions": sum(plan["skipped_extensions"].values())}
+    return {"format_version": FORMAT_VERSION, "split": plan["split"], "options": plan["options"],
+            "classes": plan["classes"], "shards": shards, "videos": videos, "skipped": skipped,
+            "skipped_extensions": plan["skipped_extensions"], "totals": totals}
+
+
+def build(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    split: str = "train",
+    frames_per_clip: int = 16,
+    step_between_clips: int | None = None,
+    frame_rate: float | None = None,
+    *,
+    width: int = 0,
+    height: int = 0,
+    min_dimension: int = 0,
+    max_dimension: int = 0,
+    audio_rate: int = 0,
+    audio_channels: int = 0,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    classes: Sequence[str] | None = None,
+    classes_from: str | os.PathLike | None = None,
+    annotations: str | os.PathLike | None = None,
+    fraction: float | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    shard_size: str | int = "256MB",
+    clips_per_shard: int | None = None,
+    workers: int | None = None,
+    decode_threads: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build ``out/<split>/`` shards and manifest from ``root/<split>/<class>/<video>``.
+
+    Clip arguments follow ``torchvision.datasets.Kinetics`` (``frames_per_clip``,
+    ``step_between_clips`` -- default ``frames_per_clip``, i.e. clips do not overlap --
+    and ``frame_rate``); ``width``/``height``/``min_dimension``/``max_dimension`` and
+    ``audio_rate``/``audio_channels`` follow its ``_video_*``/``_audio_*`` arguments.
+    Returns the manifest (see :mod:`shardkin.manifest`).
+    """
+    t0 = time.monotonic()
+    root, out_dir = Path(root), Path(out) / split
+    if not root.is_dir():
+        raise BuildError(f"dataset root {root} does not exist or is not a folder")
+    workers = workers or os.cpu_count() or 1
+    threads = decode_threads or max(1, (os.cpu_count() or 1) // workers)
+    opts = {
+        "frames_per_clip": int(frames_per_clip),
+        "step_between_clips": int(step_between_clips or frames_per_clip),
+        "frame_rate": float(frame_rate) if frame_rate else None,
+        "width": int(width), "height": int(height), "min_dimension": int(min_dimension),
+        "max_dimension": int(max_dimension), "audio_rate": int(audio_rate),
+        "audio_channels": int(audio_channels),
+        "extensions": sorted(e.lower().lstrip(".") for e in extensions),
+        "classes": sorted(classes) if classes else None,
+        "classes_from": os.fspath(classes_from) if classes_from else None,
+        "annotations": os.fspath(annotations) if annotations else None,
+        "fraction": fraction, "limit": limit, "seed": int(seed),
+        "shard_size": str(shard_size), "clips_per_shard": clips_per_shard,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finished = _check_existing(out_dir, split, opts, overwrite)
+    if finished is not None:
+        if progress:
+            print(f"{out_dir}: already built with these options, nothing to do", file=sys.stderr)
+        return finished
+    for stale in out_dir.glob(f".{split}-*.tar.tmp-*"):
+        stale.unlink()
+    plan_path = out_dir / ".build" / "plan.json"
+    if plan_path.is_file():
+        plan = read_json(plan_path)
+    else:
+        plan = _make_plan(root, split, opts, workers, progress)
+        plan_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(plan_path, plan)
+
+    by_index = {v["video_index"]: v for v in plan["videos"]}
+    records = {s["name"]: r for s in plan["shards"] if (r := _done_record(out_dir, s["name"]))}
+    todo = [{"name": s["name"], "videos": [by_index[i] for i in s["videos"]]}
+            for s in plan["shards"] if s["name"] not in records]
+    bar = tqdm(total=len(plan["videos"]), desc=f"build {split}", unit="video",
+               disable=not progress, initial=sum(len(r["videos"]) for r in records.values()))
+    counts = {"clips": sum(r["clips"] for r in records.values()),
+              "bytes": sum(r["bytes"] for r in records.values())}
+
+    def on_progress(clips: int, nbytes: int) -> None:
+        counts["clips"] += clips
+        counts["bytes"] += nbytes
+        bar.update(1)
+        bar.set_postfix(clips=counts["clips"], MB=f"{counts['bytes'] / 1e6:.0f}", refresh=False)
+
+    errors = []
+    for task, record, error in run_tasks(build_shard, todo, workers, on_progress,
+                                         root=os.fspath(root), out_dir=os.fspath(out_dir),
+                                         options=opts, decode_threads=threads):
+        if error is not None:
+            errors.append(f"{task['name']}: {type(error).__name__}: {error}")
+        else:
+            records[task["name"]] = record
+    bar.close()
+    if errors:
+        raise BuildError(f"{len(errors)} shard(s) failed after retries; finished shards are kept, "
+                         "re-run the same command to retry:\n  " + "\n  ".join(errors))
+    manifest = _manifest(plan, records)
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    shutil.rmtree(out_dir / ".build", ignore_errors=True)
+    if progress:
+        print(summary(manifest, time.monotonic() - t0), file=sys.stderr)
+    return manifest
+
+
+def summary(manifest: dict, seconds: float) -> str:
+    """A short table of what a build made and left out."""
+    t = manifest["totals"]
+    reasons = Counter(s["reason"].split(":")[0] for s in manifest["skipped"])
+    rows = [
+        ("split", manifest["split"]),
+        ("classes", len(manifest["classes"])),
+        ("videos with clips", t["videos"] - t["too_short"]),
+        ("  of which partial", t["partial"]),
+        ("videos too short", t["too_short"]),
+        ("videos skipped", t["skipped"]),
+        *((f"  {r}", n) for r, n in reasons.most_common()),
+        ("files of other types", t["skipped_extensions"]),
+        ("clips", t["clips"]),
+        ("shards", t["shards"]),
+        ("size", f"{t['bytes'] / 1e9:.3f} GB"),
+        ("time", f"{seconds:.1f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,69 @@
+"""``manifest.json``: the record of one built split, written last and atomically.
+
+Schema (format version 1)::
+
+    {
+      "format_version": 1,
+      "split": "train",
+      "options": {...build options...},
+      "classes": ["abseiling", ...],          # label = index in this list
+      "shards": [{"name": "train-000000.tar", "clips": 120, "bytes": 123456789,
+                  "sha256": "..."}],           # names relative to the manifest's folder
+      "videos": [{"path": "abseiling/x.mp4", "label": 0, "video_index": 0,
+                  "status": "ok" | "partial" | "too_short", "frames": 300,
+                  "clips": 18, "shard": "train-000000.tar", "reason": null}],
+      "skipped": [{"path": "...", "reason": "..."}],   # not decodable at all
+      "skipped_extensions": {".txt": 2},                # files ignored for their extension
+      "totals": {"videos": 10, "clips": 180, "bytes": 123, "shards": 1,
+                 "skipped": 1, "partial": 0, "too_short": 0}
+    }
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to a temporary name, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def manifest_path(source: str | os.PathLike, split: str | None = None) -> Path:
+    """The manifest of ``source``: a manifest file, a split folder, or a build folder + split."""
+    p = Path(source)
+    if p.is_file():
+        return p
+    if (p / MANIFEST).is_file():
+        return p / MANIFEST
+    if split is not None and (p / split / MANIFEST).is_file():
+        return p / split / MANIFEST
+    where = p / split / MANIFEST if split else p / MANIFEST
+    raise FileNotFoundError(
+        f"no shardkin manifest at {where}: build one with `shardkin build ROOT {p}"
+        f"{' --split ' + split if split else ''}`"
+    )
+
+
+def load_manifest(source: str | os.PathLike, split: str | None = None) -> dict[str, Any]:
+    manifest = read_json(manifest_path(source, split))
+    if manifest.get("format_version") != 1:
+        raise ValueError(f"unsupported manifest format_version {manifest.get('format_version')!r}")
+    return manifest

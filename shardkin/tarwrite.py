@@ -1,0 +1,68 @@
+"""Deterministic, atomic tar shards: plain USTAR that any tar tool or WebDataset reads.
+
+Members get fixed headers (mtime 0, uid/gid 0, mode 0444) so the same samples give
+the same bytes. The shard is written under a hidden temporary name, fsynced, and
+renamed into place only when complete; on error the temporary file is removed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
+
+
+def member_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o444
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+class ShardWriter:
+    """Write members to ``path``; visible under that name only after :meth:`commit`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._file = open(self._tmp, "wb")
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        self._sha.update(data)
+        self.size += len(data)
+
+    def add(self, name: str, data: bytes) -> None:
+        self._write(member_header(name, len(data)))
+        self._write(data)
+        pad = -len(data) % _BLOCK
+        if pad:
+            self._write(b"\0" * pad)
+
+    def commit(self) -> tuple[int, str]:
+        """Finish the archive, rename it into place; returns (bytes, sha256 hex)."""
+        self._write(b"\0" * (2 * _BLOCK))
+        self._write(b"\0" * (-self.size % _RECORD))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return self.size, self._sha.hexdigest()
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -1,0 +1,82 @@
+"""Build one shard: decode its videos, write their clips, record what happened."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import av
+
+from .decode import CutOptions, DecodeError, VideoCutter
+from .manifest import write_json_atomic
+from .sample import clip_metadata, encode_sample, sample_key
+from .tarwrite import ShardWriter
+
+Progress = Callable[[int, int], None]  # (clips, bytes) after each video
+
+
+def cut_options(options: dict[str, Any], decode_threads: int) -> CutOptions:
+    keys = ("frames_per_clip", "step_between_clips", "frame_rate", "width", "height",
+            "min_dimension", "max_dimension", "audio_rate", "audio_channels")
+    return CutOptions(**{k: options[k] for k in keys}, decode_threads=decode_threads)
+
+
+def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
+                 cut: CutOptions) -> dict:
+    record = {"path": video["path"], "class": video["class"], "label": video["label"],
+              "video_index": video["video_index"], "shard": shard, "clips": 0, "frames": 0,
+              "status": "ok", "reason": None}
+    try:
+        cutter = VideoCutter(os.fspath(root / video["path"]), cut)
+    except DecodeError as e:
+        return {**record, "shard": None, "status": "failed", "reason": str(e)}
+    stats = cutter.stats
+    try:
+        for clip in cutter:
+            meta = clip_metadata(
+                path=video["path"], class_name=video["class"], label=video["label"],
+                video_index=video["video_index"], clip_index=clip.index,
+                source_frames=clip.source_frames, start_sec=float(clip.start),
+                end_sec=float(clip.end), fps=cutter.rule.output_fps, source_fps=stats.fps,
+                audio_rate=stats.audio_rate,
+            )
+            key = sample_key(video["video_index"], clip.index)
+            for ext, data in encode_sample(clip.video, clip.audio, video["label"], meta):
+                writer.add(f"{key}.{ext}", data)
+    except OSError as e:
+        if not isinstance(e, av.FFmpegError):
+            raise  # the disk, not the video: fail the shard
+        stats.error = f"{type(e).__name__}: {e}"
+    except Exception as e:  # an odd file must not take the other videos down
+        stats.error = f"{type(e).__name__}: {e}"
+        cutter.close()
+    record.update(clips=stats.clips, frames=stats.frames, reason=stats.error)
+    if stats.error:
+        record["status"] = "partial" if stats.clips else "failed"
+        if not stats.clips:
+            record["shard"] = None
+    elif stats.clips == 0:
+        need = cutter.rule.num_positions(stats.frames)
+        record.update(status="too_short", shard=None,
+                      reason=f"{stats.frames} frames give {need} at the clip frame rate, "
+                             f"fewer than frames_per_clip={cut.frames_per_clip}")
+    return record
+
+
+def build_shard(task: dict, root: str, out_dir: str, options: dict[str, Any],
+                decode_threads: int = 1, progress: Progress | None = None) -> dict:
+    """Write ``out_dir/<task name>`` and its record; returns the record."""
+    out = Path(out_dir)
+    cut = cut_options(options, decode_threads)
+    videos = []
+    with ShardWriter(out / task["name"]) as writer:
+        for video in task["videos"]:
+            before = writer.size
+            videos.append(_write_video(writer, Path(root), video, task["name"], cut))
+            if progress:
+                progress(videos[-1]["clips"], writer.size - before)
+        size, sha = writer.commit()
+    record = {"name": task["name"], "clips": sum(v["clips"] for v in videos), "bytes": size,
+              "sha256": sha, "videos": videos}
+    write_json_atomic(out / ".build" / "shards" / f"{task['name']}.json", record)
+    return record
