@@ -7,6 +7,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
+# fork starts a worker in milliseconds with av and numpy already imported; the build
+# itself starts no threads and never imports torch, so forking it is safe
+_START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 _progress_queue: Any = None
 
 
@@ -29,7 +32,7 @@ def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context(_START)) as pool:
         yield from pool.map(fn, items, chunksize=chunksize)
 
 
@@ -42,7 +45,7 @@ def run_tasks(
     A task that raises, or whose process dies, is retried ``retries`` times
     on a fresh pool before its error is yielded.
     """
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(_START)
     q = ctx.Queue()
     attempts = {id(t): 0 for t in tasks}
     todo = list(tasks)

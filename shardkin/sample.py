@@ -44,9 +44,9 @@ def encode_npy(array: np.ndarray) -> bytes:
     array = np.ascontiguousarray(array)
     if array.dtype.str not in _DTYPES:
         raise TypeError(f"unsupported dtype {array.dtype}")
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, array, version=(1, 0), allow_pickle=False)
-    return buf.getvalue()
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return b"".join([header.getvalue(), array.reshape(-1).view(np.uint8).data])
 
 
 def decode_npy(data: bytes | bytearray | memoryview) -> np.ndarray:

@@ -57,8 +57,9 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
             record["shard"] = None
     elif stats.clips == 0:
         need = cutter.rule.num_positions(stats.frames)
+        at_rate = f" ({need} at frame_rate={cut.frame_rate})" if cut.frame_rate else ""
         record.update(status="too_short", shard=None,
-                      reason=f"{stats.frames} frames give {need} at the clip frame rate, "
+                      reason=f"too short: {stats.frames} frames{at_rate}, "
                              f"fewer than frames_per_clip={cut.frames_per_clip}")
     return record
 

@@ -48,9 +48,10 @@ def _gather(root: Path, split: str, opts: dict) -> dict:
     if opts["annotations"]:
         videos, classes = read_annotations(opts["annotations"], classes)
     else:
-        if not (root / split).is_dir():
-            raise BuildError(f"split folder {root / split} does not exist: check ROOT and --split")
-        videos, other, skipped = list_tree(root, split, classes, tuple(opts["extensions"]))
+        try:
+            videos, other, skipped = list_tree(root, split, classes, tuple(opts["extensions"]))
+        except FileNotFoundError as e:
+            raise BuildError(f"{e}: check ROOT and --split") from None
     if opts["classes"]:
         unknown = sorted(set(opts["classes"]) - set(classes))
         if unknown:
@@ -79,7 +80,8 @@ def _make_plan(root: Path, split: str, opts: dict, workers: int, progress: bool)
         clips, nbytes = estimate(p, opts)
         videos.append({"video_index": len(videos), "path": v.path, "class": v.class_name,
                        "label": v.label, "est_frames": p["frames"], "est_clips": clips,
-                       "est_bytes": nbytes})
+                       "est_bytes": nbytes,
+                       "est_decode": p["frames"] * p["width"] * p["height"]})
     shards = assign_shards(videos, split, opts["seed"], parse_size(opts["shard_size"]),
                            opts["clips_per_shard"])
     return {"format_version": FORMAT_VERSION, "split": split, "options": opts,
@@ -214,6 +216,8 @@ def build(
     records = {s["name"]: r for s in plan["shards"] if (r := _done_record(out_dir, s["name"]))}
     todo = [{"name": s["name"], "videos": [by_index[i] for i in s["videos"]]}
             for s in plan["shards"] if s["name"] not in records]
+    # longest first, so the last shards to finish are short ones (output is the same)
+    todo.sort(key=lambda t: -sum(v["est_decode"] for v in t["videos"]))
     bar = tqdm(total=len(plan["videos"]), desc=f"build {split}", unit="video",
                disable=not progress, initial=sum(len(r["videos"]) for r in records.values()))
     counts = {"clips": sum(r["clips"] for r in records.values()),

@@ -1,0 +1,31 @@
+"""shardkin: pre-clipped WebDataset shards for video training.
+
+``shardkin.build`` turns a Kinetics-style tree into shards (no torch needed);
+``shardkin.ShardDataset`` and ``shardkin.make_loader`` stream them into PyTorch.
+Torch is imported only when the reader is first used.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build": ("shardkin.builder", "build"),
+    "BuildError": ("shardkin.builder", "BuildError"),
+    "load_manifest": ("shardkin.manifest", "load_manifest"),
+    "ShardDataset": ("shardkin.dataset", "ShardDataset"),
+    "make_loader": ("shardkin.loader", "make_loader"),
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'shardkin' has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,42 @@
+"""Shared fixtures: small made videos and the optional real clips in ../shared/realvideos."""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from shardkin.synth import make_video
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realvideos"
+if "SHARDKIN_REALVIDEOS" in os.environ:
+    REAL = Path(os.environ["SHARDKIN_REALVIDEOS"])
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    if not (REAL / "train").is_dir():
+        pytest.skip(f"real videos not found at {REAL}")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def made_root(tmp_path_factory) -> Path:
+    """train/val tree: fps 24, 29.97, 30, 60; with and without audio; every container;
+    unicode and spaces in names; val lacks a class (labels must still agree)."""
+    root = tmp_path_factory.mktemp("made")
+    specs = [
+        ("train", "archery", "a 24fps.mp4", 40, 24, 16000, 1),
+        ("train", "archery", "b_2997.mkv", 45, Fraction(30000, 1001), 48000, 2),
+        ("train", "bowling", "c 30fps.avi", 33, 30, None, 1),
+        ("train", "bowling", "d_60.webm", 50, 60, 48000, 1),
+        ("train", "café au lait", "é 30.mov", 36, 30, 22050, 2),
+        ("train", "café au lait", "short.mp4", 5, 30, 16000, 1),
+        ("val", "bowling", "e.mp4", 30, 30, 16000, 1),
+        ("val", "café au lait", "f.mp4", 20, 25, None, 1),
+    ]
+    for i, (split, cls, name, frames, fps, rate, ch) in enumerate(specs):
+        make_video(root / split / cls / name, frames, fps, (64, 48), rate, ch, seed=i)
+    (root / "train" / "archery" / "notes.txt").write_text("not a video")
+    return root

@@ -1,0 +1,108 @@
+"""End-to-end builds of made videos, checked against a direct PyAV decode."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shardkin.builder import BuildError, build
+from helpers import check_against_source, read_split
+
+
+def test_clips_pixels_audio_labels(made_root, tmp_path):
+    build(made_root, tmp_path, "train", frames_per_clip=8, step_between_clips=5,
+          clips_per_shard=6, workers=2, progress=False)
+    manifest, samples = check_against_source(made_root, tmp_path / "train", 8, 5, None)
+    assert manifest["classes"] == ["archery", "bowling", "café au lait"]
+    assert manifest["skipped_extensions"] == {".txt": 1}
+    status = {v["path"]: v["status"] for v in manifest["videos"]}
+    assert status["train/café au lait/short.mp4"] == "too_short"
+    assert manifest["totals"]["clips"] == len(samples) == sum(s["clips"] for s in manifest["shards"])
+    keys = [s["key"] for s in samples]
+    assert len(set(keys)) == len(keys) and all(k.isascii() and "." not in k for k in keys)
+    assert len(manifest["shards"]) > 2
+
+
+def test_frame_rate_and_resize(made_root, tmp_path):
+    build(made_root, tmp_path, "train", frames_per_clip=6, step_between_clips=4, frame_rate=15,
+          min_dimension=32, workers=1, progress=False)
+    manifest, samples = check_against_source(made_root, tmp_path / "train", 6, 4, 15.0,
+                                              size=(0, 0, 32, 0))
+    assert {s["video.npy"].shape[1:] for s in samples} == {(32, 43, 3)}
+    assert {s["json"]["fps"] for s in samples} == {15.0}
+
+
+def test_labels_agree_across_splits_and_classes_from(made_root, tmp_path):
+    train = build(made_root, tmp_path, "train", frames_per_clip=8, workers=1, progress=False)
+    val = build(made_root, tmp_path, "val", frames_per_clip=8, workers=1, progress=False)
+    assert val["classes"] == train["classes"]
+    assert {v["path"]: v["label"] for v in val["videos"]} == {
+        "val/bowling/e.mp4": 1, "val/café au lait/f.mp4": 2}
+    other = build(made_root, tmp_path / "again", "val", frames_per_clip=8, workers=1,
+                  classes_from=tmp_path, progress=False)
+    assert other["classes"] == train["classes"]
+
+
+def test_same_inputs_give_same_bytes(made_root, tmp_path):
+    kw = dict(frames_per_clip=4, step_between_clips=3, clips_per_shard=5, progress=False)
+    build(made_root, tmp_path / "a", "train", workers=1, **kw)
+    build(made_root, tmp_path / "b", "train", workers=2, **kw)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) > 3
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_subsets_are_seeded(made_root, tmp_path):
+    m = build(made_root, tmp_path / "c", "train", classes=["bowling", "archery"],
+              frames_per_clip=8, workers=1, progress=False)
+    assert m["classes"] == ["archery", "bowling"]
+    assert {v["label"] for v in m["videos"]} == {0, 1}
+    picks = []
+    for i in range(2):
+        m = build(made_root, tmp_path / f"f{i}", "train", fraction=0.5, seed=3,
+                  frames_per_clip=8, workers=1, progress=False)
+        picks.append([v["path"] for v in m["videos"]] + [s["path"] for s in m["skipped"]])
+    assert picks[0] == picks[1] and len(picks[0]) == 3  # one of the two videos of each class
+    m = build(made_root, tmp_path / "l", "train", limit=2, frames_per_clip=8, workers=1,
+              progress=False)
+    assert len(m["videos"]) + len(m["skipped"]) == 2
+
+
+def test_annotation_csv(made_root, tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_text("path,label\ntrain/bowling/c 30fps.avi,bowling\n"
+                   "train/archery/a 24fps.mp4,archery\n", encoding="utf-8")
+    m = build(made_root, tmp_path / "o", "train", annotations=csv, frames_per_clip=8,
+              workers=1, progress=False)
+    assert m["classes"] == ["archery", "bowling"]
+    assert [(v["path"], v["label"]) for v in m["videos"]] == [
+        ("train/archery/a 24fps.mp4", 0), ("train/bowling/c 30fps.avi", 1)]
+    space = tmp_path / "ints.csv"
+    space.write_text("train/bowling/c 30fps.avi 7\n", encoding="utf-8")
+    m = build(made_root, tmp_path / "p", "train", annotations=space, frames_per_clip=8,
+              workers=1, progress=False)
+    assert m["videos"][0]["label"] == 7 and m["totals"]["clips"] == 4
+
+
+def test_other_options_refused_unless_overwrite(made_root, tmp_path):
+    build(made_root, tmp_path, "val", frames_per_clip=8, workers=1, progress=False)
+    again = build(made_root, tmp_path, "val", frames_per_clip=8, workers=1, progress=False)
+    assert again["totals"]["clips"] > 0
+    with pytest.raises(BuildError, match="frames_per_clip"):
+        build(made_root, tmp_path, "val", frames_per_clip=4, workers=1, progress=False)
+    m = build(made_root, tmp_path, "val", frames_per_clip=4, workers=1, overwrite=True,
+              progress=False)
+    _, samples = read_split(tmp_path / "val")
+    assert {s["video.npy"].shape[0] for s in samples} == {4} and len(samples) == m["totals"]["clips"]
+
+
+def test_webdataset_reads_shards_unaided(made_root, tmp_path):
+    import webdataset as wds
+
+    m = build(made_root, tmp_path, "train", frames_per_clip=8, workers=1, progress=False)
+    urls = [str(tmp_path / "train" / s["name"]) for s in m["shards"]]
+    seen = list(wds.WebDataset(urls, shardshuffle=False).decode())
+    assert len(seen) == m["totals"]["clips"]
+    s = seen[0]
+    assert s["video.npy"].dtype == np.uint8 and s["video.npy"].shape[0] == 8
+    assert s["audio.npy"].dtype == np.float32 and s["json"]["label"] == s["cls"]
