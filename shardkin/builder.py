@@ -6,6 +6,7 @@ an interruption keeps the finished shards and ends with the same bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -14,13 +15,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from .decode import probe_or_reason
 from .local import map_processes, run_tasks
-from .manifest import MANIFEST, load_manifest, read_json, write_json_atomic
+from .manifest import INDEX, MANIFEST, load_manifest, read_json, write_bytes_atomic, write_json_atomic
 from .plan import assign_shards, estimate, parse_size
-from .sample import FORMAT_VERSION
+from .sample import FORMAT_VERSION, encode_npy
 from .scan import DEFAULT_EXTENSIONS, find_classes, list_tree, read_annotations, select
 from .worker import build_shard
 
@@ -106,6 +108,7 @@ def _check_existing(out_dir: Path, split: str, opts: dict, overwrite: bool) -> d
     for p in out_dir.glob(f"{split}-*.tar"):
         p.unlink()
     manifest.unlink(missing_ok=True)
+    (out_dir / INDEX).unlink(missing_ok=True)
     shutil.rmtree(out_dir / ".build", ignore_errors=True)
     return None
 
@@ -120,12 +123,23 @@ def _done_record(out_dir: Path, name: str) -> dict | None:
     return None
 
 
-def _manifest(plan: dict, records: dict[str, dict]) -> dict:
+def _index(plan: dict, records: dict[str, dict]) -> np.ndarray:
+    """Rows (shard number, offset, length) of every clip, in torchvision's order."""
+    rows = []
+    for n, s in enumerate(plan["shards"]):
+        for v in records[s["name"]]["videos"]:
+            rows += [(v["video_index"], k, n, off, size) for k, (off, size) in enumerate(v["samples"])]
+    rows.sort()
+    return np.array([r[2:] for r in rows], dtype=np.int64).reshape(-1, 3)
+
+
+def _manifest(plan: dict, records: dict[str, dict], index: dict) -> dict:
     shards, videos, failed = [], [], []
     for s in plan["shards"]:
         r = records[s["name"]]
         shards.append({k: r[k] for k in ("name", "clips", "bytes", "sha256")})
         for v in r["videos"]:
+            v = {k: val for k, val in v.items() if k != "samples"}
             (failed if v["status"] == "failed" else videos).append(v)
     videos.sort(key=lambda v: v["video_index"])
     skipped = plan["skipped"] + [{"path": v["path"], "reason": v["reason"]} for v in failed]
@@ -137,7 +151,7 @@ def _manifest(plan: dict, records: dict[str, dict]) -> dict:
               "skipped_extensions": sum(plan["skipped_extensions"].values())}
     return {"format_version": FORMAT_VERSION, "split": plan["split"], "options": plan["options"],
             "classes": plan["classes"], "shards": shards, "videos": videos, "skipped": skipped,
-            "skipped_extensions": plan["skipped_extensions"], "totals": totals}
+            "skipped_extensions": plan["skipped_extensions"], "index": index, "totals": totals}
 
 
 def build(
@@ -241,7 +255,10 @@ def build(
     if errors:
         raise BuildError(f"{len(errors)} shard(s) failed after retries; finished shards are kept, "
                          "re-run the same command to retry:\n  " + "\n  ".join(errors))
-    manifest = _manifest(plan, records)
+    index = encode_npy(_index(plan, records))
+    write_bytes_atomic(out_dir / INDEX, index)
+    manifest = _manifest(plan, records, {"name": INDEX, "bytes": len(index),
+                                         "sha256": hashlib.sha256(index).hexdigest()})
     write_json_atomic(out_dir / MANIFEST, manifest)
     shutil.rmtree(out_dir / ".build", ignore_errors=True)
     if progress:

@@ -14,9 +14,15 @@ Schema (format version 1)::
                   "clips": 18, "shard": "train-000000.tar", "reason": null}],
       "skipped": [{"path": "...", "reason": "..."}],   # not decodable at all
       "skipped_extensions": {".txt": 2},                # files ignored for their extension
+      "index": {"name": "index.npy", "bytes": 1234, "sha256": "..."},
       "totals": {"videos": 10, "clips": 180, "bytes": 123, "shards": 1,
                  "skipped": 1, "partial": 0, "too_short": 0}
     }
+
+``index.npy`` (int64 ``[clips, 3]``: shard number in ``shards``, byte offset of the
+sample's first tar header, byte length of its members) lists every clip in
+torchvision's order -- class, video within class, clip within video -- so clip
+``i`` is one positioned read.
 """
 from __future__ import annotations
 
@@ -26,19 +32,24 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+INDEX = "index.npy"
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to a temporary name, fsync, then rename over ``path``."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary name, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def read_json(path: str | os.PathLike) -> Any:

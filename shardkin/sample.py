@@ -26,7 +26,7 @@ AUDIO = "audio.npy"
 LABEL = "cls"
 META = "json"
 MEMBERS = (VIDEO, AUDIO, LABEL, META)
-_DTYPES = {"|u1": np.uint8, "<f4": np.float32}
+_DTYPES = {"|u1": np.uint8, "<f4": np.float32, "<i8": np.int64}
 
 
 def sample_key(video_index: int, clip_index: int) -> str:
@@ -40,7 +40,7 @@ def split_member(name: str) -> tuple[str, str]:
 
 
 def encode_npy(array: np.ndarray) -> bytes:
-    """npy v1.0 bytes of a C-contiguous uint8 or float32 array."""
+    """npy v1.0 bytes of a uint8, float32 or int64 array."""
     array = np.ascontiguousarray(array)
     if array.dtype.str not in _DTYPES:
         raise TypeError(f"unsupported dtype {array.dtype}")
@@ -50,7 +50,7 @@ def encode_npy(array: np.ndarray) -> bytes:
 
 
 def decode_npy(data: bytes | bytearray | memoryview) -> np.ndarray:
-    """Array over ``data`` without copying; only uint8/float32, never pickle."""
+    """Array over ``data`` without copying; only uint8/float32/int64, never pickle."""
     view = memoryview(data)
     if bytes(view[:8]) != b"\x93NUMPY\x01\x00":
         raise ValueError("not an npy v1.0 payload")

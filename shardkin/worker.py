@@ -25,7 +25,7 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
                  cut: CutOptions) -> dict:
     record = {"path": video["path"], "class": video["class"], "label": video["label"],
               "video_index": video["video_index"], "shard": shard, "clips": 0, "frames": 0,
-              "status": "ok", "reason": None}
+              "status": "ok", "reason": None, "samples": []}
     try:
         cutter = VideoCutter(os.fspath(root / video["path"]), cut)
     except DecodeError as e:
@@ -41,8 +41,10 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
                 audio_rate=stats.audio_rate,
             )
             key = sample_key(video["video_index"], clip.index)
+            start = writer.size
             for ext, data in encode_sample(clip.video, clip.audio, video["label"], meta):
                 writer.add(f"{key}.{ext}", data)
+            record["samples"].append([start, writer.size - start])
     except OSError as e:
         if not isinstance(e, av.FFmpegError):
             raise  # the disk, not the video: fail the shard
