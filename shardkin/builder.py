@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -20,11 +19,14 @@ from tqdm import tqdm
 
 from .decode import probe_or_reason
 from .local import map_processes, run_tasks
-from .manifest import INDEX, MANIFEST, load_manifest, read_json, write_bytes_atomic, write_json_atomic
+from .manifest import INDEX, MANIFEST, load_manifest
 from .plan import assign_shards, estimate, parse_size
 from .sample import FORMAT_VERSION, encode_npy
 from .scan import DEFAULT_EXTENSIONS, find_classes, list_tree, read_annotations, select
-from .worker import build_shard
+from .storage import Folder
+from .worker import build_shard, record_name
+
+PLAN = ".build/plan.json"
 
 
 class BuildError(RuntimeError):
@@ -91,36 +93,31 @@ def _make_plan(root: Path, split: str, opts: dict, workers: int, progress: bool)
             "skipped_extensions": found["skipped_extensions"], "shards": shards}
 
 
-def _check_existing(out_dir: Path, split: str, opts: dict, overwrite: bool) -> dict | None:
+def _check_existing(folder: Folder, split: str, opts: dict, overwrite: bool) -> dict | None:
     """Return a finished manifest for the same options; refuse other options unless overwrite."""
-    manifest, plan = out_dir / MANIFEST, out_dir / ".build" / "plan.json"
-    previous = read_json(manifest) if manifest.is_file() else (
-        read_json(plan) if plan.is_file() else None)
+    previous = next((folder.read_json(n) for n in (MANIFEST, PLAN) if folder.exists(n)), None)
     if previous is None:
         return None
     if previous["options"] == opts:
-        return previous if manifest.is_file() else None
+        return previous if folder.exists(MANIFEST) else None
     if not overwrite:
         changed = sorted(k for k in set(opts) | set(previous["options"])
                          if opts.get(k) != previous["options"].get(k))
-        raise BuildError(f"{out_dir} holds a build with other options ({', '.join(changed)}): "
+        raise BuildError(f"{folder.url} holds a build with other options ({', '.join(changed)}): "
                          f"pass --overwrite to replace it, or choose another OUT")
-    for p in out_dir.glob(f"{split}-*.tar"):
-        p.unlink()
-    manifest.unlink(missing_ok=True)
-    (out_dir / INDEX).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / ".build", ignore_errors=True)
+    for name in folder.names(f"{split}-"):
+        folder.delete(name)
+    for name in (MANIFEST, INDEX, ".build"):
+        folder.delete(name)
     return None
 
 
-def _done_record(out_dir: Path, name: str) -> dict | None:
-    rec_path = out_dir / ".build" / "shards" / f"{name}.json"
-    shard = out_dir / name
-    if rec_path.is_file() and shard.is_file():
-        record = read_json(rec_path)
-        if record["bytes"] == shard.stat().st_size:
-            return record
-    return None
+def _done_record(folder: Folder, name: str) -> dict | None:
+    """The record of a shard finished earlier: the shard exists with the recorded size."""
+    if not folder.exists(record_name(name)):
+        return None
+    record = folder.read_json(record_name(name))
+    return record if folder.size(name) == record["bytes"] else None
 
 
 def _index(plan: dict, records: dict[str, dict]) -> np.ndarray:
@@ -181,8 +178,12 @@ def build(
     decode_threads: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build ``out/<split>/`` shards and manifest from ``root/<split>/<class>/<video>``.
+
+    ``out`` is a local folder or an fsspec URL (``s3://bucket/prefix``; credentials and
+    endpoint from the environment or ``storage_options``).
 
     Clip arguments follow ``torchvision.datasets.Kinetics`` (``frames_per_clip``,
     ``step_between_clips`` -- default ``frames_per_clip``, i.e. clips do not overlap --
@@ -191,9 +192,10 @@ def build(
     Returns the manifest (see :mod:`shardkin.manifest`).
     """
     t0 = time.monotonic()
-    root, out_dir = Path(root), Path(out) / split
+    root = Path(root)
     if not root.is_dir():
         raise BuildError(f"dataset root {root} does not exist or is not a folder")
+    folder = Folder(out, storage_options).child(split)
     workers = workers or os.cpu_count() or 1
     threads = decode_threads or max(1, (os.cpu_count() or 1) // workers)
     opts = {
@@ -210,24 +212,27 @@ def build(
         "fraction": fraction, "limit": limit, "seed": int(seed),
         "shard_size": str(shard_size), "clips_per_shard": clips_per_shard,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    finished = _check_existing(out_dir, split, opts, overwrite)
+    try:
+        folder.make()
+        finished = _check_existing(folder, split, opts, overwrite)
+    except Exception as e:  # s3fs/gcsfs/botocore raise many kinds
+        raise BuildError(f"cannot write to {folder.url}: {type(e).__name__}: {e} (check the "
+                         "path or bucket, the credentials and the endpoint)") from None
     if finished is not None:
         if progress:
-            print(f"{out_dir}: already built with these options, nothing to do", file=sys.stderr)
+            print(f"{folder.url}: already built with these options, nothing to do", file=sys.stderr)
         return finished
-    for stale in out_dir.glob(f".{split}-*.tar.tmp-*"):
-        stale.unlink()
-    plan_path = out_dir / ".build" / "plan.json"
-    if plan_path.is_file():
-        plan = read_json(plan_path)
+    for stale in folder.names(f".{split}-"):
+        if ".tmp-" in stale:
+            folder.delete(stale)
+    if folder.exists(PLAN):
+        plan = folder.read_json(PLAN)
     else:
         plan = _make_plan(root, split, opts, workers, progress)
-        plan_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(plan_path, plan)
+        folder.write_json(PLAN, plan)
 
     by_index = {v["video_index"]: v for v in plan["videos"]}
-    records = {s["name"]: r for s in plan["shards"] if (r := _done_record(out_dir, s["name"]))}
+    records = {s["name"]: r for s in plan["shards"] if (r := _done_record(folder, s["name"]))}
     todo = [{"name": s["name"], "videos": [by_index[i] for i in s["videos"]]}
             for s in plan["shards"] if s["name"] not in records]
     # longest first, so the last shards to finish are short ones (output is the same)
@@ -245,8 +250,9 @@ def build(
 
     errors = []
     for task, record, error in run_tasks(build_shard, todo, workers, on_progress,
-                                         root=os.fspath(root), out_dir=os.fspath(out_dir),
-                                         options=opts, decode_threads=threads):
+                                         root=os.fspath(root), out=folder.url, options=opts,
+                                         decode_threads=threads,
+                                         storage_options=storage_options):
         if error is not None:
             errors.append(f"{task['name']}: {type(error).__name__}: {error}")
         else:
@@ -256,11 +262,11 @@ def build(
         raise BuildError(f"{len(errors)} shard(s) failed after retries; finished shards are kept, "
                          "re-run the same command to retry:\n  " + "\n  ".join(errors))
     index = encode_npy(_index(plan, records))
-    write_bytes_atomic(out_dir / INDEX, index)
+    folder.write_bytes(INDEX, index)
     manifest = _manifest(plan, records, {"name": INDEX, "bytes": len(index),
                                          "sha256": hashlib.sha256(index).hexdigest()})
-    write_json_atomic(out_dir / MANIFEST, manifest)
-    shutil.rmtree(out_dir / ".build", ignore_errors=True)
+    folder.write_json(MANIFEST, manifest)
+    folder.delete(".build")
     if progress:
         print(summary(manifest, time.monotonic() - t0), file=sys.stderr)
     return manifest

@@ -1,15 +1,15 @@
-"""Deterministic, atomic tar shards: plain USTAR that any tar tool or WebDataset reads.
+"""Deterministic tar shards: plain USTAR that any tar tool or WebDataset reads.
 
 Members get fixed headers (mtime 0, uid/gid 0, mode 0444) so the same samples give
-the same bytes. The shard is written under a hidden temporary name, fsynced, and
-renamed into place only when complete; on error the temporary file is removed.
+the same bytes. The writer fills a temporary local file; the caller publishes it
+(:meth:`shardkin.storage.Folder.publish`) only after :meth:`ShardWriter.commit`, and
+on error the temporary file is removed, so no partial shard is ever visible.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import tarfile
-from pathlib import Path
 
 _BLOCK = 512
 _RECORD = 20 * _BLOCK
@@ -25,12 +25,11 @@ def member_header(name: str, size: int) -> bytes:
 
 
 class ShardWriter:
-    """Write members to ``path``; visible under that name only after :meth:`commit`."""
+    """Write tar members to the temporary local file ``path``."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self._file = open(self._tmp, "wb")
+        self.path = path
+        self._file = open(path, "wb")
         self._sha = hashlib.sha256()
         self.size = 0
 
@@ -47,18 +46,18 @@ class ShardWriter:
             self._write(b"\0" * pad)
 
     def commit(self) -> tuple[int, str]:
-        """Finish the archive, rename it into place; returns (bytes, sha256 hex)."""
+        """Finish and fsync the archive; returns (bytes, sha256 hex)."""
         self._write(b"\0" * (2 * _BLOCK))
         self._write(b"\0" * (-self.size % _RECORD))
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self._tmp, self.path)
         return self.size, self._sha.hexdigest()
 
     def abort(self) -> None:
         self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        if os.path.exists(self.path):
+            os.unlink(self.path)
 
     def __enter__(self) -> "ShardWriter":
         return self

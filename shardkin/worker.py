@@ -8,8 +8,8 @@ from typing import Any, Callable
 import av
 
 from .decode import CutOptions, DecodeError, VideoCutter
-from .manifest import write_json_atomic
 from .sample import clip_metadata, encode_sample, sample_key
+from .storage import Folder
 from .tarwrite import ShardWriter
 
 Progress = Callable[[int, int], None]  # (clips, bytes) after each video
@@ -66,20 +66,27 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
     return record
 
 
-def build_shard(task: dict, root: str, out_dir: str, options: dict[str, Any],
-                decode_threads: int = 1, progress: Progress | None = None) -> dict:
-    """Write ``out_dir/<task name>`` and its record; returns the record."""
-    out = Path(out_dir)
+def record_name(shard: str) -> str:
+    """Where a finished shard's record is kept until the manifest is written."""
+    return f".build/shards/{shard}.json"
+
+
+def build_shard(task: dict, root: str, out: str, options: dict[str, Any],
+                decode_threads: int = 1, progress: Progress | None = None,
+                storage_options: dict | None = None) -> dict:
+    """Write shard ``out/<task name>`` (a folder or URL), then its record; returns the record."""
+    folder = Folder(out, storage_options)
     cut = cut_options(options, decode_threads)
     videos = []
-    with ShardWriter(out / task["name"]) as writer:
+    with ShardWriter(folder.temp_path(task["name"])) as writer:
         for video in task["videos"]:
             before = writer.size
             videos.append(_write_video(writer, Path(root), video, task["name"], cut))
             if progress:
                 progress(videos[-1]["clips"], writer.size - before)
         size, sha = writer.commit()
+    folder.publish(writer.path, task["name"])
     record = {"name": task["name"], "clips": sum(v["clips"] for v in videos), "bytes": size,
               "sha256": sha, "videos": videos}
-    write_json_atomic(out / ".build" / "shards" / f"{task['name']}.json", record)
+    folder.write_json(record_name(task["name"]), record)
     return record

@@ -40,3 +40,35 @@ def made_root(tmp_path_factory) -> Path:
         make_video(root / split / cls / name, frames, fps, (64, 48), rate, ch, seed=i)
     (root / "train" / "archery" / "notes.txt").write_text("not a video")
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server for the session; credentials and endpoint set in the environment
+    (as users set them), so s3fs and child processes find them the usual way."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from servers import CREDENTIALS, moto_server
+
+    with moto_server() as endpoint:
+        saved = {k: os.environ.get(k) for k in [*CREDENTIALS, "AWS_ENDPOINT_URL"]}
+        os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
+        try:
+            yield endpoint
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_endpoint, request) -> str:
+    """A fresh, empty bucket; returns its s3:// URL."""
+    import boto3
+    import re
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}"

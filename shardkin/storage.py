@@ -1,0 +1,143 @@
+"""Where a build lives: a local folder or an fsspec URL (``s3://``, ``gs://``, ...).
+
+Local paths need only the standard library. URLs need fsspec and the store's own
+package (s3fs, gcsfs: ``pip install 'shardkin[s3]'``); credentials and endpoints
+come from the usual places (environment, config files) or ``storage_options``.
+Files are published atomically: a local file is renamed into place, an object is
+uploaded in one PUT or one multipart upload, which S3 makes visible only when complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+INSTALL_HINT = "install object-storage support with: pip install 'shardkin[s3]' (or gcsfs for gs://)"
+
+
+def is_url(target: str | os.PathLike) -> bool:
+    """True for ``scheme://`` targets other than ``file://``."""
+    text = os.fspath(target)
+    return "://" in text and urlparse(text).scheme not in ("", "file")
+
+
+def filesystem(url: str, storage_options: dict[str, Any] | None = None):
+    """(fsspec filesystem, path inside it) for ``url``."""
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(f"{url} is a URL: {INSTALL_HINT}") from None
+    try:
+        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except ImportError as e:
+        raise ImportError(f"{url}: {e}; {INSTALL_HINT}") from None
+
+
+class Folder:
+    """Files by name under a local folder or a URL prefix, with the same interface."""
+
+    def __init__(self, target: str | os.PathLike, storage_options: dict[str, Any] | None = None):
+        text = os.fspath(target)
+        self.storage_options = storage_options
+        self.remote = is_url(text)
+        if self.remote:
+            self.url = text.rstrip("/")
+            self._fs, self._root = filesystem(self.url, storage_options)
+            self._root = self._root.rstrip("/")
+        else:
+            self.url = urlparse(text).path if text.startswith("file://") else text
+            self._fs = None
+
+    def __repr__(self) -> str:
+        return f"Folder({self.url!r})"
+
+    def child(self, name: str) -> "Folder":
+        return Folder(self.path(name), self.storage_options)
+
+    def path(self, name: str) -> str:
+        """The URL or local path of ``name``."""
+        return f"{self.url}/{name}" if self.remote else os.path.join(self.url, name)
+
+    def _key(self, name: str) -> str:
+        return f"{self._root}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self._fs.exists(self._key(name)) if self.remote else os.path.exists(self.path(name))
+
+    def size(self, name: str) -> int | None:
+        try:
+            return self._fs.size(self._key(name)) if self.remote else os.path.getsize(self.path(name))
+        except FileNotFoundError:
+            return None
+
+    def read_bytes(self, name: str) -> bytes:
+        if self.remote:
+            return self._fs.cat_file(self._key(name))
+        return Path(self.path(name)).read_bytes()
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.read_bytes(name).decode("utf-8"))
+
+    def names(self, prefix: str = "") -> list[str]:
+        """Names of the files directly in this folder that start with ``prefix``."""
+        if self.remote:
+            try:
+                found = self._fs.ls(self._root, detail=False, refresh=True)
+            except FileNotFoundError:
+                return []
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in found]
+        else:
+            names = os.listdir(self.url) if os.path.isdir(self.url) else []
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def make(self) -> None:
+        """Create the local folder; on object storage, prove we can write there."""
+        if not self.remote:
+            os.makedirs(self.url, exist_ok=True)
+            return
+        probe = ".shardkin-write-check"
+        self._fs.pipe_file(self._key(probe), b"ok")
+        self._fs.rm(self._key(probe))
+
+    def temp_path(self, name: str) -> str:
+        """A local path to write ``name`` to before :meth:`publish`."""
+        if self.remote:
+            return os.path.join(tempfile.mkdtemp(prefix="shardkin-"), os.path.basename(name))
+        os.makedirs(os.path.dirname(self.path(name)) or ".", exist_ok=True)
+        head, tail = os.path.split(self.path(name))
+        return os.path.join(head, f".{tail}.tmp-{os.getpid()}")
+
+    def publish(self, local_file: str, name: str) -> None:
+        """Make a finished local file visible as ``name``, atomically."""
+        if self.remote:
+            try:
+                self._fs.put_file(local_file, self._key(name))
+            finally:
+                shutil.rmtree(os.path.dirname(local_file), ignore_errors=True)
+        else:
+            os.replace(local_file, self.path(name))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        tmp = self.temp_path(name)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self.publish(tmp, name)
+
+    def write_json(self, name: str, data: Any) -> None:
+        text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        self.write_bytes(name, text.encode("utf-8"))
+
+    def delete(self, name: str) -> None:
+        if self.remote:
+            if self._fs.exists(self._key(name)):
+                self._fs.rm(self._key(name), recursive=True)
+        elif os.path.isdir(self.path(name)):
+            shutil.rmtree(self.path(name))
+        elif os.path.exists(self.path(name)):
+            os.unlink(self.path(name))
