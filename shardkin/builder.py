@@ -112,6 +112,13 @@ def _check_existing(folder: Folder, split: str, opts: dict, overwrite: bool) -> 
     return None
 
 
+def _remove_temporaries(folder: Folder, split: str) -> None:
+    """Delete shards left half-written by a killed worker (never visible as shards)."""
+    for name in folder.names(f".{split}-"):
+        if ".tmp-" in name:
+            folder.delete(name)
+
+
 def _done_record(folder: Folder, name: str) -> dict | None:
     """The record of a shard finished earlier: the shard exists with the recorded size."""
     if not folder.exists(record_name(name)):
@@ -179,11 +186,14 @@ def build(
     overwrite: bool = False,
     progress: bool = True,
     storage_options: dict[str, Any] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Build ``out/<split>/`` shards and manifest from ``root/<split>/<class>/<video>``.
 
     ``out`` is a local folder or an fsspec URL (``s3://bucket/prefix``; credentials and
-    endpoint from the environment or ``storage_options``).
+    endpoint from the environment or ``storage_options``). ``executor="ray"`` runs the
+    shard tasks on the Ray cluster at ``ray_address`` (default: start a local one).
 
     Clip arguments follow ``torchvision.datasets.Kinetics`` (``frames_per_clip``,
     ``step_between_clips`` -- default ``frames_per_clip``, i.e. clips do not overlap --
@@ -222,9 +232,7 @@ def build(
         if progress:
             print(f"{folder.url}: already built with these options, nothing to do", file=sys.stderr)
         return finished
-    for stale in folder.names(f".{split}-"):
-        if ".tmp-" in stale:
-            folder.delete(stale)
+    _remove_temporaries(folder, split)
     if folder.exists(PLAN):
         plan = folder.read_json(PLAN)
     else:
@@ -248,11 +256,19 @@ def build(
         bar.update(1)
         bar.set_postfix(clips=counts["clips"], MB=f"{counts['bytes'] / 1e6:.0f}", refresh=False)
 
+    job = dict(root=os.fspath(root.resolve()), out=folder.url, options=opts,
+               storage_options=storage_options)
+    if executor == "ray":
+        from . import raydist
+
+        results = raydist.run_tasks(build_shard, todo, on_progress, address=ray_address,
+                                    decode_threads=decode_threads or 1, **job)
+    elif executor == "local":
+        results = run_tasks(build_shard, todo, workers, on_progress, decode_threads=threads, **job)
+    else:
+        raise BuildError(f"unknown executor {executor!r}: use 'local' or 'ray'")
     errors = []
-    for task, record, error in run_tasks(build_shard, todo, workers, on_progress,
-                                         root=os.fspath(root), out=folder.url, options=opts,
-                                         decode_threads=threads,
-                                         storage_options=storage_options):
+    for task, record, error in results:
         if error is not None:
             errors.append(f"{task['name']}: {type(error).__name__}: {error}")
         else:
@@ -267,6 +283,7 @@ def build(
                                          "sha256": hashlib.sha256(index).hexdigest()})
     folder.write_json(MANIFEST, manifest)
     folder.delete(".build")
+    _remove_temporaries(folder, split)
     if progress:
         print(summary(manifest, time.monotonic() - t0), file=sys.stderr)
     return manifest

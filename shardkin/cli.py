@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .info import SHARDS_LISTED
 from .scan import DEFAULT_EXTENSIONS
 
 BUILD_HELP = """\
@@ -76,6 +77,11 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    help="worker processes (default: all cores)")
     g.add_argument("--decode-threads", type=int, default=None,
                    help="FFmpeg threads per worker (default: cores / workers)")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="run shard tasks on local processes (default) or a Ray cluster")
+    g.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
+                        "(default: start a local Ray)")
     g.add_argument("--overwrite", action="store_true", help="replace a build made with other options")
     g.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 
@@ -103,11 +109,12 @@ def _run_build(args: argparse.Namespace) -> int:
                 annotations=args.annotations, fraction=args.fraction, limit=args.limit,
                 seed=args.seed, shard_size=args.shard_size, clips_per_shard=args.clips_per_shard,
                 workers=args.workers, decode_threads=args.decode_threads,
-                overwrite=args.overwrite, progress=not args.quiet,
+                overwrite=args.overwrite, progress=not args.quiet, executor=args.executor,
+                ray_address=args.ray_address,
             )
             if manifest["totals"]["clips"] == 0:
                 empty.append(split)
-    except (BuildError, FileNotFoundError, ValueError) as e:
+    except (BuildError, FileNotFoundError, ValueError, ImportError) as e:
         print(f"shardkin build: error: {e}", file=sys.stderr)
         return 2
     if empty:
@@ -117,13 +124,167 @@ def _run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+SOURCE_HELP = ("a build folder (OUT, with --split NAME unless it holds one split), "
+               "a split folder (OUT/SPLIT) or a manifest.json")
+
+INFO_HELP = """\
+Summarise a built split from its manifest alone (no shard is read): the classes
+with their video and clip counts, the shards with their sizes, the build options,
+and the videos left out or cut short, grouped by reason.
+
+examples:
+  shardkin info shards --split train
+  shardkin info shards/val --all-shards
+  shardkin info shards/train --json > train-info.json
+"""
+
+VERIFY_HELP = """\
+Check that a built split is exactly what its manifest says, before training on it.
+Each shard is read once, front to back:
+  - its size and sha256 must match the manifest (missing shards, and .tar files
+    that the manifest does not list, are reported too)
+  - it must hold the manifest's number of clips, each sample with video.npy,
+    audio.npy, cls and json members and a key found nowhere else
+  - video is uint8 [T,H,W,3] with T = frames_per_clip and a size that the resize
+    options give (the same for all clips of a video); audio is float32 [C,S]
+  - cls == the json label == the manifest's label of the video, and the json class
+    is classes[cls]; each video's clips are 0..n-1, in order, in its manifest shard
+  - index.npy matches its checksum and each row points at its clip
+Each problem is printed on one line that starts with the shard (and sample key).
+Exit status: 0 all good, 1 problems found, 2 nothing to verify (no manifest).
+
+examples:
+  shardkin verify shards --split train
+  shardkin verify shards/val --quiet || echo "do not train on shards/val"
+"""
+
+SHOW_HELP = """\
+Draw random clips of a built split into a PNG contact sheet: a row per clip, its
+label, class name, sample key and shard above a few evenly spaced frames, so you
+can see at a glance that frames and labels belong together. The same --seed gives
+the same clips; only the shards holding them are read. Frames are enlarged or
+reduced by whole factors to a readable height.
+
+examples:
+  shardkin show shards --split train -o sheet.png
+  shardkin show shards/val -o val.png --n 16 --frames 8 --seed 3
+"""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="OUT[/SPLIT]", help=SOURCE_HELP)
+    p.add_argument("--split", default=None,
+                   help="split to use when OUT is a build folder (default: its only split)")
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="summarise a built split: classes, shards, options, skips",
+                       description=INFO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_source(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON, for scripts")
+    p.add_argument("--all-shards", action="store_true",
+                   help=f"list every shard (default: all if at most {SHARDS_LISTED})")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import json
+
+    from .info import format_info, summarize
+    from .shards import open_split
+
+    try:
+        manifest, folder = open_split(args.source, args.split)
+        summary = summarize(manifest)
+    except (OSError, ValueError) as e:
+        print(f"shardkin info: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json
+          else format_info(summary, folder, args.all_shards))
+    return 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check shard checksums and every sample against the manifest",
+                       description=VERIFY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_source(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .info import human_bytes
+    from .shards import open_split
+    from .verify import verify_split
+
+    try:
+        manifest, folder = open_split(args.source, args.split)
+        problems = verify_split(manifest, folder, progress=not args.quiet, on_problem=tqdm.write)
+    except (OSError, ValueError) as e:
+        print(f"shardkin verify: error: {e}", file=sys.stderr)
+        return 2
+    t = manifest["totals"]
+    if problems:
+        print(f"shardkin verify: {len(problems)} problem(s) in {folder}: do not train on it; "
+              "rebuild the split (e.g. into a new OUT) and verify again", file=sys.stderr)
+        return 1
+    print(f"ok: {folder}: {t['shards']} shards, {t['clips']} clips, {human_bytes(t['bytes'])}: "
+          "checksums, samples and labels match the manifest")
+    return 0
+
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="draw random clips into a PNG contact sheet",
+                       description=SHOW_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_source(p)
+    p.add_argument("-o", "--output", required=True, help="PNG file to write")
+    p.add_argument("--n", type=_positive, default=8, help="clips to show, a row each (default 8)")
+    p.add_argument("--frames", type=_positive, default=6,
+                   help="evenly spaced frames shown per clip (default 6)")
+    p.add_argument("--seed", type=int, default=0, help="which clips are drawn (default 0)")
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .png import encode_png
+    from .shards import open_split
+    from .sheet import contact_sheet
+    from .tarread import ShardError
+
+    try:
+        manifest, folder = open_split(args.source, args.split)
+        image = contact_sheet(manifest, folder, args.n, args.seed, args.frames)
+        Path(args.output).write_bytes(encode_png(image))
+    except ShardError as e:
+        print(f"shardkin show: error: {e} (`shardkin verify` checks the whole split)",
+              file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"shardkin show: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({image.shape[1]}x{image.shape[0]} pixels)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="shardkin", description="Pre-clipped WebDataset shards for video training.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
+    _add_info(sub)
+    _add_verify(sub)
+    _add_show(sub)
     args = parser.parse_args(argv)
-    return {"build": _run_build}[args.command](args)
+    return {"build": _run_build, "info": _run_info, "verify": _run_verify,
+            "show": _run_show}[args.command](args)
 
 
 if __name__ == "__main__":

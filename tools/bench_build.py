@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--min-dimension", type=int, default=128)
     ap.add_argument("--shard-size", default="8MB", help="small shards so the pool has work to share")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="ray: also time the build on a local 2-CPU Ray cluster against local processes")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root
@@ -72,11 +74,11 @@ def main() -> None:
                        if p.suffix.lower().lstrip(".") in DEFAULT_EXTENSIONS)
         t_floor, frames = timed(lambda: floor_decode(paths, args.min_dimension), args.repeat)
 
-        def run(workers: int) -> dict:
+        def run(workers: int, executor: str = "local") -> dict:
             out = Path(tempfile.mkdtemp(dir=tmp))
             return build(root, out, args.split, frames_per_clip=args.frames_per_clip,
                          min_dimension=args.min_dimension, shard_size=args.shard_size,
-                         workers=workers, decode_threads=1, progress=False)
+                         workers=workers, decode_threads=1, progress=False, executor=executor)
 
         t1, m = timed(lambda: run(1), args.repeat)
         t2, _ = timed(lambda: run(2), args.repeat)
@@ -90,6 +92,16 @@ def main() -> None:
               f"ratio to floor {t_floor / t1:.2f}  (goal >= 0.85)")
         print(f"{'shardkin build --workers 2':<32}{frames / t2:9.0f} frames/s   "
               f"speed-up 1 -> 2 workers {t1 / t2:.2f}  (goal >= 1.7)")
+        if args.executor == "ray":
+            os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+            import ray
+
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1", _temp_dir=os.path.join(tmp, "ray"))
+            t_ray, _ = timed(lambda: run(2, "ray"), args.repeat)
+            ray.shutdown()
+            print(f"{'shardkin build --executor ray':<32}{frames / t_ray:9.0f} frames/s   "
+                  f"ratio to local processes {t2 / t_ray:.2f}  (local {os.cpu_count()}-CPU Ray cluster)")
 
 
 if __name__ == "__main__":
