@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .codecs import MEMBER as VIDEO_CODECS
 from .decode import probe_or_reason
 from .local import map_processes, run_tasks
 from .manifest import INDEX, MANIFEST, load_manifest
@@ -181,6 +182,9 @@ def build(
     seed: int = 0,
     shard_size: str | int = "256MB",
     clips_per_shard: int | None = None,
+    video_codec: str = "raw",
+    zstd_level: int = 3,
+    jpeg_quality: int = 90,
     workers: int | None = None,
     decode_threads: int | None = None,
     overwrite: bool = False,
@@ -221,7 +225,11 @@ def build(
         "annotations": os.fspath(annotations) if annotations else None,
         "fraction": fraction, "limit": limit, "seed": int(seed),
         "shard_size": str(shard_size), "clips_per_shard": clips_per_shard,
+        "video_codec": video_codec, "zstd_level": int(zstd_level) if video_codec == "zstd" else None,
+        "jpeg_quality": int(jpeg_quality) if video_codec == "jpeg" else None,
     }
+    if video_codec not in VIDEO_CODECS:
+        raise BuildError(f"unknown video codec {video_codec!r}: use one of {', '.join(VIDEO_CODECS)}")
     try:
         folder.make()
         finished = _check_existing(folder, split, opts, overwrite)

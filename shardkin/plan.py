@@ -27,6 +27,10 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+# typical raw/encoded size ratios (tools/bench_codecs.py), only to size shards
+_SIZE_RATIO = {"raw": 1.0, "zstd": 1.3, "jpeg": 8.0}
+
+
 def estimate(probe: dict, options: dict[str, Any]) -> tuple[int, int]:
     """(clips, bytes) a probed video is expected to give."""
     rule = ClipRule(options["frames_per_clip"], options["step_between_clips"], probe["fps"],
@@ -34,7 +38,8 @@ def estimate(probe: dict, options: dict[str, Any]) -> tuple[int, int]:
     clips = rule.num_clips(probe["frames"])
     w, h = output_size(probe["width"], probe["height"], options["width"], options["height"],
                        options["min_dimension"], options["max_dimension"])
-    return clips, clips * (options["frames_per_clip"] * w * h * 3 + 4096)
+    ratio = _SIZE_RATIO.get(options.get("video_codec", "raw"), 1.0)
+    return clips, clips * int(options["frames_per_clip"] * w * h * 3 / ratio + 4096)
 
 
 def assign_shards(

@@ -11,10 +11,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from . import codecs
+from .codecs import VIDEO_MEMBERS
 from .manifest import MANIFEST, load_manifest, manifest_path
-from .sample import VIDEO, decode_npy
-
-VIDEO_MEMBERS = (VIDEO,)  # the members that can hold a clip's frames, by preference
 
 
 def splits_in(folder: Path) -> list[str]:
@@ -56,7 +55,8 @@ def shard_url(folder: str, name: str) -> str:
 
 
 def decode_video(members: Mapping[str, Any]) -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` frames from a sample's members: the one place codecs are chosen."""
-    if VIDEO in members:
-        return decode_npy(members[VIDEO])
+    """uint8 ``[T, H, W, 3]`` frames from a sample's members, whatever the codec."""
+    for member in VIDEO_MEMBERS:
+        if member in members:
+            return codecs.decode_video(member, members[member])
     raise ValueError(f"no video member (one of {', '.join(VIDEO_MEMBERS)})")

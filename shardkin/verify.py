@@ -16,7 +16,8 @@ from typing import Any, BinaryIO, Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .sample import AUDIO, LABEL, MEMBERS, META, decode_label, decode_meta, decode_npy, split_member
+from . import codecs
+from .sample import AUDIO, LABEL, META, decode_label, decode_meta, decode_npy, split_member
 from .shards import decode_video, shard_url
 from .tarread import BLOCK, ShardError, TarReader, open_shard
 
@@ -116,6 +117,7 @@ class SplitCheck:
                  on_problem: Callable[[str], Any] = lambda line: None) -> None:
         self.manifest = manifest
         self.options = manifest.get("options") or {}
+        self._members = (codecs.MEMBER[self.options.get("video_codec") or codecs.RAW], AUDIO, LABEL, META)
         self.classes = manifest["classes"]
         self.shards = manifest["shards"]
         self.videos = {v["video_index"]: v for v in manifest["videos"]}
@@ -166,8 +168,8 @@ class SplitCheck:
         self._where[s.key] = (shard, s.offset, s.length)
         for ext in s.duplicates:
             self.problem(where, f"two {ext} members")
-        missing = [ext for ext in MEMBERS if ext not in s.members]
-        unknown = [ext for ext in s.members if ext not in MEMBERS]
+        missing = [ext for ext in self._members if ext not in s.members]
+        unknown = [ext for ext in s.members if ext not in self._members]
         if unknown:
             self.problem(where, f"unknown member(s) {', '.join(unknown)}")
         if missing:

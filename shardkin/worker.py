@@ -22,7 +22,7 @@ def cut_options(options: dict[str, Any], decode_threads: int) -> CutOptions:
 
 
 def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
-                 cut: CutOptions) -> dict:
+                 cut: CutOptions, options: dict[str, Any]) -> dict:
     record = {"path": video["path"], "class": video["class"], "label": video["label"],
               "video_index": video["video_index"], "shard": shard, "clips": 0, "frames": 0,
               "status": "ok", "reason": None, "samples": []}
@@ -42,7 +42,10 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
             )
             key = sample_key(video["video_index"], clip.index)
             start = writer.size
-            for ext, data in encode_sample(clip.video, clip.audio, video["label"], meta):
+            members = encode_sample(clip.video, clip.audio, video["label"], meta,
+                                    options["video_codec"], options["zstd_level"],
+                                    options["jpeg_quality"])
+            for ext, data in members:
                 writer.add(f"{key}.{ext}", data)
             record["samples"].append([start, writer.size - start])
     except OSError as e:
@@ -81,7 +84,7 @@ def build_shard(task: dict, root: str, out: str, options: dict[str, Any],
     with ShardWriter(folder.temp_path(task["name"])) as writer:
         for video in task["videos"]:
             before = writer.size
-            videos.append(_write_video(writer, Path(root), video, task["name"], cut))
+            videos.append(_write_video(writer, Path(root), video, task["name"], cut, options))
             if progress:
                 progress(videos[-1]["clips"], writer.size - before)
         size, sha = writer.commit()

@@ -31,6 +31,8 @@ def read_split(split_dir: Path) -> tuple[dict, list[dict]]:
                 data = tar.extractfile(m).read()
                 if ext.endswith(".npy"):
                     current[ext] = np.load(io.BytesIO(data), allow_pickle=False)
+                elif ext in ("video.npy.zst", "video.jpgs"):
+                    current[ext] = data
                 elif ext == "cls":
                     current["cls"] = int(data)
                 elif ext == "json":
