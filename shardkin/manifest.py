@@ -1,4 +1,5 @@
-"""``manifest.json``: the record of one built split, written last and atomically.
+"""``manifest.json``: the record of one built split, written last and atomically
+(by :mod:`shardkin.builder` through :class:`shardkin.storage.Folder`).
 
 Schema (format version 1)::
 
@@ -33,23 +34,6 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 INDEX = "index.npy"
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary name, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -79,6 +79,21 @@ class Folder:
             return self._fs.cat_file(self._key(name))
         return Path(self.path(name)).read_bytes()
 
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``name`` from ``offset``: one positioned read (``pread``,
+        safe in forked workers) or one range request."""
+        if self.remote:
+            data = self._fs.cat_file(self._key(name), start=offset, end=offset + length)
+        else:
+            fd = os.open(self.path(name), os.O_RDONLY)
+            try:
+                data = os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+        if len(data) != length:
+            raise EOFError(f"{self.path(name)}: wanted {length} bytes at {offset}, got {len(data)}")
+        return data
+
     def read_json(self, name: str) -> Any:
         return json.loads(self.read_bytes(name).decode("utf-8"))
 
