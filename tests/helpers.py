@@ -51,11 +51,12 @@ def video_start(path: Path) -> Fraction:
         return Fraction(f.pts) * f.time_base
 
 
-def decode_audio(path: Path) -> tuple[np.ndarray, Fraction, int]:
-    """Whole audio as float32 [C, S], the time of sample 0 and the rate."""
+def decode_audio(path: Path, rate: int = 0, channels: int = 0) -> tuple[np.ndarray, Fraction, int]:
+    """Whole audio as float32 [C, S] (resampled when asked), the time of sample 0 and the rate."""
     with av.open(str(path)) as c:
         s = c.streams.audio[0]
-        rate, ch = s.codec_context.sample_rate, s.codec_context.channels
+        rate = rate or s.codec_context.sample_rate
+        ch = channels or s.codec_context.channels
         rs = av.AudioResampler(format="fltp", layout=f"{ch}c", rate=rate)
         chunks, origin = [], None
         for f in c.decode(s):

@@ -128,3 +128,50 @@ def test_index_locates_every_clip_in_torchvision_order(made_root, tmp_path):
         assert key == expected[i]
         video = by_key[key]["video.npy"]
         assert video.tobytes() in blob
+
+
+def test_audio_resampled_to_rate_and_channels(made_root, tmp_path):
+    from fractions import Fraction
+
+    from helpers import audio_span, decode_audio, video_start
+
+    build(made_root, tmp_path, "train", frames_per_clip=8, audio_rate=8000, audio_channels=1,
+          classes=["archery"], workers=1, progress=False)
+    _, samples = read_split(tmp_path / "train")
+    src = made_root / "train/archery/b_2997.mkv"  # opus, 48 kHz stereo
+    data, origin, rate = decode_audio(src, 8000, 1)
+    t0, fps = video_start(src), Fraction(30000, 1001)
+    mine = [s for s in samples if s["json"]["path"].endswith("b_2997.mkv")]
+    assert len(mine) == 5
+    for s in mine:
+        first, last = s["json"]["source_frames"][0], s["json"]["source_frames"][-1]
+        assert s["json"]["audio_rate"] == 8000 and s["audio.npy"].shape[0] == 1
+        span = audio_span(t0 + first / fps, t0 + (last + 1) / fps, origin, rate)
+        np.testing.assert_array_equal(s["audio.npy"], data[:, span])
+        assert abs(s["audio.npy"].shape[1] - 8 / fps * 8000) <= 1
+    silent = [s for s in samples if s["json"]["path"].endswith("a 24fps.mp4")]
+    assert silent and all(s["audio.npy"].shape[0] == 1 for s in silent)
+
+
+def test_memory_is_bounded_by_a_clip_not_the_video(tmp_path):
+    """A long video is cut as it streams: its peak memory is that of a short one."""
+    import subprocess
+    import sys
+
+    from shardkin.synth import make_video
+
+    script = ("import resource, sys; from shardkin.decode import CutOptions, VideoCutter; "
+              "n = sum(1 for _ in VideoCutter(sys.argv[1], CutOptions(16, 16))); "
+              "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+
+    def peak_kb(frames: int) -> tuple[int, int]:
+        path = make_video(tmp_path / f"v{frames}.mp4", frames, 30, (320, 240), audio_rate=16000)
+        out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        return int(out[0]), int(out[1])
+
+    short_clips, short_kb = peak_kb(48)
+    long_clips, long_kb = peak_kb(900)
+    assert (short_clips, long_clips) == (3, 56)
+    whole_kb = 900 * 320 * 240 * 3 // 1024  # 202 MB if the video were held
+    assert long_kb - short_kb < whole_kb / 10, (short_kb, long_kb)
