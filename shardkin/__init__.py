@@ -1,7 +1,8 @@
 """shardkin: pre-clipped WebDataset shards for video training.
 
 ``shardkin.build`` turns a Kinetics-style tree into shards (no torch needed);
-``shardkin.ShardDataset`` and ``shardkin.make_loader`` stream them into PyTorch.
+``shardkin.ShardDataset`` and ``shardkin.make_loader`` stream them into PyTorch;
+``shardkin.Kinetics`` indexes them like ``torchvision.datasets.Kinetics``.
 Torch is imported only when the reader is first used.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ _LAZY = {
     "load_manifest": ("shardkin.manifest", "load_manifest"),
     "ShardDataset": ("shardkin.dataset", "ShardDataset"),
     "make_loader": ("shardkin.loader", "make_loader"),
+    "Kinetics": ("shardkin.kinetics", "Kinetics"),
 }
 __all__ = sorted(_LAZY)
 

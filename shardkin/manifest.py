@@ -32,6 +32,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .storage import Folder, is_url
+
 MANIFEST = "manifest.json"
 INDEX = "index.npy"
 
@@ -55,6 +57,25 @@ def manifest_path(source: str | os.PathLike, split: str | None = None) -> Path:
         f"no shardkin manifest at {where}: build one with `shardkin build ROOT {p}"
         f"{' --split ' + split if split else ''}`"
     )
+
+
+def locate_manifest(source: str | os.PathLike, split: str | None = None,
+                    storage_options: dict | None = None) -> tuple[Folder, str]:
+    """(folder, file name) of the manifest of ``source``: a manifest file or URL, a split
+    folder, or a build folder with ``split`` -- local or on object storage."""
+    text = os.fspath(source)
+    if text.endswith(".json"):
+        head, _, name = text.rstrip("/").rpartition("/") if is_url(text) else (
+            os.path.dirname(text) or ".", "", os.path.basename(text))
+        return Folder(head, storage_options), name
+    folder = Folder(text, storage_options)
+    if folder.exists(MANIFEST):
+        return folder, MANIFEST
+    if split is not None and folder.child(split).exists(MANIFEST):
+        return folder.child(split), MANIFEST
+    where = folder.child(split).path(MANIFEST) if split else folder.path(MANIFEST)
+    raise FileNotFoundError(f"no shardkin manifest at {where}: build one with `shardkin build ROOT "
+                            f"{text}{' --split ' + split if split else ''}`")
 
 
 def load_manifest(source: str | os.PathLike, split: str | None = None) -> dict[str, Any]:

@@ -44,13 +44,22 @@ class Folder:
         text = os.fspath(target)
         self.storage_options = storage_options
         self.remote = is_url(text)
+        self._pid, self._fs_of_pid = 0, None
         if self.remote:
             self.url = text.rstrip("/")
-            self._fs, self._root = filesystem(self.url, storage_options)
-            self._root = self._root.rstrip("/")
+            self._root = filesystem(self.url, storage_options)[1].rstrip("/")
         else:
             self.url = urlparse(text).path if text.startswith("file://") else text
-            self._fs = None
+
+    @property
+    def _fs(self):
+        """The fsspec filesystem, made again in a forked child (fsspec's are not fork-safe)."""
+        if self._pid != os.getpid():
+            self._fs_of_pid, self._pid = filesystem(self.url, self.storage_options)[0], os.getpid()
+        return self._fs_of_pid
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pid": 0, "_fs_of_pid": None}
 
     def __repr__(self) -> str:
         return f"Folder({self.url!r})"
@@ -79,19 +88,21 @@ class Folder:
             return self._fs.cat_file(self._key(name))
         return Path(self.path(name)).read_bytes()
 
-    def read_range(self, name: str, offset: int, length: int) -> bytes:
-        """``length`` bytes of ``name`` from ``offset``: one positioned read (``pread``,
+    def read_range(self, name: str, offset: int, length: int) -> bytearray:
+        """``length`` bytes of ``name`` from ``offset``: one positioned read (``preadv``,
         safe in forked workers) or one range request."""
         if self.remote:
-            data = self._fs.cat_file(self._key(name), start=offset, end=offset + length)
+            data = bytearray(self._fs.cat_file(self._key(name), start=offset, end=offset + length))
+            got = len(data)
         else:
+            data = bytearray(length)
             fd = os.open(self.path(name), os.O_RDONLY)
             try:
-                data = os.pread(fd, length, offset)
+                got = os.preadv(fd, [data], offset)
             finally:
                 os.close(fd)
-        if len(data) != length:
-            raise EOFError(f"{self.path(name)}: wanted {length} bytes at {offset}, got {len(data)}")
+        if got != length:
+            raise EOFError(f"{self.path(name)}: wanted {length} bytes at {offset}, got {got}")
         return data
 
     def read_json(self, name: str) -> Any:
