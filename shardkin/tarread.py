@@ -1,22 +1,26 @@
 """Streaming tar reading with hand-parsed 512-byte headers, over any binary file object.
 
-:class:`TarReader` walks members, reading a payload only when asked (``readinto``
-a fresh ``bytearray``: the only copy) and otherwise seeking past it, so samples
-are skipped without reading their data. GNU long names (``L``) and
-PAX headers (``x``: ``path``, ``size``) are honoured, other non-file members skipped.
-Truncation and corruption raise :class:`ShardError`: a bad header checksum, a member
-or header cut short by the end of the file, a missing end-of-archive block, or a
-sample without all its members. :func:`open_shard` is the one place files are opened.
+:class:`TarReader` walks members and, for each, reads its data (``readinto`` a
+fresh ``bytearray``), only its first bytes (a :class:`Deferred` member, its data
+read later straight to where it is needed), or nothing, seeking past it: samples
+are skipped without reading their data. GNU long names (``L``) and PAX headers
+(``x``: ``path``, ``size``) are honoured, other non-file members skipped.
+Truncation and corruption raise :class:`ShardError`: a bad header checksum, a
+member or header cut short by the end of the file, a missing end-of-archive
+block, or a sample without all its members (one video member, of any codec, then
+``audio.npy``, ``cls`` and ``json``). :func:`open_shard` is the one place shards
+are opened.
 """
 from __future__ import annotations
 
 import io
 import os
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Collection, Iterator
+from typing import Any, BinaryIO, Callable, Collection, Iterator
 from urllib.parse import unquote, urlparse
 
-from .sample import MEMBERS, split_member
+from .codecs import VIDEO_MEMBERS
+from .sample import AUDIO, LABEL, META, split_member
 
 BLOCK = 512
 _FILE_TYPES = (b"0", b"\0", b"7")
@@ -198,26 +202,48 @@ class TarReader:
         self._unread -= len(data)  # the padding, read with the next header
         return data
 
+    def read_head(self, n: int) -> bytes:
+        """The first ``n`` bytes of the current member's data (fewer if it is shorter);
+        the rest is skipped by :meth:`next`."""
+        head = bytearray(min(n, self._member.size))
+        if self._fill(head) != len(head):
+            raise self._truncated_member()
+        self._unread -= len(head)
+        return bytes(head)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A member whose data stayed in the shard: where it is, and its first bytes."""
+
+    offset: int
+    size: int
+    head: bytes
+
 
 def iter_samples(
     reader: TarReader,
     start: int = 0,
     stop: int | None = None,
     load: Callable[[int], bool] = lambda i: True,
-    wanted: Collection[str] = MEMBERS,
-) -> Iterator[tuple[int, str, dict[str, bytearray] | None]]:
+    wanted: Collection[str] = (*VIDEO_MEMBERS, AUDIO, LABEL, META),
+    defer: Collection[str] = (),
+    head: int = 1024,
+) -> Iterator[tuple[int, str, dict[str, Any] | None]]:
     """``(index, key, payloads)`` for the samples ``start <= index < stop`` of a shard.
 
     Samples before ``start`` are walked over by their headers only. ``payloads``
-    maps the ``wanted`` members to their data, or is None when ``load(index)`` is
-    false (then nothing is read). Every sample must have all of ``MEMBERS``.
+    maps the ``wanted`` members to their data (a bytearray) or, for those in
+    ``defer``, to a :class:`Deferred` holding their first ``head`` bytes; it is
+    None when ``load(index)`` is false (then nothing is read). Every sample must
+    have a video member and ``audio.npy``, ``cls`` and ``json``.
     """
     member = reader.next()
     index = 0
     while member is not None and (stop is None or index < stop):
         key = split_member(member.name)[0]
         take = index >= start and load(index)
-        payloads: dict[str, bytearray] = {}
+        payloads: dict[str, Any] = {}
         seen: list[str] = []
         while member is not None and split_member(member.name)[0] == key:
             ext = split_member(member.name)[1]
@@ -225,9 +251,12 @@ def iter_samples(
                 raise reader.error(f"corrupt: sample {key} has two {ext} members", member.offset)
             seen.append(ext)
             if take and ext in wanted:
-                payloads[ext] = reader.read()
+                payloads[ext] = (Deferred(member.offset, member.size, reader.read_head(head))
+                                 if ext in defer else reader.read())
             member = reader.next()
-        missing = [ext for ext in MEMBERS if ext not in seen]
+        missing = [ext for ext in (AUDIO, LABEL, META) if ext not in seen]
+        if not any(ext in seen for ext in VIDEO_MEMBERS):
+            missing.insert(0, f"video ({' or '.join(VIDEO_MEMBERS)})")
         if missing:
             raise reader.error(f"incomplete: sample {key} has no {', '.join(missing)} member")
         if index >= start:

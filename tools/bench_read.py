@@ -1,0 +1,205 @@
+"""Read speed: ShardDataset through make_loader, against on-the-fly decoding and a raw read.
+
+    python tools/bench_read.py [--root ROOT] [--out DIR] [--workers N] [--batch-size B]
+
+One run, the same clips and the same cores for both sides of each ratio, batches
+taken from ``make_loader`` in the main process as a training loop does (pin_memory
+off and pixels not touched: with no GPU there is no host-to-device copy to make).
+Page cache warm for both sides. shardkin's rates are over epochs of a manifest that
+lists the built shards many times (about 4000 and 2000 clips), so epochs last long
+enough to time; each is the best of three runs of at least ``--seconds``.
+
+1. Training size (shards built at short side 128 from ROOT/train): samples/s of
+   epochs through make_loader against decoding the same clips on the fly as
+   torchvision's Kinetics does with PyAV -- open the file, seek to the keyframe
+   before the clip's first frame, decode up to its last frame, convert those frames
+   to RGB at short side 128 -- from a DataLoader with the same workers and batch.
+   Frame timestamps are computed beforehand, untimed, as torchvision caches them.
+   Both sides center-crop to 112x112 so clips of any shape stack into batches.
+2. Native size (the 340x256 videos): GB/s of shard bytes through make_loader
+   against a raw sequential read of the same files (8 MiB ``readinto`` into one
+   buffer, one process, best of three).
+3. Time to first batch from a fresh dataset and loader, also with a manifest the
+   size of Kinetics-400's (240k videos, 3.6M clips) whose shards are these files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from shardkin.builder import build  # noqa: E402
+from shardkin.clips import output_size  # noqa: E402
+from shardkin.dataset import ShardDataset  # noqa: E402
+from shardkin.loader import make_loader  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "realvideos"
+NATIVE_CLASSES = ["arm_wrestling", "clean_and_jerk", "cleaning_pool", "segwaying", "tai_chi"]
+CROP = 112
+
+
+def center_crop(video: torch.Tensor) -> torch.Tensor:
+    """``[..., H, W]`` -> ``[..., 112, 112]`` (a view)."""
+    h, w = video.shape[-2:]
+    top, left = (h - CROP) // 2, (w - CROP) // 2
+    return video[..., top : top + CROP, left : left + CROP]
+
+
+class OnTheFly(torch.utils.data.Dataset):
+    """torchvision-style clip decoding with PyAV, resized to short side 128."""
+
+    def __init__(self, root: Path, clips: list[tuple[str, list[int], int]]) -> None:
+        self.root, self.clips = root, clips
+        self.pts: dict[str, list[int]] = {}
+        for path in sorted({p for p, _, _ in clips}):  # torchvision's cached metadata
+            with av.open(str(root / path)) as c:
+                self.pts[path] = [f.pts for f in c.decode(video=0)]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, frames, label = self.clips[i]
+        pts = self.pts[path]
+        wanted = {pts[j]: n for n, j in enumerate(frames)}
+        out: list = [None] * len(frames)
+        with av.open(str(self.root / path)) as c:
+            stream = c.streams.video[0]
+            cc = stream.codec_context
+            w, h = output_size(cc.width, cc.height, min_dimension=128)
+            c.seek(min(wanted), stream=stream, backward=True, any_frame=False)
+            left = len(frames)
+            for frame in c.decode(stream):
+                n = wanted.get(frame.pts)
+                if n is not None and out[n] is None:
+                    out[n] = frame.to_ndarray(format="rgb24", width=w, height=h)
+                    left -= 1
+                    if not left:
+                        break
+        video = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+        return center_crop(video).contiguous(), label
+
+
+def throughput(loader, ds, seconds: float) -> float:
+    """Clips per second over whole epochs lasting ``seconds`` or more, after one warm-up."""
+    count, epoch, t = 0, 0, 0.0
+    while epoch < 2 or time.perf_counter() - t < seconds:
+        if epoch == 1:
+            t, count = time.perf_counter(), 0
+        ds.set_epoch(epoch)
+        for batch in loader:
+            count += len(batch[-1] if isinstance(batch, (list, tuple)) else batch["label"])
+        epoch += 1
+    return count / (time.perf_counter() - t)
+
+
+def raw_read(paths: list[Path]) -> float:
+    """GB/s of a sequential read of ``paths`` into one 8 MiB buffer (allocated first),
+    which stays in the CPU cache: the most favourable floor."""
+    buf = memoryview(bytearray(b"\1" * (8 << 20)))
+    total, t = 0, time.perf_counter()
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                total += n
+    return total / (time.perf_counter() - t) / 1e9
+
+
+def first_batch(source, workers: int, batch: int, **kw) -> float:
+    t = time.perf_counter()
+    loader = make_loader(ShardDataset(source, **kw), batch, num_workers=workers)
+    next(iter(loader))
+    return time.perf_counter() - t
+
+
+def scaled_manifest(split: Path, clips: int, videos: int = 0) -> tuple[Path, int]:
+    """A manifest of about ``clips`` clips whose shard entries cycle over ``split``'s
+    files (and ``videos`` made-up video entries); returns it and its bytes an epoch."""
+    m = json.loads((split / "manifest.json").read_text())
+    real = m["shards"]
+    per_shard = sum(s["clips"] for s in real) / len(real)
+    shards = [dict(real[i % len(real)]) for i in range(max(len(real), round(clips / per_shard)))]
+    if videos:
+        m["videos"] = [{"path": f"class_{i % 400}/v{i:06d}.mp4", "label": i % 400,
+                        "video_index": i, "status": "ok", "frames": 300, "clips": 15,
+                        "shard": real[0]["name"], "reason": None} for i in range(videos)]
+    m["shards"] = shards
+    path = split / f"bench-{clips}-manifest.json"
+    path.write_text(json.dumps(m, sort_keys=True))
+    return path, sum(s["bytes"] for s in shards)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=REAL)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/shardkin-bench-read"))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=3.0, help="time each rate this long")
+    args = ap.parse_args()
+    if not (args.root / "train").is_dir():
+        sys.exit(f"no videos at {args.root}/train: pass --root")
+    w, b = args.workers, args.batch_size
+    common = dict(frames_per_clip=16, workers=w, shard_size="64MB", overwrite=True, progress=False)
+    small = build(args.root, args.out / "s128", "train", min_dimension=128, **common)
+    native = build(args.root, args.out / "native", "train", classes=NATIVE_CLASSES, **common)
+    s128, nat = args.out / "s128" / "train", args.out / "native" / "train"
+    print(f"cores: {os.cpu_count()}, DataLoader workers: {w}, batch size: {b}")
+    print(f"training size: {small['totals']['clips']} clips, {small['totals']['bytes'] / 1e6:.0f} MB;"
+          f" native 340x256: {native['totals']['clips']} clips, "
+          f"{native['totals']['bytes'] / 1e6:.0f} MB")
+
+    # 1. training size against on-the-fly PyAV decoding
+    long_small, _ = scaled_manifest(s128, 4000)  # epochs long enough to time
+    ds = ShardDataset(long_small, transform=center_crop)
+    loader = make_loader(ds, b, num_workers=w)
+    ours = max(throughput(loader, ds, args.seconds) for _ in range(3))
+    meta = ShardDataset(s128, return_dict=True, shuffle=False)
+    clips = [(r.meta["path"], r.meta["source_frames"], r.label) for r, _ in meta.stream(0, 1)]
+    fly = OnTheFly(args.root, clips)
+    fly_loader = torch.utils.data.DataLoader(fly, b, shuffle=True, num_workers=w)
+    t = time.perf_counter()
+    count = sum(len(labels) for _, labels in fly_loader)
+    theirs = count / (time.perf_counter() - t)
+    print(f"\n1. training size (short side 128, crop 112): shardkin {ours:,.0f} clips/s, "
+          f"on-the-fly PyAV {theirs:,.1f} clips/s -> {ours / theirs:,.0f}x "
+          f"(same {w} cores, goal >= 150x)")
+
+    # 2. native size against a raw sequential read
+    shard_files = sorted(nat.glob("*.tar"))
+    raw_read(shard_files)  # warm the page cache
+    raw = max(raw_read(shard_files) for _ in range(3))
+    long_native, nbytes = scaled_manifest(nat, 2000)
+    ds = ShardDataset(long_native)
+    loader = make_loader(ds, b, num_workers=w)
+    per_epoch = len(ds)
+    rate = max(throughput(loader, ds, args.seconds) for _ in range(3))
+    gbs = rate * nbytes / per_epoch / 1e9
+    print(f"2. native size (340x256): shardkin {gbs:.2f} GB/s ({rate:,.0f} clips/s); raw "
+          f"sequential read {raw:.2f} GB/s -> {gbs / raw:.2f} of raw (goal >= 0.5)")
+
+    # 3. time to first batch
+    big, _ = scaled_manifest(s128, 3_600_000, videos=240_000)
+    firsts = {
+        "training size": first_batch(s128, w, b, transform=center_crop),
+        "native size": first_batch(nat, w, b),
+        "Kinetics-400-sized manifest (3.6M clips, 240k videos)": first_batch(
+            big, w, b, transform=center_crop),
+    }
+    for path in (big, long_small, long_native):
+        path.unlink()
+    for name, sec in firsts.items():
+        print(f"3. time to first batch, {name}: {sec:.2f} s (goal < 1 s)")
+
+
+if __name__ == "__main__":
+    main()
