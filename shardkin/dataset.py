@@ -26,6 +26,8 @@ Reading: lanes walk their shards by tar headers, reading only each payload's npy
 header, so the shuffle buffer holds clip locations (a few hundred bytes each), not
 pixels; a clip's arrays are read when it leaves the buffer, with one positioned read
 straight into their destination (the batch, with :func:`shardkin.make_loader`).
+Compressed video members (``zstd``, ``jpeg`` codecs) wait in the buffer compressed
+and are decoded when read.
 
 Memory: the buffer is nearly free, so the default 1024 costs about 1 MB a worker;
 clips are read only into the batches (see :mod:`shardkin.loader`). Each worker keeps
@@ -181,6 +183,7 @@ class Encoded(NamedTuple):
 
     member: str
     data: bytearray
+    where: str  # shard and sample, for errors
 
 
 class Record(NamedTuple):
@@ -263,11 +266,14 @@ def read_video(video: Array | Encoded, out: torch.Tensor | None = None) -> torch
     if isinstance(video, Array):
         return read_array(video, out)
     try:
-        frames = torch.from_numpy(decode_video(video.member, video.data))
-    except ValueError as e:
-        raise ShardError(f"corrupt {video.member} member: {e}") from None
+        array = decode_video(video.member, video.data)
+    except Exception as e:  # any decoder failure on a damaged member
+        raise ShardError(f"{video.where}: corrupt {video.member} member "
+                         f"({type(e).__name__}: {e}): {_HINT}") from None
+    frames = torch.from_numpy(array if array.flags.writeable else array.copy())
     if frames.dim() != 4 or frames.shape[3] != 3:
-        raise ShardError(f"corrupt {video.member} member: frames of shape {tuple(frames.shape)}")
+        raise ShardError(f"{video.where}: corrupt {video.member} member (frames of shape "
+                         f"{tuple(frames.shape)}): {_HINT}")
     return frames if out is None else out.copy_(frames)
 
 
@@ -355,7 +361,9 @@ class ShardDataset(IterableDataset):
     ``on_error="raise"`` (default) stops at a truncated or corrupt shard or
     sample with :class:`ShardError`; ``"skip"`` warns and hands out, in place of
     each unreadable clip, a repeat of a readable one from the same worker, so
-    every rank keeps the same count (no DDP hang).
+    every rank keeps the same count (no DDP hang). Damage found only when a clip
+    is read (a compressed member that does not decode, a shard changed during the
+    epoch) raises in both modes.
     """
 
     def __init__(
@@ -535,7 +543,7 @@ class ShardDataset(IterableDataset):
         try:
             member = next(m for m in VIDEO_MEMBERS if m in payloads)
             video = (self._array(shard, payloads[VIDEO]) if member == VIDEO
-                     else Encoded(member, payloads[member]))
+                     else Encoded(member, payloads[member], f"{shard.path}: sample {key}"))
             audio = self._array(shard, payloads[AUDIO])
             if isinstance(video, Array) and (video.dtype != torch.uint8 or len(video.shape) != 4
                                              or video.shape[3] != 3):

@@ -36,14 +36,14 @@ def video_path(v: int) -> str:
     return f"{CLASSES[v % 3]}/video_{v:04d}.mp4"
 
 
-def sample_members(v: int, c: int) -> list[tuple[str, bytes]]:
+def sample_members(v: int, c: int, codec: str = "raw") -> list[tuple[str, bytes]]:
     meta = clip_metadata(path=video_path(v), class_name=CLASSES[v % 3], label=v % 3,
                          video_index=v, clip_index=c, source_frames=list(range(c * FRAMES, (c + 1) * FRAMES)),
                          start_sec=c * FRAMES / 30, end_sec=(c + 1) * FRAMES / 30, fps=30.0,
                          source_fps=30.0, audio_rate=16000)
     key = sample_key(v, c)
     return [(f"{key}.{ext}", data)
-            for ext, data in encode_sample(clip_video(v, c), clip_audio(v, c), v % 3, meta)]
+            for ext, data in encode_sample(clip_video(v, c), clip_audio(v, c), v % 3, meta, codec)]
 
 
 def write_tar(path: Path, members: Sequence[tuple[str, bytes]],
@@ -58,8 +58,9 @@ def write_tar(path: Path, members: Sequence[tuple[str, bytes]],
 
 
 def make_split(out: Path, clips_per_video: Sequence[int], videos_per_shard: int,
-               split: str = "train") -> Path:
-    """Write ``out/split/`` shards and manifest; returns the split folder."""
+               split: str = "train", codec: str = "raw") -> Path:
+    """Write ``out/split/`` shards (video stored with ``codec``) and manifest; returns
+    the split folder."""
     folder = out / split
     folder.mkdir(parents=True, exist_ok=True)
     shards, videos = [], []
@@ -68,7 +69,7 @@ def make_split(out: Path, clips_per_video: Sequence[int], videos_per_shard: int,
         members, count = [], 0
         for v in range(first, min(first + videos_per_shard, len(clips_per_video))):
             for c in range(clips_per_video[v]):
-                members += sample_members(v, c)
+                members += sample_members(v, c, codec)
             count += clips_per_video[v]
             videos.append({"path": video_path(v), "label": v % 3, "video_index": v,
                            "status": "ok", "frames": clips_per_video[v] * FRAMES,

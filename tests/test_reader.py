@@ -327,6 +327,36 @@ def test_dict_batches(split_dir):
                 else batch[k] == slow[k])
 
 
+@pytest.mark.parametrize("codec", ["zstd", "jpeg"])
+def test_compressed_video_members(tmp_path, codec):
+    pytest.importorskip("zstandard" if codec == "zstd" else "simplejpeg")
+    from shardkin.codecs import decode_video, encode_video
+
+    cpv = [3, 2, 4]
+    folder = make_split(tmp_path, cpv, 2, codec=codec)
+
+    def want(v, c):  # zstd is lossless; jpeg as its own decoder gives it
+        return decode_video(*encode_video(clip_video(v, c), codec))
+
+    items = list(ShardDataset(folder, return_dict=True))
+    assert sorted((d["video_index"], d["clip_index"]) for d in items) == all_keys(cpv)
+    for d in items:
+        assert np.array_equal(d["video"].permute(1, 2, 3, 0).numpy(),
+                              want(d["video_index"], d["clip_index"]))
+    for batch in make_loader(ShardDataset(folder, return_dict=True), 4, num_workers=2):
+        for i, (v, c) in enumerate(dict_keys(batch)):
+            assert np.array_equal(batch["video"][i].permute(1, 2, 3, 0).numpy(), want(v, c))
+    if codec == "zstd":
+        assert np.array_equal(want(1, 1), clip_video(1, 1))
+    shard = folder / "train-000000.tar"
+    data = bytearray(shard.read_bytes())
+    pos = data.index(b"SKJ1" if codec == "jpeg" else b"\x28\xb5\x2f\xfd") + 40
+    data[pos : pos + 200] = bytes(200)  # damage the first clip's compressed frames
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"train-000000\.tar: sample 00000000_000000: corrupt"):
+        list(ShardDataset(folder, shuffle=False))
+
+
 def test_collate_audio_options():
     items = [(torch.zeros(2, 1, 3, 3, dtype=torch.uint8), torch.ones(c, s), i)
              for i, (c, s) in enumerate([(1, 4), (2, 2), (1, 0)])]
