@@ -22,7 +22,8 @@ from .decode import probe_or_reason
 from .local import map_processes, run_tasks
 from .manifest import INDEX, MANIFEST, load_manifest
 from .plan import assign_shards, estimate, parse_size
-from .sample import FORMAT_VERSION, encode_npy
+from .npy import encode_npy
+from .sample import FORMAT_VERSION
 from .scan import DEFAULT_EXTENSIONS, find_classes, list_tree, read_annotations, select
 from .storage import Folder
 from .worker import build_shard, record_name

@@ -38,18 +38,15 @@ most 3 long.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import itertools
 import json
 import math
 import os
 import random
-import re
 import warnings
 from bisect import bisect_right
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence, TypeVar
 
 import numpy as np
@@ -58,7 +55,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .codecs import VIDEO_MEMBERS, decode_video
 from .items import check_output_format, make_item
-from .manifest import manifest_path
+from .manifest import manifest_head, manifest_path
+from .npy import parse_header
 from .sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta
 from .tarread import Deferred, ShardError, TarReader, iter_samples, local_path, open_shard
 
@@ -218,31 +216,17 @@ class _OpenShard:
             self.file.close()
 
 
-_NPY_DTYPES = {"|u1": torch.uint8, "<f4": torch.float32}
-_NPY_HEADER = re.compile(
-    r"\{'descr': '([^']*)', 'fortran_order': (True|False), 'shape': \(([0-9, ]*)\), \} *\n")
+_TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
 
 
 def npy_layout(head: bytes, size: int) -> tuple[int, torch.dtype, tuple[int, ...]]:
-    """(data offset, dtype, shape) of an npy v1.0 payload of ``size`` bytes from its
-    first bytes; as strict as :func:`shardkin.sample.decode_npy`, never unpickling."""
-    if head[:8] != b"\x93NUMPY\x01\x00" or len(head) < 10:
-        raise ValueError("not an npy v1.0 payload")
-    offset = 10 + int.from_bytes(head[8:10], "little")
-    if len(head) < offset:
-        raise ValueError(f"npy header of {offset} bytes is too long")
-    text = head[10:offset].decode("latin1")
-    canonical = _NPY_HEADER.fullmatch(text)  # numpy's own layout: skip the slower parse
-    header = ({"descr": canonical[1], "fortran_order": canonical[2] == "True",
-               "shape": tuple(int(d) for d in canonical[3].split(",") if d.strip())}
-              if canonical else ast.literal_eval(text))
-    dtype = _NPY_DTYPES.get(header.get("descr"))
-    if dtype is None or header.get("fortran_order"):
-        raise ValueError(f"unsupported npy header {header!r}")
-    shape = tuple(int(d) for d in header["shape"])
+    """(data offset, dtype, shape) of an npy payload of ``size`` bytes from its first bytes."""
+    offset, dtype, shape = parse_header(head)
+    if dtype not in _TORCH:
+        raise ValueError(f"unsupported npy dtype {dtype}")
     if offset + math.prod(shape) * dtype.itemsize != size:
         raise ValueError(f"npy payload of {size} bytes does not hold {shape} {dtype}")
-    return offset, dtype, shape
+    return offset, _TORCH[dtype], shape
 
 
 def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -283,37 +267,6 @@ def read_clip(record: Record, video: torch.Tensor | None = None) -> Clip:
                 record.key, record.meta)
 
 
-def read_manifest_head(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest keys the reader needs, leaving the rest unparsed: manifests are
-    written with sorted keys, so the ``videos`` list (most of a large one) is last."""
-    text = Path(path).read_text(encoding="utf-8")
-    decoder, out, pos = json.JSONDecoder(), {}, _WS.match(text).end()
-    if text[pos : pos + 1] != "{":
-        raise ValueError(f"{path} is not a JSON object")
-    pos += 1
-    while len(out) < len(_MANIFEST_KEYS):
-        pos = _WS.match(text, pos).end()
-        if text[pos : pos + 1] in ("}", ""):
-            break
-        key, pos = decoder.raw_decode(text, pos)
-        pos = _WS.match(text, pos).end()
-        if text[pos : pos + 1] != ":":
-            raise ValueError(f"{path}: malformed JSON at character {pos}")
-        value, pos = decoder.raw_decode(text, _WS.match(text, pos + 1).end())
-        if key in _MANIFEST_KEYS:
-            out[key] = value
-        pos = _WS.match(text, pos).end()
-        pos += text[pos : pos + 1] == ","
-    missing = [k for k in _MANIFEST_KEYS if k not in out]
-    if missing:
-        raise ValueError(f"{path} is not a shardkin manifest: no {', '.join(missing)}")
-    if out["format_version"] != 1:
-        raise ValueError(f"unsupported manifest format_version {out['format_version']!r}")
-    return out
-
-
-_WS = re.compile(r"[ \t\n\r]*")
-_MANIFEST_KEYS = ("classes", "format_version", "shards", "split")
 
 
 class _Resume(NamedTuple):
@@ -394,7 +347,7 @@ class ShardDataset(IterableDataset):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in range(world_size={world_size})")
         path = manifest_path(local_path(source), split)
-        manifest = read_manifest_head(path)
+        manifest = manifest_head(path.read_text(encoding="utf-8"), path)
         self.split = manifest["split"]
         self.classes: list[str] = manifest["classes"]
         folder = os.fspath(path.parent)

@@ -7,7 +7,7 @@ the same file, advanced in lockstep, so badly interleaved files cost no extra me
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
 

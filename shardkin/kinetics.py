@@ -15,8 +15,9 @@ from torch.utils.data import Dataset
 
 from .codecs import VIDEO_MEMBERS, decode_video
 from .items import check_output_format, make_item
-from .manifest import locate_manifest
-from .sample import AUDIO, LABEL, META, decode_label, decode_meta, decode_npy, split_member
+from .manifest import READER_KEYS, locate_manifest, manifest_head
+from .npy import decode_npy
+from .sample import AUDIO, LABEL, META, decode_label, decode_meta, split_member
 
 # torchvision's argument name -> the build option it must equal
 _CHECKED = {"frames_per_clip": "frames_per_clip", "step_between_clips": "step_between_clips",
@@ -59,7 +60,14 @@ class Kinetics(Dataset):
         if unknown:
             raise TypeError(f"unexpected arguments {', '.join(unknown)}")
         self._folder, name = locate_manifest(source, split, storage_options)
-        manifest = self._folder.read_json(name)
+        text = self._folder.read_bytes(name).decode("utf-8")
+        try:
+            manifest = manifest_head(text, self._folder.path(name), READER_KEYS + ("index", "options"))
+        except ValueError as e:
+            if "no index" not in str(e):
+                raise
+            raise ValueError(f"{self._folder.url} has no index.npy (built by an older shardkin): "
+                             "re-run the build with --overwrite to add it") from None
         options = manifest["options"]
         differ = [f"{arg}={value!r} (built with {options.get(_CHECKED[arg])!r})"
                   for arg, value in clip_args.items()
@@ -68,9 +76,6 @@ class Kinetics(Dataset):
         if differ:
             raise ValueError(f"{self._folder.url} was built with other options: {'; '.join(differ)}. "
                              "Rebuild with those options (shardkin build) or drop the arguments")
-        if "index" not in manifest:
-            raise ValueError(f"{self._folder.url} has no index.npy (built by an older shardkin): "
-                             "re-run the build with --overwrite to add it")
         self.index = decode_npy(self._folder.read_bytes(manifest["index"]["name"]))
         self.classes: list[str] = manifest["classes"]
         self.split = manifest["split"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,37 @@ def load_manifest(source: str | os.PathLike, split: str | None = None) -> dict[s
     if manifest.get("format_version") != 1:
         raise ValueError(f"unsupported manifest format_version {manifest.get('format_version')!r}")
     return manifest
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+READER_KEYS = ("classes", "format_version", "shards", "split")
+
+
+def manifest_head(text: str, where: str | os.PathLike = "manifest",
+                  keys: tuple[str, ...] = READER_KEYS) -> dict[str, Any]:
+    """The top-level ``keys`` of a manifest's JSON ``text``, leaving the rest unparsed:
+    manifests are written with sorted keys, so ``videos`` (most of a large one) is last
+    and a reader's start-up does not pay for it."""
+    decoder, out, pos = json.JSONDecoder(), {}, _WS.match(text).end()
+    if text[pos : pos + 1] != "{":
+        raise ValueError(f"{where} is not a JSON object")
+    pos += 1
+    while len(out) < len(keys):
+        pos = _WS.match(text, pos).end()
+        if text[pos : pos + 1] in ("}", ""):
+            break
+        key, pos = decoder.raw_decode(text, pos)
+        pos = _WS.match(text, pos).end()
+        if text[pos : pos + 1] != ":":
+            raise ValueError(f"{where}: malformed JSON at character {pos}")
+        value, pos = decoder.raw_decode(text, _WS.match(text, pos + 1).end())
+        if key in keys:
+            out[key] = value
+        pos = _WS.match(text, pos).end()
+        pos += text[pos : pos + 1] == ","
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise ValueError(f"{where} is not a shardkin manifest: no {', '.join(missing)}")
+    if out["format_version"] != 1:
+        raise ValueError(f"unsupported manifest format_version {out['format_version']!r}")
+    return out

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import ast
 import io
+import math
+import re
 
 import numpy as np
 
 _DTYPES = {"|u1": np.uint8, "<f4": np.float32, "<i8": np.int64}
+_HEADER = re.compile(
+    r"\{'descr': '([^']*)', 'fortran_order': (True|False), 'shape': \(([0-9, ]*)\), \} *\n")
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -19,17 +23,30 @@ def encode_npy(array: np.ndarray) -> bytes:
     return b"".join([header.getvalue(), array.reshape(-1).view(np.uint8).data])
 
 
-def decode_npy(data: bytes | bytearray | memoryview) -> np.ndarray:
-    """Array over ``data`` without copying; only uint8/float32/int64, never pickle."""
-    view = memoryview(data)
-    if bytes(view[:8]) != b"\x93NUMPY\x01\x00":
+def parse_header(head: bytes | bytearray | memoryview) -> tuple[int, np.dtype, tuple[int, ...]]:
+    """(data offset, dtype, shape) from the first bytes of an npy v1.0 payload; only the
+    dtypes above, C order, never unpickling."""
+    head = bytes(head[:4096])
+    if head[:8] != b"\x93NUMPY\x01\x00" or len(head) < 10:
         raise ValueError("not an npy v1.0 payload")
-    header_len = int.from_bytes(view[8:10], "little")
-    header = ast.literal_eval(bytes(view[10 : 10 + header_len]).decode("latin1"))
-    dtype = _DTYPES.get(header.get("descr"))
+    offset = 10 + int.from_bytes(head[8:10], "little")
+    if len(head) < offset:
+        raise ValueError(f"npy header of {offset} bytes is too long")
+    text = head[10:offset].decode("latin1")
+    canonical = _HEADER.fullmatch(text)  # numpy's own layout: skip the slower parse
+    header = ({"descr": canonical[1], "fortran_order": canonical[2] == "True",
+               "shape": tuple(int(d) for d in canonical[3].split(",") if d.strip())}
+              if canonical else ast.literal_eval(text))
+    dtype = _DTYPES.get(header.get("descr")) if isinstance(header, dict) else None
     if dtype is None or header.get("fortran_order"):
         raise ValueError(f"unsupported npy header {header!r}")
-    shape = tuple(int(d) for d in header["shape"])
-    count = int(np.prod(shape)) if shape else 1
-    array = np.frombuffer(view, dtype=dtype, count=count, offset=10 + header_len)
-    return array.reshape(shape)
+    return offset, np.dtype(dtype), tuple(int(d) for d in header["shape"])
+
+
+def decode_npy(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """Array over ``data`` without copying; only uint8/float32/int64, never pickle."""
+    offset, dtype, shape = parse_header(data)
+    count = math.prod(shape)
+    if offset + count * dtype.itemsize != len(data):
+        raise ValueError(f"npy payload of {len(data)} bytes does not hold {shape} {dtype}")
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)

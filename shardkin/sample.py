@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .codecs import MEMBER, RAW, encode_video
-from .npy import decode_npy, encode_npy  # noqa: F401 - the format's npy, for readers
+from .npy import encode_npy
 
 FORMAT_VERSION = 1
 VIDEO = MEMBER[RAW]

@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import codecs
-from .sample import AUDIO, LABEL, META, decode_label, decode_meta, decode_npy, split_member
+from .npy import decode_npy
+from .sample import AUDIO, LABEL, META, decode_label, decode_meta, split_member
 from .shards import decode_video, shard_url
 from .tarread import BLOCK, ShardError, TarReader, open_shard
 

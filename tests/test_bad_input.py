@@ -1,7 +1,6 @@
 """Bad input: clear errors for a wrong root or split, recorded skips for bad files."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

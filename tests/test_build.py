@@ -109,7 +109,7 @@ def test_webdataset_reads_shards_unaided(made_root, tmp_path):
 
 
 def test_index_locates_every_clip_in_torchvision_order(made_root, tmp_path):
-    from shardkin.sample import decode_npy
+    from shardkin.npy import decode_npy
 
     m = build(made_root, tmp_path, "train", frames_per_clip=4, clips_per_shard=5, workers=1,
               progress=False)

@@ -294,7 +294,7 @@ def test_verify_truncated_shard(copy):
 
 
 def test_verify_index_rows(copy):
-    from shardkin.sample import decode_npy, encode_npy
+    from shardkin.npy import decode_npy, encode_npy
 
     rows = decode_npy((copy / "index.npy").read_bytes()).copy()
     rows[[3, 4]] = rows[[4, 3]]  # two clips swapped, the checksum fixed: only the rows tell

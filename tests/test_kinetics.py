@@ -103,11 +103,11 @@ def test_samplers_with_worker_processes(built, sampler):
 
 
 def test_startup_reads_only_manifest_and_index(built, tmp_path):
-    """A million-clip index loads in well under a second."""
+    """A million clips and 240k videos: len() in under a second."""
     import json
     import shutil
 
-    from shardkin.sample import encode_npy
+    from shardkin.npy import encode_npy
 
     out, manifest = built
     big = tmp_path / "train"
@@ -115,7 +115,11 @@ def test_startup_reads_only_manifest_and_index(built, tmp_path):
     rows = np.zeros((1_000_000, 3), np.int64)
     (big / "index.npy").write_bytes(encode_npy(rows))
     manifest = json.loads((big / "manifest.json").read_text())
-    (big / "manifest.json").write_text(json.dumps(manifest))
+    video = manifest["videos"][0]
+    manifest["videos"] = [{**video, "path": f"train/c{i % 400}/v{i:06d}.mp4", "video_index": i}
+                          for i in range(240_000)]  # as many videos as Kinetics-400
+    (big / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
+    assert (big / "manifest.json").stat().st_size > 40e6
     t = time.perf_counter()
     ds = Kinetics(big, None)
     n = len(ds)

@@ -19,10 +19,11 @@ import torch
 
 from reader_fixtures import (FRAMES, SIZE, all_keys, clip_audio, clip_video, make_split,
                              sample_members)
+from shardkin.manifest import manifest_head
 from shardkin.dataset import (ShardDataset, mix, npy_layout, per_rank, read_clip,
-                              read_manifest_head, split_sizes, worker_lanes)
+                              split_sizes, worker_lanes)
 from shardkin.loader import ShardLoader, collate, make_loader, stack
-from shardkin.sample import encode_npy
+from shardkin.npy import encode_npy
 from shardkin.tarread import ShardError, TarReader, iter_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
@@ -242,12 +243,12 @@ def test_manifest_head_leaves_videos_unparsed(tmp_path):
     good = {"classes": ["a"], "format_version": 1, "shards": [], "split": "train"}
     text = json.dumps({**good, "videos": [1, 2]}, sort_keys=True, indent=1)
     (tmp_path / "m.json").write_text(text.replace("[\n  1,", "[ oops"))  # broken, after the keys
-    assert read_manifest_head(tmp_path / "m.json") == good
+    assert manifest_head((tmp_path / "m.json").read_text()) == good
     (tmp_path / "m.json").write_text(json.dumps({"videos": [], **good}))  # any key order
-    assert read_manifest_head(tmp_path / "m.json") == good
+    assert manifest_head((tmp_path / "m.json").read_text()) == good
     (tmp_path / "m.json").write_text(json.dumps({**good, "format_version": 2}))
     with pytest.raises(ValueError, match="format_version 2"):
-        read_manifest_head(tmp_path / "m.json")
+        manifest_head((tmp_path / "m.json").read_text())
 
 
 def test_stack_in_memory_order():

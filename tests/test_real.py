@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import av
-import pytest
 
 from shardkin.builder import build
 from helpers import check_against_source
