@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import tarfile
+import threading
 
 _BLOCK = 512
 _RECORD = 20 * _BLOCK
@@ -25,17 +27,35 @@ def member_header(name: str, size: int) -> bytes:
 
 
 class ShardWriter:
-    """Write tar members to the temporary local file ``path``."""
+    """Write tar members to the temporary local file ``path``.
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    Writing and hashing run on a background thread (both release the GIL), so they
+    overlap with decoding; at most ``queue_size`` payloads wait in memory.
+    """
+
+    def __init__(self, path: str | os.PathLike, queue_size: int = 16) -> None:
         self.path = path
         self._file = open(path, "wb")
         self._sha = hashlib.sha256()
         self.size = 0
+        self._queue: queue.Queue = queue.Queue(queue_size)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
 
-    def _write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
-        self._sha.update(data)
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._file.write(data)
+                    self._sha.update(data)
+                except BaseException as e:  # noqa: BLE001 - raised again by the caller
+                    self._error = e
+
+    def _write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
         self.size += len(data)
 
     def add(self, name: str, data: bytes) -> None:
@@ -45,16 +65,26 @@ class ShardWriter:
         if pad:
             self._write(b"\0" * pad)
 
+    def _finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
     def commit(self) -> tuple[int, str]:
         """Finish and fsync the archive; returns (bytes, sha256 hex)."""
         self._write(b"\0" * (2 * _BLOCK))
         self._write(b"\0" * (-self.size % _RECORD))
+        self._finish()
+        if self._error is not None:
+            self.abort()
+            raise self._error
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         return self.size, self._sha.hexdigest()
 
     def abort(self) -> None:
+        if self._thread.is_alive():
+            self._finish()
         self._file.close()
         if os.path.exists(self.path):
             os.unlink(self.path)
