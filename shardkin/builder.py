@@ -185,7 +185,7 @@ def build(
     clips_per_shard: int | None = None,
     video_codec: str = "raw",
     zstd_level: int = 3,
-    jpeg_quality: int = 90,
+    jpeg_quality: int = 88,
     workers: int | None = None,
     decode_threads: int | None = None,
     overwrite: bool = False,

@@ -72,8 +72,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--video-codec", choices=("raw", "zstd", "jpeg"), default="raw",
                    help="raw npy frames (default), lossless zstd of them, or one JPEG per frame")
     g.add_argument("--zstd-level", type=int, default=3, help="zstd level (default 3)")
-    g.add_argument("--jpeg-quality", type=int, default=90,
-                   help="JPEG quality, 4:4:4 chroma (default 90: about 8x smaller than raw, ~40 dB)")
+    g.add_argument("--jpeg-quality", type=int, default=88,
+                   help="JPEG quality, 4:4:4 chroma (default 88: frames about 8.5x smaller "
+                        "than raw at ~39 dB PSNR on real Kinetics-like clips)")
     g = p.add_argument_group("shards and execution")
     g.add_argument("--shard-size", default="256MB",
                    help="target shard size, e.g. 256MB, 1GiB (default 256MB)")

@@ -42,7 +42,7 @@ def _simplejpeg():
 
 
 def encode_video(video: np.ndarray, codec: str = RAW, zstd_level: int = 3,
-                 jpeg_quality: int = 90) -> tuple[str, bytes]:
+                 jpeg_quality: int = 88) -> tuple[str, bytes]:
     """(member extension, payload) of uint8 ``[T, H, W, 3]`` frames."""
     if codec == RAW:
         return MEMBER[RAW], encode_npy(video)

@@ -73,7 +73,7 @@ def clip_metadata(
 
 def encode_sample(
     video: np.ndarray, audio: np.ndarray, label: int, meta: dict[str, Any],
-    codec: str = RAW, zstd_level: int = 3, jpeg_quality: int = 90,
+    codec: str = RAW, zstd_level: int = 3, jpeg_quality: int = 88,
 ) -> list[tuple[str, bytes]]:
     """(member extension, payload) pairs, in the order they are written."""
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
