@@ -13,7 +13,8 @@ import numpy as np
 
 from . import codecs
 from .codecs import VIDEO_MEMBERS
-from .manifest import MANIFEST, load_manifest, manifest_path
+from .manifest import MANIFEST, load_manifest, locate_manifest, manifest_path
+from .storage import is_url
 
 
 def splits_in(folder: Path) -> list[str]:
@@ -40,7 +41,10 @@ def locate(source: str | os.PathLike, split: str | None = None) -> Path:
 
 
 def open_split(source: str | os.PathLike, split: str | None = None) -> tuple[dict[str, Any], str]:
-    """(manifest, folder its shard names are relative to) of ``OUT[/split]``."""
+    """(manifest, folder its shard names are relative to) of ``OUT[/split]``, local or a URL."""
+    if is_url(source):
+        folder, name = locate_manifest(source, split)
+        return folder.read_json(name), folder.url
     path = locate(source, split)
     manifest = load_manifest(path)
     if split is not None and manifest.get("split") != split:
@@ -51,7 +55,7 @@ def open_split(source: str | os.PathLike, split: str | None = None) -> tuple[dic
 
 def shard_url(folder: str, name: str) -> str:
     """Where shard (or sidecar) ``name`` of the split in ``folder`` lives."""
-    return os.path.join(folder, name)
+    return f"{folder}/{name}" if is_url(folder) else os.path.join(folder, name)
 
 
 def decode_video(members: Mapping[str, Any]) -> np.ndarray:

@@ -37,6 +37,13 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None):
         raise ImportError(f"{url}: {e}; {INSTALL_HINT}") from None
 
 
+def open_read(url: str, storage_options: dict[str, Any] | None = None,
+              block_size: int = 8 << 20):
+    """A binary file object reading ``url`` from object storage, read ahead in blocks."""
+    fs, path = filesystem(url, storage_options)
+    return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
+
+
 class Folder:
     """Files by name under a local folder or a URL prefix, with the same interface."""
 

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, Callable, Collection, Iterator
 from urllib.parse import unquote, urlparse
 
 from .codecs import VIDEO_MEMBERS
+from .storage import is_url, open_read
 from .sample import AUDIO, LABEL, META, split_member
 
 BLOCK = 512
@@ -50,6 +51,8 @@ def open_shard(url: str | os.PathLike) -> BinaryIO:
     Local files are unbuffered: :class:`TarReader` reads payloads straight into
     their final buffers and headers in single calls.
     """
+    if is_url(url):
+        return open_read(os.fspath(url))
     return open(local_path(url), "rb", buffering=0)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
@@ -20,6 +19,7 @@ from . import codecs
 from .npy import decode_npy
 from .sample import AUDIO, LABEL, META, decode_label, decode_meta, split_member
 from .shards import decode_video, shard_url
+from .storage import Folder
 from .tarread import BLOCK, ShardError, TarReader, open_shard
 
 INDEX_PROBLEMS_SHOWN = 5
@@ -302,8 +302,8 @@ class SplitCheck:
 
 
 def shards_on_disk(folder: str) -> list[str]:
-    """Names of the tar files in a split folder."""
-    return sorted(p.name for p in Path(folder).glob("*.tar"))
+    """Names of the tar files in a split folder or URL prefix."""
+    return [name for name in Folder(folder).names() if name.endswith(".tar")]
 
 
 def _read_whole(url: str) -> bytes | None:

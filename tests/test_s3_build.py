@@ -85,3 +85,28 @@ def test_wrong_credentials_are_a_clear_error(made_root):
     assert r.returncode == 2
     assert "cannot write to s3://b/x/val: PermissionError" in r.stderr
     assert "Access Key Id you provided does not exist" in r.stderr
+
+
+def test_info_verify_show_on_object_storage(made_root, tmp_path, bucket):
+    import s3fs
+
+    url = f"{bucket}/k"
+    build(made_root, url, "val", **KW)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "shardkin", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    r = cli("verify", url, "--split", "val", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("info", f"{url}/val", "--json")
+    assert r.returncode == 0 and '"clips"' in r.stdout
+    r = cli("show", f"{url}/val/manifest.json", "-o", str(tmp_path / "s.png"), "--n", "2")
+    assert r.returncode == 0 and (tmp_path / "s.png").stat().st_size > 1000
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    key = f"{url.removeprefix('s3://')}/val/val-000000.tar"
+    data = bytearray(fs.cat_file(key))
+    data[3000] ^= 0xFF
+    fs.pipe_file(key, bytes(data))
+    r = cli("verify", url, "--split", "val", "--quiet")
+    assert r.returncode == 1 and "val-000000.tar" in r.stdout + r.stderr
