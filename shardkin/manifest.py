@@ -45,19 +45,13 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def manifest_path(source: str | os.PathLike, split: str | None = None) -> Path:
-    """The manifest of ``source``: a manifest file, a split folder, or a build folder + split."""
-    p = Path(source)
-    if p.is_file():
-        return p
-    if (p / MANIFEST).is_file():
-        return p / MANIFEST
-    if split is not None and (p / split / MANIFEST).is_file():
-        return p / split / MANIFEST
-    where = p / split / MANIFEST if split else p / MANIFEST
-    raise FileNotFoundError(
-        f"no shardkin manifest at {where}: build one with `shardkin build ROOT {p}"
-        f"{' --split ' + split if split else ''}`"
-    )
+    """The local manifest file of ``source`` (see :func:`locate_manifest`)."""
+    if Path(source).is_file():
+        return Path(source)
+    folder, name = locate_manifest(source, split)
+    if folder.remote:
+        raise ValueError(f"{folder.url} is a URL: this reads local builds only")
+    return Path(folder.path(name))
 
 
 def locate_manifest(source: str | os.PathLike, split: str | None = None,
