@@ -197,6 +197,22 @@ def _storages(batch: Any) -> list[torch.UntypedStorage]:
     return list({t.untyped_storage().data_ptr(): t.untyped_storage() for t in tensors}.values())
 
 
+Held = list[tuple[list[StorageWeakRef], int, int]]
+
+
+def hold(memory: "BatchMemory", held: Held, worker: int, slot: int, batch: Any) -> Held:
+    """Free the slots of batches no longer referenced; remember this batch's slot."""
+    still = []
+    for refs, w, s in held:
+        if all(ref.expired() for ref in refs):
+            memory.busy[w, s] = 0
+        else:
+            still.append((refs, w, s))
+    if slot >= 0:  # pinned, these are the copies: later than needed, still safe
+        still.append(([StorageWeakRef(s) for s in _storages(batch)], worker, slot))
+    return still
+
+
 class BatchMemory:
     """Rings of reusable batch memory, one ring of ``slots`` blocks per worker.
 
@@ -352,16 +368,7 @@ class ShardLoader:
         return len(self._batches)
 
     def _hold(self, worker: int, slot: int, batch: Any) -> None:
-        """Free the slots of batches no longer referenced; remember this batch's slot."""
-        still = []
-        for refs, w, s in self._held:
-            if all(ref.expired() for ref in refs):
-                self._memory.busy[w, s] = 0
-            else:
-                still.append((refs, w, s))
-        self._held = still
-        if slot >= 0:  # pinned, these are the copies: later than needed, still safe
-            self._held.append(([StorageWeakRef(s) for s in _storages(batch)], worker, slot))
+        self._held = hold(self._memory, self._held, worker, slot, batch)
 
     def __iter__(self) -> Iterator[Any]:
         ds = self.dataset
@@ -428,6 +435,14 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
     plus one or two. E.g. 32 clips of 16x128x171 RGB are 34 MB a batch. Other
     keyword arguments go to ``torch.utils.data.DataLoader``.
     """
+    if not isinstance(dataset, ShardDataset):
+        from .maploader import MapLoader
+
+        if prefetch_factor is not None and num_workers:
+            dataloader_kwargs["prefetch_factor"] = prefetch_factor
+        return MapLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
+                         audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
+                         memory_slots=(prefetch_factor or 2) + 3, **dataloader_kwargs)
     if num_workers:
         dataloader_kwargs["persistent_workers"] = (True if persistent_workers is None
                                                    else persistent_workers)

@@ -141,3 +141,21 @@ def test_on_object_storage(built, bucket):
     loader = DataLoader(remote, batch_size=None, num_workers=2,
                         sampler=RandomSampler(remote, num_samples=6))
     assert sum(1 for _ in loader) == 6
+
+
+def test_make_loader_on_kinetics_follows_the_sampler_and_keeps_held_batches(built):
+    """Batches come in the sampler's order, equal to collating the items, and a batch
+    the user holds is never overwritten by the reused memory."""
+    from shardkin.loader import collate, make_loader
+
+    out, _ = built
+    ds = Kinetics(out, "train")
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(3)).tolist()
+    loader = make_loader(ds, 3, num_workers=2, sampler=order)
+    assert len(loader) == -(-len(ds) // 3)
+    for epoch in range(2):
+        held = list(loader)  # every batch kept: their memory must stay theirs
+        assert len(held) == len(loader)
+        for n, batch in enumerate(held):
+            want = collate([ds[i] for i in order[3 * n : 3 * n + 3]])
+            assert all(torch.equal(a, b) for a, b in zip(batch, want))
