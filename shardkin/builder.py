@@ -24,7 +24,7 @@ from .manifest import INDEX, MANIFEST, load_manifest
 from .plan import assign_shards, estimate, parse_size
 from .npy import encode_npy
 from .sample import FORMAT_VERSION
-from .scan import DEFAULT_EXTENSIONS, find_classes, list_tree, read_annotations, select
+from .scan import DEFAULT_EXTENSIONS, VideoEntry, find_classes, list_tree, read_annotations, select
 from .storage import Folder
 from .worker import build_shard, record_name
 
@@ -65,7 +65,7 @@ def _gather(root: Path, split: str, opts: dict) -> dict:
                              f"(known: {', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''})")
         chosen = sorted(opts["classes"])
         label = {c: i for i, c in enumerate(chosen)}
-        videos = [v.__class__(v.path, v.class_name, label[v.class_name])
+        videos = [VideoEntry(v.path, v.class_name, label[v.class_name])
                   for v in videos if v.class_name in label]
         classes = chosen
     videos = select(videos, opts["fraction"], opts["limit"], opts["seed"])
