@@ -13,6 +13,7 @@ measured by ``tools/bench_codecs.py``). zstd needs ``zstandard`` and jpeg needs
 from __future__ import annotations
 
 import struct
+from typing import Any, Collection, Mapping
 
 import numpy as np
 
@@ -57,6 +58,20 @@ def encode_video(video: np.ndarray, codec: str = RAW, zstd_level: int = 3,
         header = struct.pack(f"<4s3I{t}I", _JPEG_MAGIC, t, h, w, *map(len, frames))
         return MEMBER[JPEG], b"".join([header, *frames])
     raise ValueError(f"unknown video codec {codec!r}: use raw, zstd or jpeg")
+
+
+def video_member(members: Collection[str]) -> str:
+    """Which of a sample's members holds its frames."""
+    for member in VIDEO_MEMBERS:
+        if member in members:
+            return member
+    raise ValueError(f"no video member (one of {', '.join(VIDEO_MEMBERS)})")
+
+
+def decode_sample_video(members: Mapping[str, Any]) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` frames of a sample given its members, whatever the codec."""
+    member = video_member(members)
+    return decode_video(member, members[member])
 
 
 def decode_video(member: str, data: bytes | bytearray | memoryview) -> np.ndarray:

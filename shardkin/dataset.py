@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .codecs import VIDEO_MEMBERS, decode_video
+from .codecs import VIDEO_MEMBERS, decode_video, video_member
 from .items import check_output_format, make_item
 from .manifest import manifest_head, manifest_path
 from .npy import parse_header
@@ -494,7 +494,7 @@ class ShardDataset(IterableDataset):
     def _record(self, reader: TarReader, shard: _OpenShard, key: str,
                 payloads: dict[str, Any]) -> Any:
         try:
-            member = next(m for m in VIDEO_MEMBERS if m in payloads)
+            member = video_member(payloads)
             video = (self._array(shard, payloads[VIDEO]) if member == VIDEO
                      else Encoded(member, payloads[member], f"{shard.path}: sample {key}"))
             audio = self._array(shard, payloads[AUDIO])

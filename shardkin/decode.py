@@ -76,13 +76,17 @@ def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
     raise DecodeError("video stream has no frame rate")
 
 
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        raise DecodeError(f"no video stream (contains {', '.join(kinds)})")
+    return container.streams.video[0]
+
+
 def probe(path: str) -> dict:
     """Cheap look at a video (no decoding): fps, size, estimated frame count."""
     with _open(path) as container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
-            raise DecodeError(f"no video stream (contains {', '.join(kinds)})")
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         fps = _frame_rate(stream)
         frames = stream.frames
         if not frames:
@@ -152,14 +156,13 @@ class _AudioTrack:
         i0, i1 = self._index(start), self._index(end)
         while self._count < i1 and not self.done:
             self._pull()
-        buf = np.concatenate(self._chunks, axis=1) if len(self._chunks) > 1 else (
-            self._chunks[0] if self._chunks else np.zeros((self.channels, 0), np.float32)
-        )
-        lo, hi = max(i0, self._base), max(min(i1, self._count), max(i0, self._base))
+        buf = (np.concatenate(self._chunks, axis=1) if self._chunks
+               else np.zeros((self.channels, 0), np.float32))
+        lo = min(max(i0, self._base), self._count)  # the decoded samples in [i0, i1)
+        hi = max(lo, min(i1, self._count))
         clip = np.ascontiguousarray(buf[:, lo - self._base : hi - self._base], dtype=np.float32)
-        keep = min(max(i0, self._base), self._count) - self._base  # later clips start later
-        self._chunks = [buf[:, keep:]]
-        self._base += keep
+        self._chunks = [buf[:, lo - self._base :]]  # later clips start later
+        self._base = lo
         return clip
 
     def close(self) -> None:
@@ -188,11 +191,11 @@ class VideoCutter:
         self.path = path
         self.options = options
         self._container = _open(path)
-        if not self._container.streams.video:
+        try:
+            self._stream = _video_stream(self._container)
+        except DecodeError:
             self._container.close()
-            kinds = sorted({s.type for s in self._container.streams}) or ["nothing"]
-            raise DecodeError(f"no video stream (contains {', '.join(kinds)})")
-        self._stream = self._container.streams.video[0]
+            raise
         _set_threads(self._stream, options.decode_threads)
         self._fps = _frame_rate(self._stream)
         cc = self._stream.codec_context

@@ -13,11 +13,12 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from .codecs import VIDEO_MEMBERS, decode_video
+from .codecs import decode_sample_video
 from .items import check_output_format, make_item
 from .manifest import READER_KEYS, locate_manifest, manifest_head
 from .npy import decode_npy
 from .sample import AUDIO, LABEL, META, decode_label, decode_meta, split_member
+from .tarread import BLOCK, header_fields
 
 # torchvision's argument name -> the build option it must equal
 _CHECKED = {"frames_per_clip": "frames_per_clip", "step_between_clips": "step_between_clips",
@@ -26,19 +27,19 @@ _CHECKED = {"frames_per_clip": "frames_per_clip", "step_between_clips": "step_be
             "_audio_samples": "audio_rate", "_audio_channels": "audio_channels"}
 
 
-def tar_members(blob: bytearray) -> dict[str, memoryview]:
-    """Members of consecutive tar entries in ``blob`` (one sample), by extension."""
-    view, pos, out = memoryview(blob), 0, {}
-    while pos + 512 <= len(view):
-        header = bytes(view[pos : pos + 512])
-        name = header[:100].split(b"\0", 1)[0].decode("utf-8")
-        size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-        start = pos + 512
-        if not name or start + size > len(view):
+def tar_members(blob: bytearray) -> tuple[str, dict[str, memoryview]]:
+    """(key, members by extension) of the tar entries of one sample in ``blob``, without
+    copying; headers are checked as :class:`~shardkin.tarread.TarReader` checks them."""
+    view, pos, key, out = memoryview(blob), 0, "", {}
+    while pos + BLOCK <= len(view):
+        _, name, size = header_fields(bytes(view[pos : pos + BLOCK]))
+        start = pos + BLOCK
+        if start + size > len(view):
             raise ValueError(f"sample bytes end inside member {name!r}")
-        out[split_member(name)[1]] = view[start : start + size]
-        pos = start + size + (-size % 512)
-    return out
+        key, ext = split_member(name)
+        out[ext] = view[start : start + size]
+        pos = start + size + (-size % BLOCK)
+    return key, out
 
 
 class Kinetics(Dataset):
@@ -91,19 +92,15 @@ class Kinetics(Dataset):
         shard, offset, length = (int(x) for x in self.index[i])
         blob = self._folder.read_range(self._shards[shard], offset, length)
         try:
-            members = tar_members(blob)
-            video_member = next(m for m in VIDEO_MEMBERS if m in members)
-            video = torch.from_numpy(decode_video(video_member, members[video_member]))
+            key, members = tar_members(blob)
+            video = torch.from_numpy(decode_sample_video(members))
             audio = torch.from_numpy(decode_npy(members[AUDIO]))
             label = decode_label(members[LABEL])
             meta = decode_meta(members[META]) if self.return_dict else None
-        except (ValueError, KeyError, StopIteration) as e:
+        except (ValueError, KeyError) as e:
             raise ValueError(f"{self._folder.path(self._shards[shard])}: clip {i} at byte "
                              f"{offset} is unreadable ({type(e).__name__}: {e}): run "
                              "`shardkin verify` on the build") from None
-        return make_item(video, audio, label, _key(blob), meta and meta["path"], self.output_format,
+        return make_item(video, audio, label, key, meta and meta["path"], self.output_format,
                          self.transform, self.return_dict)
 
-
-def _key(blob: bytearray) -> str:
-    return split_member(blob[:100].split(b"\0", 1)[0].decode("utf-8"))[0]

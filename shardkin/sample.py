@@ -27,7 +27,6 @@ VIDEO = MEMBER[RAW]
 AUDIO = "audio.npy"
 LABEL = "cls"
 META = "json"
-MEMBERS = (VIDEO, AUDIO, LABEL, META)  # a raw sample; other codecs replace VIDEO (codecs.py)
 
 
 def sample_key(video_index: int, clip_index: int) -> str:

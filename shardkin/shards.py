@@ -1,4 +1,4 @@
-"""Finding a built split and decoding its video members, for ``info``, ``verify`` and ``show``.
+"""Finding a built split and its shards, for ``info``, ``verify`` and ``show``.
 
 Manifests are read through :mod:`shardkin.manifest` and shards are opened by the
 callers through :func:`shardkin.tarread.open_shard` alone, the hook for other stores.
@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
-
-from . import codecs
-from .codecs import VIDEO_MEMBERS
 from .manifest import MANIFEST, load_manifest, locate_manifest, manifest_path
 from .storage import is_url
 
@@ -56,11 +52,3 @@ def open_split(source: str | os.PathLike, split: str | None = None) -> tuple[dic
 def shard_url(folder: str, name: str) -> str:
     """Where shard (or sidecar) ``name`` of the split in ``folder`` lives."""
     return f"{folder}/{name}" if is_url(folder) else os.path.join(folder, name)
-
-
-def decode_video(members: Mapping[str, Any]) -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` frames from a sample's members, whatever the codec."""
-    for member in VIDEO_MEMBERS:
-        if member in members:
-            return codecs.decode_video(member, members[member])
-    raise ValueError(f"no video member (one of {', '.join(VIDEO_MEMBERS)})")

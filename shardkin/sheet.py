@@ -17,7 +17,8 @@ import numpy as np
 
 from .font import HEIGHT, draw_text, text_width
 from .sample import LABEL, decode_label
-from .shards import VIDEO_MEMBERS, decode_video, shard_url
+from .codecs import VIDEO_MEMBERS, decode_sample_video
+from .shards import shard_url
 from .tarread import TarReader, iter_samples, open_shard
 
 MARGIN, GAP, ROW_GAP = 8, 4, 10  # pixels: around the sheet, under titles and between tiles, between rows
@@ -80,7 +81,7 @@ def read_clips(manifest: dict[str, Any], folder: str, picks: list[tuple[int, int
                                                  load=indices.__contains__,
                                                  wanted=(*VIDEO_MEMBERS, LABEL)):
                 if payloads is not None:
-                    video = decode_video(payloads)
+                    video = decode_sample_video(payloads)
                     clips.append(Clip(name, key, decode_label(payloads[LABEL]), len(video),
                                       video[frame_positions(len(video), frames)]))
     return clips

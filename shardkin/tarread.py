@@ -70,6 +70,24 @@ def _number(field: bytes) -> int:
     return int(digits, 8) if digits else 0
 
 
+def header_fields(block: bytes, long_name: str | None = None,
+                  pax: dict[str, str] | None = None) -> tuple[bytes, str, int]:
+    """(type flag, full name, data size) of a 512-byte header block; ValueError if corrupt."""
+    if _number(block[148:156]) != sum(block[:148]) + 256 + sum(block[156:]):
+        raise ValueError("bad header checksum")
+    pax = pax or {}
+    try:
+        name = long_name or pax.get("path")
+        if name is None:
+            name = block[:100].split(b"\0", 1)[0].decode("utf-8")
+            prefix = block[345:500].split(b"\0", 1)[0] if block[257:262] == b"ustar" else b""
+            if prefix:
+                name = f"{prefix.decode('utf-8')}/{name}"
+        return block[156:157], name, int(pax.get("size", _number(block[124:136])))
+    except ValueError as e:  # bad numbers or names
+        raise ValueError(f"unreadable header ({e})") from None
+
+
 def _pax_records(data: bytes) -> dict[str, str]:
     records, pos = {}, 0
     while pos < len(data) and data[pos] != 0:
@@ -164,10 +182,7 @@ class TarReader:
             if block.count(0) == BLOCK:
                 self._member = None
                 return None
-            try:
-                kind, name, size = self._parse(block, start, long_name, pax)
-            except ValueError as e:  # bad numbers, names or PAX records
-                raise self.error(f"corrupt: unreadable header ({e})", start) from None
+            kind, name, size = self._parse(block, start, long_name, pax)
             self._member, self._unread = Member(name, size, self._pos), size + (-size % BLOCK)
             if kind in _FILE_TYPES:
                 return self._member
@@ -186,16 +201,10 @@ class TarReader:
 
     def _parse(self, block: bytes, start: int, long_name: str | None,
                pax: dict[str, str]) -> tuple[bytes, str, int]:
-        """(type flag, full name, data size) of a header block."""
-        if _number(block[148:156]) != sum(block[:148]) + 256 + sum(block[156:]):
-            raise self.error("corrupt: bad header checksum", start)
-        name = long_name or pax.get("path")
-        if name is None:
-            name = block[:100].split(b"\0", 1)[0].decode("utf-8")
-            prefix = block[345:500].split(b"\0", 1)[0] if block[257:262] == b"ustar" else b""
-            if prefix:
-                name = f"{prefix.decode('utf-8')}/{name}"
-        return block[156:157], name, int(pax.get("size", _number(block[124:136])))
+        try:
+            return header_fields(block, long_name, pax)
+        except ValueError as e:
+            raise self.error(f"corrupt: {e}", start) from None
 
     def read(self) -> bytearray:
         """The data of the current member (a writable buffer, read once)."""

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from . import codecs
 from .npy import decode_npy
 from .sample import AUDIO, LABEL, META, decode_label, decode_meta, split_member
-from .shards import decode_video, shard_url
+from .codecs import decode_sample_video
+from .shards import shard_url
 from .storage import Folder
 from .tarread import BLOCK, ShardError, TarReader, open_shard
 
@@ -177,7 +178,7 @@ class SplitCheck:
             self.problem(where, f"incomplete: no {', '.join(missing)} member")
             return
         try:
-            video, audio = decode_video(s.members), decode_npy(s.members[AUDIO])
+            video, audio = decode_sample_video(s.members), decode_npy(s.members[AUDIO])
             label, meta = decode_label(s.members[LABEL]), decode_meta(s.members[META])
         except Exception as e:  # whatever a corrupt payload raises is a finding, not a crash
             self.problem(where, f"undecodable: {type(e).__name__}: {e}")

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 import shardkin.builder as builder
+from helpers import tree_bytes
 from shardkin.builder import build
 
 # read by Ray at import: no usage reporting; bind 127.0.0.1 only (checked below)
@@ -46,15 +46,12 @@ def ray_cluster(tmp_path_factory):
                 os.environ[k] = v
 
 
-def _files(d: Path) -> dict[str, bytes]:
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
-
 
 def test_ray_build_equals_local_build(made_root, tmp_path, ray_cluster):
     on_ray = build(made_root, tmp_path / "ray", "train", executor="ray", **KW)
     local = build(made_root, tmp_path / "local", "train", workers=2, **KW)
     assert on_ray == local and len(local["shards"]) > 2
-    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
 
 
 def test_killed_task_is_retried_with_same_bytes(made_root, tmp_path, ray_cluster, monkeypatch):
@@ -75,7 +72,7 @@ def test_killed_task_is_retried_with_same_bytes(made_root, tmp_path, ray_cluster
     monkeypatch.undo()
     local = build(made_root, tmp_path / "local", "train", workers=1, **KW)
     assert on_ray == local
-    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
 
 
 def test_task_that_keeps_failing_is_reported(made_root, tmp_path, ray_cluster, monkeypatch):

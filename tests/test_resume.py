@@ -6,13 +6,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from helpers import tree_bytes
 from shardkin.builder import build
 
-
-def _files(d: Path) -> dict[str, bytes]:
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def test_resume_after_kill_gives_same_bytes(made_root, tmp_path):
@@ -36,6 +33,6 @@ def test_resume_after_kill_gives_same_bytes(made_root, tmp_path):
     reference = tmp_path / "reference"
     build(made_root, reference, "train", frames_per_clip=2, step_between_clips=1,
           clips_per_shard=20, workers=2, progress=False)
-    assert _files(out) == _files(reference)
+    assert tree_bytes(out) == tree_bytes(reference)
     for name, data in done_before.items():
         assert (split / name).read_bytes() == data

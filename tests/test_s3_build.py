@@ -6,10 +6,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from helpers import tree_bytes
 from shardkin.builder import BuildError, build
 
 KW = dict(frames_per_clip=2, step_between_clips=1, clips_per_shard=20, workers=2, progress=False)
@@ -23,15 +23,12 @@ def _objects(url: str) -> dict[str, bytes]:
     return {p[len(root) + 1:]: fs.cat_file(p) for p in sorted(fs.find(root))}
 
 
-def _local(d: Path) -> dict[str, bytes]:
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
-
 
 def test_build_to_bucket_equals_local_build(made_root, tmp_path, bucket):
     remote = build(made_root, f"{bucket}/k400", "train", **KW)
     local = build(made_root, tmp_path, "train", **KW)
     assert remote == local
-    assert _objects(f"{bucket}/k400") == {f"train/{k}": v for k, v in _local(tmp_path / "train").items()}
+    assert _objects(f"{bucket}/k400") == {f"train/{k}": v for k, v in tree_bytes(tmp_path / "train").items()}
     again = build(made_root, f"{bucket}/k400", "train", **KW)  # finished: nothing to do
     assert again == remote
 
@@ -61,7 +58,7 @@ def test_interrupted_bucket_build_resumes_to_same_bytes(made_root, tmp_path, buc
     build(made_root, tmp_path, "train", frames_per_clip=2, step_between_clips=1,
           clips_per_shard=20, workers=1, progress=False)
     after = _objects(url)
-    assert after == {f"train/{k}": v for k, v in _local(tmp_path / "train").items()}
+    assert after == {f"train/{k}": v for k, v in tree_bytes(tmp_path / "train").items()}
     for name, data in before.items():
         if name.endswith(".tar"):
             assert after[name] == data
