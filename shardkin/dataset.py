@@ -47,18 +47,22 @@ import random
 import warnings
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .cache import CacheWriter, ShardCache
 from .codecs import VIDEO_MEMBERS, decode_video, video_member
 from .items import check_output_format, make_item
-from .manifest import manifest_head, manifest_path
-from .npy import parse_header
+from .manifest import INDEX, MANIFEST, locate_manifest, manifest_head
+from .npy import decode_npy, parse_header
+from .plan import parse_size
+from .remote import RangeStream
 from .sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta
-from .tarread import Deferred, ShardError, TarReader, iter_samples, local_path, open_shard
+from .storage import Folder, is_url
+from .tarread import BLOCK, Deferred, ShardError, TarReader, iter_samples
 
 T = TypeVar("T")
 STATE_VERSION = 1
@@ -168,10 +172,11 @@ def mix(lanes: Sequence[Iterator[T]], lengths: Sequence[int], rng: random.Random
 
 
 class Array(NamedTuple):
-    """An npy array left in its shard, to be read straight into its destination."""
+    """An npy array left in its shard (or in the member's bytes, when streamed from
+    object storage), to be read straight into its destination."""
 
-    shard: "_OpenShard"
-    offset: int  # of the array data in the file
+    shard: "_OpenShard | bytearray"
+    offset: int  # of the array data in the file (or the bytes)
     dtype: torch.dtype
     shape: tuple[int, ...]
 
@@ -207,9 +212,9 @@ class Clip(NamedTuple):
 class _OpenShard:
     """A shard file, open while clips read from it wait in the shuffle buffer."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, file: BinaryIO | None = None) -> None:
         self.path, self.file = path, None
-        self.file = open_shard(path)
+        self.file = open(path, "rb", buffering=0) if file is None else file
 
     def __del__(self) -> None:
         if self.file is not None:
@@ -235,6 +240,9 @@ def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
     if not out.is_contiguous():
         raise ValueError("read_array needs a contiguous destination")
     view = memoryview(out.numpy().reshape(-1).view(np.uint8))
+    if isinstance(array.shard, bytearray):  # streamed: already in memory
+        view[:] = memoryview(array.shard)[array.offset : array.offset + len(view)]
+        return out
     fd, done = array.shard.file.fileno(), 0
     while done < len(view):
         got = os.preadv(fd, [view[done:]], array.offset + done)
@@ -297,7 +305,10 @@ class ShardDataset(IterableDataset):
     """Shuffled clips of a shardkin build, split exactly across ranks and workers.
 
     ``source``: a build folder (with ``split``), a split folder, or a
-    ``manifest.json`` path or ``file://`` URL. Items are like
+    ``manifest.json``; local, or a URL on object storage (``s3://``, ``gs://``,
+    ``https://``, any fsspec URL; ``storage_options`` go to fsspec); or shard
+    paths or URLs (a list, or a brace pattern ``.../train-{000000..000009}.tar``)
+    of one split folder, whose manifest gives their clip counts. Items are like
     ``torchvision.datasets.Kinetics``: ``(video, audio, label)`` with ``video`` a
     uint8 tensor ``[T, C, H, W]`` (``output_format="TCHW"``, a permuted view) or
     ``[T, H, W, C]`` (``"THWC"``), ``audio`` float32 ``[C, S]``, ``label`` an int;
@@ -317,6 +328,15 @@ class ShardDataset(IterableDataset):
     every rank keeps the same count (no DDP hang). Damage found only when a clip
     is read (a compressed member that does not decode, a shard changed during the
     epoch) raises in both modes.
+
+    Object storage: each lane streams its shard range in 8 MiB range requests, one
+    ahead in flight; a failed request (connection reset, 5xx, timeout) is retried
+    from its first byte with exponential backoff, ``attempts`` times, then raises
+    :class:`ShardError` naming the shard and range. Streamed clips wait in the
+    shuffle buffer with their bytes (about ``shuffle_buffer`` clips' worth a
+    worker). ``cache_dir`` keeps shards read whole on local disk (by sha256,
+    verified, at most ``cache_size`` bytes, least recently used removed first,
+    shared by all workers of the machine); later epochs read them like local files.
     """
 
     def __init__(
@@ -335,6 +355,10 @@ class ShardDataset(IterableDataset):
         shuffle_buffer: int = 1024,
         interleave: int = 32,
         on_error: str = "raise",
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        cache_size: str | int = "100GB",
+        attempts: int = 5,
     ) -> None:
         check_output_format(output_format)
         if on_error not in ("raise", "skip"):
@@ -346,17 +370,26 @@ class ShardDataset(IterableDataset):
         rank, world_size = (rank, world_size) if rank is not None else _dist_rank()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in range(world_size={world_size})")
-        path = manifest_path(local_path(source), split)
-        manifest = manifest_head(path.read_text(encoding="utf-8"), path)
+        folder, name, chosen = _locate(source, split, storage_options)
+        where = folder.path(name)
+        manifest = manifest_head(folder.read_bytes(name).decode("utf-8"), where)
         self.split = manifest["split"]
         self.classes: list[str] = manifest["classes"]
-        folder = os.fspath(path.parent)
-        self._paths = [os.path.join(folder, s["name"]) for s in manifest["shards"]]
-        self._clips = [int(s["clips"]) for s in manifest["shards"]]
-        self._bytes = [int(s["bytes"]) for s in manifest["shards"]]
+        shards = _choose(manifest["shards"], chosen, where)
+        self._folder = folder
+        self._all_names = [s["name"] for s in manifest["shards"]]  # index.npy numbers these
+        self._names = [s["name"] for s in shards]
+        self._paths = [folder.path(n) for n in self._names]
+        self._clips = [int(s["clips"]) for s in shards]
+        self._bytes = [int(s["bytes"]) for s in shards]
+        self._sha256 = [s.get("sha256") for s in shards]
+        self._starts: dict[int, np.ndarray] | None = None  # sample offsets, remote only
+        self.cache = (ShardCache(cache_dir, parse_size(cache_size))
+                      if cache_dir is not None and folder.remote else None)
+        self.attempts = attempts
         self.total_clips = sum(self._clips)
         if per_rank(self.total_clips, world_size, drop_remainder) == 0:
-            raise ValueError(f"{path} holds {self.total_clips} clips, fewer than world_size="
+            raise ValueError(f"{where} holds {self.total_clips} clips, fewer than world_size="
                              f"{world_size}: use fewer ranks or a larger dataset")
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.output_format, self.transform, self.return_dict = output_format, transform, return_dict
@@ -470,26 +503,69 @@ class ShardDataset(IterableDataset):
                 k += n
                 continue
             path = self._paths[span.shard]
-            got = 0
+            got, streamed = 0, None
             try:
-                shard = _OpenShard(path)
-                reader = TarReader(shard.file, path)
+                shard, streamed, first = self._open(span)
+                reader = TarReader(shard.file if streamed is None else streamed.stream, path)
                 if reader.size is not None and reader.size != self._bytes[span.shard]:
                     raise reader.error(f"has {reader.size} bytes, the manifest says "
                                        f"{self._bytes[span.shard]} (truncated or replaced)", 0)
                 for _, key, payloads in iter_samples(
-                        reader, span.start, span.stop, lambda i: (lane, base + i) not in done,
-                        self._wanted, defer=(VIDEO, AUDIO)):
+                        reader, span.start - first, span.stop - first,
+                        lambda i: (lane, base + first + i) not in done, self._wanted,
+                        defer=(VIDEO, AUDIO) if streamed is None else ()):
                     got += 1
-                    yield _DELIVERED if payloads is None else self._record(
+                    item = _DELIVERED if payloads is None else self._record(
                         reader, shard, key, payloads)
+                    if got == n and streamed is not None:  # mix() draws no further
+                        streamed.finish()
+                    yield item
             except (ShardError, OSError) as e:
+                error = str(e) if path in str(e) else f"{path}: {type(e).__name__}: {e}"
                 if self.on_error == "raise":
-                    raise ShardError(f"{e}: {_HINT}") from e
-                warnings.warn(f"shardkin: skipping {n - got} clip(s) of {path}: {e}",
-                              stacklevel=2)
+                    raise ShardError(f"{error}: {_HINT}") from e
+                warnings.warn(f"shardkin: skipping {n - got} clip(s): {error}", stacklevel=2)
                 yield from itertools.repeat(_BAD, n - got)
+            finally:
+                if streamed is not None:
+                    streamed.close()
             k += n
+
+    def _open(self, span: Span) -> tuple[_OpenShard | None, "_Streamed | None", int]:
+        """How to read ``span``: a local (or cached) shard file, or a stream of its byte
+        range; and the number of the sample the stream starts at."""
+        s = span.shard
+        if not self._folder.remote:
+            return _OpenShard(self._paths[s]), None, 0
+        cached = self.cache and self.cache.open(self._sha256[s], self._bytes[s])
+        if cached:
+            return _OpenShard(self._paths[s], cached), None, 0
+        whole = span.start == 0 and span.stop == self._clips[s]
+        starts = None if whole else self._sample_starts(s)
+        first = 0 if starts is None else span.start
+        start = 0 if starts is None else int(starts[span.start])
+        end = (self._bytes[s] if starts is None or span.stop == self._clips[s]
+               else int(starts[span.stop]) + BLOCK)  # the next header ends the last sample
+        writer = self.cache.writer(self._sha256[s], self._bytes[s]) if (
+            self.cache and whole and self._sha256[s]) else None
+        stream = RangeStream(self._folder, self._names[s], start, end, attempts=self.attempts,
+                             sink=writer)
+        return None, _Streamed(stream, writer), first
+
+    def _sample_starts(self, shard: int) -> np.ndarray | None:
+        """Byte offsets of the samples of ``shard``, from ``index.npy`` (fetched once a
+        process); None for builds without one (then streams walk from the start)."""
+        if self._starts is None:
+            try:
+                index = decode_npy(self._folder.read_bytes(INDEX))
+            except FileNotFoundError:
+                return None
+            index = index[np.lexsort((index[:, 1], index[:, 0]))]
+            bounds = np.searchsorted(index[:, 0], np.arange(len(self._all_names) + 1))
+            mine = {n: i for i, n in enumerate(self._names)}
+            self._starts = {mine[n]: index[bounds[k] : bounds[k + 1], 1]
+                            for k, n in enumerate(self._all_names) if n in mine}
+        return self._starts.get(shard)
 
     def _record(self, reader: TarReader, shard: _OpenShard, key: str,
                 payloads: dict[str, Any]) -> Any:
@@ -513,7 +589,10 @@ class ShardDataset(IterableDataset):
         return _BAD
 
     @staticmethod
-    def _array(shard: _OpenShard, part: Deferred) -> Array:
+    def _array(shard: _OpenShard | None, part: Deferred | bytearray) -> Array:
+        if isinstance(part, bytearray):  # streamed: the member's bytes
+            offset, dtype, shape = npy_layout(part, len(part))
+            return Array(part, offset, dtype, shape)
         offset, dtype, shape = npy_layout(part.head, part.size)
         return Array(shard, part.offset + offset, dtype, shape)
 
@@ -535,6 +614,61 @@ class ShardDataset(IterableDataset):
             delivered[worker] += 1
             self._progress = _Resume(epoch, num_workers, tuple(delivered))
             yield self.sample(clip)
+
+
+class _Streamed:
+    """A shard's byte range streaming from object storage; a whole shard is cached
+    as it streams when the dataset has a cache."""
+
+    def __init__(self, stream: RangeStream, writer: CacheWriter | None) -> None:
+        self.stream, self.writer = stream, writer
+
+    def finish(self) -> None:
+        """The reader is done: complete and publish the cached copy."""
+        if self.writer is not None:
+            self.stream.drain()
+            self.writer.commit()
+            self.writer = None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+        self.stream.close()
+
+
+def _locate(source: Any, split: str | None,
+            storage_options: dict[str, Any] | None) -> tuple[Folder, str, list[str] | None]:
+    """(folder, manifest name, names of the shards chosen or None for all) of a source."""
+    if isinstance(source, (list, tuple)) or os.fspath(source).endswith(".tar"):
+        from braceexpand import braceexpand
+
+        urls = ([os.fspath(u) for u in source] if isinstance(source, (list, tuple))
+                else list(braceexpand(os.fspath(source))))
+        heads = {u.rstrip("/").rpartition("/")[0] if is_url(u) else os.path.dirname(u) or "."
+                 for u in urls}
+        if len(heads) != 1:
+            raise ValueError(f"shards must all be in one split folder (with its manifest); "
+                             f"these are in {', '.join(sorted(heads))}")
+        folder = Folder(heads.pop(), storage_options)
+        if not folder.exists(MANIFEST):
+            raise FileNotFoundError(f"no shardkin manifest at {folder.path(MANIFEST)}: shards "
+                                    "are read with the manifest of their split folder")
+        return folder, MANIFEST, [u.rstrip("/").rpartition("/")[2] for u in urls]
+    folder, name = locate_manifest(source, split, storage_options)
+    return folder, name, None
+
+
+def _choose(shards: list[dict[str, Any]], chosen: list[str] | None,
+            where: str) -> list[dict[str, Any]]:
+    """The manifest entries of the shards ``chosen`` (all when None), in manifest order."""
+    if chosen is None:
+        return shards
+    unknown = sorted(set(chosen) - {s["name"] for s in shards})
+    if unknown:
+        raise ValueError(f"{where} lists no shard {', '.join(unknown)}")
+    keep = set(chosen)
+    return [s for s in shards if s["name"] in keep]
 
 
 def _substitute(items: Iterator[Any]) -> Iterator[tuple[Record, bool]]:

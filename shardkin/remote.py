@@ -1,0 +1,120 @@
+"""Reading shards from object storage: range requests with retries, streamed ahead.
+
+:func:`fetch` gets one byte range, retrying transient failures (connection reset,
+5xx, timeouts, short reads) with exponential backoff and naming the object and
+range once the attempts are spent. :class:`RangeStream` is a file object over a
+byte range of an object, fetched in ``chunk``-sized range requests, ``ahead``
+of them in flight on a small per-process thread pool, so the network overlaps
+the parsing; a request that fails is retried from its own first byte, so a cut
+connection costs at most one chunk again and no byte is lost or read twice.
+"""
+from __future__ import annotations
+
+import io
+import os
+import random
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from .storage import Folder
+
+# not worth retrying: the object or the permission is missing, or the request is wrong
+PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
+             ValueError, TypeError, ImportError)
+CHUNK = 8 << 20
+
+
+class FetchError(OSError):
+    """A byte range that could not be read after every attempt."""
+
+
+def fetch(folder: Folder, name: str, start: int, end: int, *, attempts: int = 5,
+          backoff: float = 0.2) -> bytearray:
+    """Bytes ``start <= i < end`` of ``name`` in ``folder``, retried with exponential
+    backoff (``backoff``, doubled each time, with jitter) over ``attempts`` tries."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return folder.read_range(name, start, end - start)
+        except PERMANENT:
+            raise
+        except Exception as e:  # connection resets, 5xx, timeouts, short reads
+            if attempt == attempts:
+                raise FetchError(f"{folder.path(name)}: bytes {start}-{end - 1} could not be "
+                                 f"read in {attempts} attempts; last error: "
+                                 f"{type(e).__name__}: {e}") from e
+            time.sleep(backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    """This process's fetch threads (made again in a forked DataLoader worker)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(8, thread_name_prefix="shardkin-fetch"))
+        return _pool[1]
+
+
+class RangeStream(io.RawIOBase):
+    """Bytes ``start <= i < end`` of an object as a read-only, unseekable file.
+
+    ``sink`` is called with every chunk in order (to cache the shard as it streams);
+    :meth:`drain` fetches what the reader left unread, so the sink sees it all.
+    """
+
+    def __init__(self, folder: Folder, name: str, start: int, end: int, *,
+                 chunk: int = CHUNK, ahead: int = 1, attempts: int = 5,
+                 sink: Callable[[memoryview], None] | None = None) -> None:
+        super().__init__()
+        self.name = folder.path(name)
+        self._get = lambda a, b: fetch(folder, name, a, b, attempts=attempts)
+        self._next, self._end, self._chunk, self._ahead = start, end, chunk, ahead
+        self._pending: deque[Future] = deque()
+        self._buf = memoryview(b"")
+        self._sink = sink
+        self._request()
+
+    def _request(self) -> None:
+        while len(self._pending) <= self._ahead and self._next < self._end:
+            stop = min(self._end, self._next + self._chunk)
+            self._pending.append(_executor().submit(self._get, self._next, stop))
+            self._next = stop
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if not self._buf:
+            if not self._pending:
+                return 0
+            data = memoryview(self._pending.popleft().result())
+            self._request()
+            if self._sink is not None:
+                self._sink(data)
+            self._buf = data
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def drain(self) -> None:
+        """Fetch the rest of the range (for the sink), dropping it."""
+        self._buf = memoryview(b"")
+        while self._pending:
+            data = memoryview(self._pending.popleft().result())
+            self._request()
+            if self._sink is not None:
+                self._sink(data)
+
+    def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        super().close()
