@@ -572,7 +572,7 @@ class ShardDataset(IterableDataset):
         try:
             member = video_member(payloads)
             video = (self._array(shard, payloads[VIDEO]) if member == VIDEO
-                     else Encoded(member, payloads[member], f"{shard.path}: sample {key}"))
+                     else Encoded(member, payloads[member], f"{reader.source}: sample {key}"))
             audio = self._array(shard, payloads[AUDIO])
             if isinstance(video, Array) and (video.dtype != torch.uint8 or len(video.shape) != 4
                                              or video.shape[3] != 3):

@@ -3,8 +3,8 @@
 :func:`fetch` gets one byte range, retrying transient failures (connection reset,
 5xx, timeouts, short reads) with exponential backoff and naming the object and
 range once the attempts are spent. :class:`RangeStream` is a file object over a
-byte range of an object, fetched in ``chunk``-sized range requests, ``ahead``
-of them in flight on a small per-process thread pool, so the network overlaps
+byte range of an object, fetched in range requests growing from 512 KiB to
+``chunk`` (8 MiB), ``ahead`` of them in flight on a small per-process thread pool, so the network overlaps
 the parsing; a request that fails is retried from its own first byte, so a cut
 connection costs at most one chunk again and no byte is lost or read twice.
 """
@@ -25,6 +25,7 @@ from .storage import Folder
 PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
              ValueError, TypeError, ImportError)
 CHUNK = 8 << 20
+FIRST_CHUNK = 512 << 10  # small first requests: the first clips arrive soon
 
 
 class FetchError(OSError):
@@ -76,6 +77,7 @@ class RangeStream(io.RawIOBase):
         self.name = folder.path(name)
         self._get = lambda a, b: fetch(folder, name, a, b, attempts=attempts)
         self._next, self._end, self._chunk, self._ahead = start, end, chunk, ahead
+        self._size = min(chunk, FIRST_CHUNK)  # doubled each request up to chunk
         self._pending: deque[Future] = deque()
         self._buf = memoryview(b"")
         self._sink = sink
@@ -83,9 +85,10 @@ class RangeStream(io.RawIOBase):
 
     def _request(self) -> None:
         while len(self._pending) <= self._ahead and self._next < self._end:
-            stop = min(self._end, self._next + self._chunk)
+            stop = min(self._end, self._next + self._size)
             self._pending.append(_executor().submit(self._get, self._next, stop))
             self._next = stop
+            self._size = min(self._chunk, 2 * self._size)
 
     def readable(self) -> bool:
         return True

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+_INHERITED: list = []  # filesystems a forked child inherited (see Folder._fs)
 INSTALL_HINT = "install object-storage support with: pip install 'shardkin[s3]' (or gcsfs for gs://)"
 
 
@@ -60,8 +61,13 @@ class Folder:
 
     @property
     def _fs(self):
-        """The fsspec filesystem, made again in a forked child (fsspec's are not fork-safe)."""
+        """The fsspec filesystem, made again in a forked child (fsspec's are not fork-safe).
+
+        The parent's is kept, never collected in the child: its finalizer would close
+        the parent's session on the parent's event loop, which the child does not run."""
         if self._pid != os.getpid():
+            if self._fs_of_pid is not None:
+                _INHERITED.append(self._fs_of_pid)
             self._fs_of_pid, self._pid = filesystem(self.url, self.storage_options)[0], os.getpid()
         return self._fs_of_pid
 

@@ -113,8 +113,9 @@ def nginx_server(root: Path | str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="nginx-") as tmp:
         log = Path(tmp, "error.log")
         temps = " ".join(f"{k}_temp_path {tmp}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        user = "user root;" if os.geteuid() == 0 else ""  # else workers (nobody) can't read 0700 temp dirs
         conf = Path(tmp, "nginx.conf")
-        conf.write_text(f"""{"user root;" if os.geteuid() == 0 else ""}
+        conf.write_text(f"""{user}
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
@@ -282,8 +283,8 @@ def seaweedfs_server(data_dir: Path | str) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:  # its graceful stop (usually 2-4 s) can hang after reads
+            proc.wait(5)
+        except subprocess.TimeoutExpired:  # its graceful stop takes 2-4 s, or hangs after range reads
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         for port in [*ports.values(), *grpc.values()]:  # it leaves unix sockets in /tmp

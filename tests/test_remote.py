@@ -119,6 +119,18 @@ def test_builds_without_index_walk_from_the_shard_start(local_build, local_epoch
         assert same(epoch(f"{url}/train", world_size=3), local_epochs[3])
 
 
+@pytest.mark.parametrize("codec", ["zstd", "jpeg"])
+def test_compressed_members_stream(codec, tmp_path):
+    from reader_fixtures import make_split
+    from servers import need_nginx, nginx_server
+
+    pytest.importorskip("zstandard" if codec == "zstd" else "simplejpeg")
+    need_nginx()
+    split = make_split(tmp_path / "served", [3 + v % 4 for v in range(12)], 3, codec=codec)
+    with nginx_server(split.parent) as url:
+        assert same(epoch(f"{url}/train", world_size=2), epoch(split, world_size=2))
+
+
 def test_cut_connections_lose_and_repeat_no_clip(local_build, local_epochs, http):
     from servers import cutting_proxy
 
