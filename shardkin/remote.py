@@ -78,7 +78,7 @@ class RangeStream(io.RawIOBase):
         self._get = lambda a, b: fetch(folder, name, a, b, attempts=attempts)
         self._next, self._end, self._chunk, self._ahead = start, end, chunk, ahead
         self._size = min(chunk, FIRST_CHUNK)  # doubled each request up to chunk
-        self._pending: deque[Future] = deque()
+        self._pending: deque[tuple[Future, int, int]] = deque()
         self._buf = memoryview(b"")
         self._sink = sink
         self._request()
@@ -86,22 +86,29 @@ class RangeStream(io.RawIOBase):
     def _request(self) -> None:
         while len(self._pending) <= self._ahead and self._next < self._end:
             stop = min(self._end, self._next + self._size)
-            self._pending.append(_executor().submit(self._get, self._next, stop))
+            self._pending.append((_executor().submit(self._get, self._next, stop), self._next,
+                                  stop))
             self._next = stop
             self._size = min(self._chunk, 2 * self._size)
 
     def readable(self) -> bool:
         return True
 
+    def _take(self) -> memoryview:
+        """The next chunk. One still queued behind other streams' read-ahead is fetched
+        here and now instead: what a reader waits for goes before what it may need."""
+        future, start, stop = self._pending.popleft()
+        data = memoryview(self._get(start, stop) if future.cancel() else future.result())
+        self._request()
+        if self._sink is not None:
+            self._sink(data)
+        return data
+
     def readinto(self, b) -> int:
         if not self._buf:
             if not self._pending:
                 return 0
-            data = memoryview(self._pending.popleft().result())
-            self._request()
-            if self._sink is not None:
-                self._sink(data)
-            self._buf = data
+            self._buf = self._take()
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
@@ -111,13 +118,10 @@ class RangeStream(io.RawIOBase):
         """Fetch the rest of the range (for the sink), dropping it."""
         self._buf = memoryview(b"")
         while self._pending:
-            data = memoryview(self._pending.popleft().result())
-            self._request()
-            if self._sink is not None:
-                self._sink(data)
+            self._take()
 
     def close(self) -> None:
-        for future in self._pending:
+        for future, _, _ in self._pending:
             future.cancel()
         self._pending.clear()
         super().close()

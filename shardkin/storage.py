@@ -96,6 +96,18 @@ class Folder:
         except FileNotFoundError:
             return None
 
+    def fingerprint(self, name: str) -> str | None:
+        """What identifies this version of ``name`` without reading it: the store's checksum
+        (S3 ETag, GCS md5 or crc32c) or, for a local file, its size and modification time."""
+        if not self.remote:
+            st = os.stat(self.path(name))
+            return f"{st.st_size}:{st.st_mtime_ns}"
+        info = self._fs.info(self._key(name))
+        for key in ("ETag", "etag", "md5Hash", "crc32c", "checksum"):
+            if info.get(key):
+                return f"{key}:{str(info[key]).strip(chr(34))}"
+        return None
+
     def read_bytes(self, name: str) -> bytes:
         if self.remote:
             return self._fs.cat_file(self._key(name))

@@ -33,27 +33,17 @@ class ShardError(Exception):
     """A shard or sample that cannot be read: truncated, corrupt or incomplete."""
 
 
-def local_path(url: str | os.PathLike) -> str:
-    """The local path of a plain path or ``file://`` URL; other schemes are refused."""
-    text = os.fspath(url)
-    scheme = urlparse(text).scheme if "://" in text else ""
-    if scheme == "":
-        return text
-    if scheme == "file":
-        return unquote(urlparse(text).path)
-    raise ValueError(f"cannot open {text!r}: only local paths and file:// URLs are supported "
-                     "so far; copy or mount the shards locally")
-
-
 def open_shard(url: str | os.PathLike) -> BinaryIO:
     """Open a shard for reading (the hook for other stores, e.g. fsspec).
 
     Local files are unbuffered: :class:`TarReader` reads payloads straight into
     their final buffers and headers in single calls.
     """
-    if is_url(url):
-        return open_read(os.fspath(url))
-    return open(local_path(url), "rb", buffering=0)
+    text = os.fspath(url)
+    if is_url(text):
+        return open_read(text)
+    return open(unquote(urlparse(text).path) if text.startswith("file://") else text, "rb",
+                buffering=0)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,6 @@ def build_shard(task: dict, root: str, out: str, options: dict[str, Any],
         size, sha = writer.commit()
     folder.publish(writer.path, task["name"])
     record = {"name": task["name"], "clips": sum(v["clips"] for v in videos), "bytes": size,
-              "sha256": sha, "videos": videos}
+              "sha256": sha, "fingerprint": folder.fingerprint(task["name"]), "videos": videos}
     folder.write_json(record_name(task["name"]), record)
     return record

