@@ -88,7 +88,19 @@ class Folder:
         return f"{self._root}/{name}"
 
     def exists(self, name: str) -> bool:
-        return self._fs.exists(self._key(name)) if self.remote else os.path.exists(self.path(name))
+        """Whether ``name`` exists; a store's other errors (refused certificate or credentials,
+        unreachable host) are raised, not taken for a missing file (fsspec's ``exists`` would)."""
+        if not self.remote:
+            return os.path.exists(self.path(name))
+        try:
+            self._fs.info(self._key(name))
+            return True
+        except FileNotFoundError as e:
+            cause = e.__cause__  # fsspec's http reports every failure as a missing file
+            if type(cause).__module__.startswith("aiohttp") and getattr(
+                    cause, "status", None) not in (404, 410):
+                raise cause from None
+            return False
 
     def size(self, name: str) -> int | None:
         try:

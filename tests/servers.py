@@ -105,11 +105,13 @@ def need_nginx() -> str:
 
 
 @contextmanager
-def nginx_server(root: Path | str) -> Iterator[str]:
+def nginx_server(root: Path | str, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     """nginx in the foreground on 127.0.0.1 serving ``root`` as static files (it honours
-    Range requests); yields its URL. Its config, logs, pid and temp files live in a temp dir."""
+    Range requests); yields its URL, an https one when given ``tls`` (certificate, key).
+    Its config, logs, pid and temp files live in a temp dir."""
     nginx = need_nginx()
-    port = free_port()
+    port, tls_port = _free_ports(2)
+    https = f"listen 127.0.0.1:{tls_port} ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ""
     with tempfile.TemporaryDirectory(prefix="nginx-") as tmp:
         log = Path(tmp, "error.log")
         temps = " ".join(f"{k}_temp_path {tmp}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -125,17 +127,26 @@ http {{
     sendfile on;
     access_log off;
     {temps}
-    server {{ listen 127.0.0.1:{port}; root "{Path(root).resolve()}"; }}
+    server {{ listen 127.0.0.1:{port}; {https} root "{Path(root).resolve()}"; }}
 }}
 """)
         proc = subprocess.Popen([nginx, "-p", tmp, "-c", str(conf), "-e", str(log)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_http(f"http://127.0.0.1:{port}/", proc, 20, log)
-            yield f"http://127.0.0.1:{port}"
+            yield f"https://127.0.0.1:{tls_port}" if tls else f"http://127.0.0.1:{port}"
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with the openssl command."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
 
 
 class Proxy:

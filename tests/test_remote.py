@@ -106,6 +106,21 @@ def test_http_and_shard_urls(local_build, local_epochs, http):
         ShardDataset([f"{http}/train/train-000000.tar", f"{http}/train/train-000099.tar"])
 
 
+def test_https_with_a_verified_certificate(local_build, local_epochs, tmp_path):
+    import ssl
+
+    from servers import need_nginx, nginx_server, self_signed_cert
+
+    need_nginx()
+    cert, key = self_signed_cert(tmp_path)
+    with nginx_server(local_build, tls=(cert, key)) as url:
+        assert url.startswith("https://")
+        with pytest.raises(Exception, match="(?i)certificate verify failed"):
+            ShardDataset(url, "train")  # not trusted by default
+        trusted = {"ssl": ssl.create_default_context(cafile=str(cert))}  # aiohttp's request option
+        assert same(epoch(url, world_size=3, storage_options=trusted), local_epochs[3])
+
+
 def test_builds_without_index_walk_from_the_shard_start(local_build, local_epochs, tmp_path):
     from servers import need_nginx, nginx_server
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -248,6 +249,7 @@ def remote(args, long_manifests: dict[str, Path]) -> None:
                  video_codec="jpeg")
     long_manifests["jpeg"] = scaled_manifest(args.out / "jpeg" / "train", 4000)[0]  # left there
     os.environ.update(CREDENTIALS)
+    shutil.rmtree(args.out / "weed", ignore_errors=True)  # a fresh store each run
     try:
         server = seaweedfs_server(args.out / "weed")
         endpoint = server.__enter__()
