@@ -3,7 +3,8 @@
 :func:`fetch` gets one byte range, retrying transient failures (connection reset,
 5xx, timeouts, short reads) with exponential backoff and naming the object and
 range once the attempts are spent. :class:`RangeStream` is a file object over a
-byte range of an object, fetched in range requests growing from 512 KiB to
+byte range of an object, fetched in range requests as large as what the reader has
+taken so far, from 512 KiB up to
 ``chunk`` (8 MiB), ``ahead`` of them in flight on a small per-process thread pool, so the network overlaps
 the parsing; a request that fails is retried from its own first byte, so a cut
 connection costs at most one chunk again and no byte is lost or read twice.
@@ -77,19 +78,21 @@ class RangeStream(io.RawIOBase):
         self.name = folder.path(name)
         self._get = lambda a, b: fetch(folder, name, a, b, attempts=attempts)
         self._next, self._end, self._chunk, self._ahead = start, end, chunk, ahead
-        self._size = min(chunk, FIRST_CHUNK)  # doubled each request up to chunk
+        self._taken = 0  # bytes handed to the reader so far
         self._pending: deque[tuple[Future, int, int]] = deque()
         self._buf = memoryview(b"")
         self._sink = sink
-        self._request()
+        self._request(1)
 
-    def _request(self) -> None:
-        while len(self._pending) <= self._ahead and self._next < self._end:
-            stop = min(self._end, self._next + self._size)
+    def _request(self, count: int) -> None:
+        """Have ``count`` requests in flight, each as large as what the reader has taken so
+        far (512 KiB to ``chunk``): a stream read only a little fetches only a little more."""
+        while len(self._pending) < count and self._next < self._end:
+            size = min(self._chunk, max(FIRST_CHUNK, self._taken))
+            stop = min(self._end, self._next + size)
             self._pending.append((_executor().submit(self._get, self._next, stop), self._next,
                                   stop))
             self._next = stop
-            self._size = min(self._chunk, 2 * self._size)
 
     def readable(self) -> bool:
         return True
@@ -99,7 +102,8 @@ class RangeStream(io.RawIOBase):
         here and now instead: what a reader waits for goes before what it may need."""
         future, start, stop = self._pending.popleft()
         data = memoryview(self._get(start, stop) if future.cancel() else future.result())
-        self._request()
+        self._taken += len(data)
+        self._request(self._ahead)
         if self._sink is not None:
             self._sink(data)
         return data

@@ -11,12 +11,32 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-_INHERITED: list = []  # filesystems a forked child inherited (see Folder._fs)
+_INHERITED: list = []  # filesystems a forked child inherited, never to be collected there
+
+
+def _hold_filesystems() -> None:
+    """Before a fork: hold every fsspec filesystem, so that the child keeps them alive.
+
+    Collecting one in the child closes its pooled connections, which unregisters their
+    sockets from the epoll instance the child shares with the parent's event loop: the
+    parent's next request on such a connection would then wait forever for its answer.
+    (Taken before the fork: fsspec empties its instance caches in the child.)
+    """
+    spec = sys.modules.get("fsspec.spec")
+    classes = [spec.AbstractFileSystem] if spec else []
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        _INHERITED.extend(cls.__dict__.get("_cache", {}).values())
+
+
+os.register_at_fork(before=_hold_filesystems, after_in_parent=_INHERITED.clear)
 INSTALL_HINT = "install object-storage support with: pip install 'shardkin[s3]' (or gcsfs for gs://)"
 
 
@@ -61,10 +81,8 @@ class Folder:
 
     @property
     def _fs(self):
-        """The fsspec filesystem, made again in a forked child (fsspec's are not fork-safe).
-
-        The parent's is kept, never collected in the child: its finalizer would close
-        the parent's session on the parent's event loop, which the child does not run."""
+        """The fsspec filesystem, made again in a forked child (fsspec's are not fork-safe);
+        the parent's is kept there (see :func:`_hold_filesystems`)."""
         if self._pid != os.getpid():
             if self._fs_of_pid is not None:
                 _INHERITED.append(self._fs_of_pid)

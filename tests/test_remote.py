@@ -146,6 +146,24 @@ def test_compressed_members_stream(codec, tmp_path):
         assert same(epoch(f"{url}/train", world_size=2), epoch(split, world_size=2))
 
 
+def test_resume_mid_epoch_from_object_storage(local_build, http):
+    """A state taken reading locally resumes reading over http: the same epoch, nothing
+    repeated or lost."""
+    import itertools
+
+    def clips(source, state=None):
+        ds = ShardDataset(source, "train", return_dict=True, seed=3, shuffle_buffer=16)
+        if state is not None:
+            ds.load_state_dict(state)
+        return ds, ((int(d["video_index"]), int(d["clip_index"])) for d in ds)
+
+    whole = list(clips(local_build)[1])
+    ds, it = clips(local_build)
+    head = list(itertools.islice(it, 50))
+    tail = list(clips(f"{http}/train", ds.state_dict())[1])
+    assert head + tail == whole
+
+
 def test_cut_connections_lose_and_repeat_no_clip(local_build, local_epochs, http):
     from servers import cutting_proxy
 
@@ -238,6 +256,28 @@ def test_cache_stays_within_its_bound_with_concurrent_workers(tmp_path):
     for p in kept:
         assert hashlib.sha256(p.read_bytes()).hexdigest() == p.stem
     assert not list(cache.glob(".*.tmp-*"))
+
+
+def test_a_forked_child_does_not_break_the_parents_connections(http):
+    """A child dropping the filesystems it inherited must not close the parent's pooled
+    connections (they share one epoll instance): the parent's next request would hang."""
+    import gc
+    import threading
+
+    folder = Folder(f"{http}/train")
+    assert folder.exists("manifest.json")  # a pooled keep-alive connection now
+    pid = os.fork()
+    if pid == 0:  # the child: drop every reference it can, collect, leave
+        folder = None
+        gc.collect()
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    answered = []
+    request = threading.Thread(target=lambda: answered.append(folder.exists("manifest.json")),
+                               daemon=True)
+    request.start()
+    request.join(20)
+    assert answered == [True], "the parent's request on its pooled connection hung"
 
 
 def test_cache_publishes_only_verified_bytes(tmp_path):
