@@ -37,7 +37,8 @@ def _hold_filesystems() -> None:
 
 
 os.register_at_fork(before=_hold_filesystems, after_in_parent=_INHERITED.clear)
-INSTALL_HINT = "install object-storage support with: pip install 'shardkin[s3]' (or gcsfs for gs://)"
+INSTALL_HINT = ("install object-storage support with: pip install 'shardkin[s3]' "
+                "(or shardkin[gcs] for gs://, shardkin[http] for http(s)://)")
 
 
 def is_url(target: str | os.PathLike) -> bool:
@@ -47,13 +48,29 @@ def is_url(target: str | os.PathLike) -> bool:
 
 
 def filesystem(url: str, storage_options: dict[str, Any] | None = None):
-    """(fsspec filesystem, path inside it) for ``url``."""
+    """(fsspec filesystem, path inside it) for ``url``.
+
+    http(s): a server silent for 30 s (connecting, or mid-answer) is given up on, so the
+    request is retried, where aiohttp would wait 5 minutes; ``client_kwargs={"timeout":
+    aiohttp.ClientTimeout(...)}`` in ``storage_options`` sets another. (s3fs's own
+    defaults are 5 s to connect, 15 s to read.)"""
     try:
         import fsspec
     except ImportError:
         raise ImportError(f"{url} is a URL: {INSTALL_HINT}") from None
+    options = dict(storage_options or {})
+    if urlparse(url).scheme in ("http", "https"):
+        try:
+            import aiohttp
+        except ImportError:
+            raise ImportError(f"{url} is a URL: {INSTALL_HINT}") from None
+
+        client = dict(options.get("client_kwargs") or {})
+        client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=30,
+                                                           sock_read=30))
+        options["client_kwargs"] = client
     try:
-        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+        return fsspec.core.url_to_fs(url, **options)
     except ImportError as e:
         raise ImportError(f"{url}: {e}; {INSTALL_HINT}") from None
 

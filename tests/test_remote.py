@@ -199,6 +199,21 @@ def test_a_connection_that_keeps_failing_is_a_clear_error(http):
                 pass
 
 
+def test_a_silent_server_is_an_error_not_a_hang():
+    import socket
+    import time
+
+    import aiohttp
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/train"
+        quick = {"client_kwargs": {"timeout": aiohttp.ClientTimeout(sock_read=1)}}
+        t = time.monotonic()
+        with pytest.raises(Exception, match="(?i)timeout"):
+            ShardDataset(url, storage_options=quick)
+        assert time.monotonic() - t < 10
+
+
 def test_a_missing_shard_object_fails_at_once(local_build, bucket):
     import s3fs
 
