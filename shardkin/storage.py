@@ -181,12 +181,17 @@ class Folder:
         return json.loads(self.read_bytes(name).decode("utf-8"))
 
     def names(self, prefix: str = "") -> list[str]:
-        """Names of the files directly in this folder that start with ``prefix``."""
+        """Names of the files directly in this folder that start with ``prefix`` (none from
+        a web server that does not list its folders)."""
         if self.remote:
             try:
                 found = self._fs.ls(self._root, detail=False, refresh=True)
             except FileNotFoundError:
                 return []
+            except Exception as e:
+                if urlparse(self.url).scheme in ("http", "https") and getattr(e, "status", 0):
+                    return []  # an HTTP error status: no listing here
+                raise
             names = [p.rstrip("/").rsplit("/", 1)[-1] for p in found]
         else:
             names = os.listdir(self.url) if os.path.isdir(self.url) else []

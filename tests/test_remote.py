@@ -121,6 +121,33 @@ def test_https_with_a_verified_certificate(local_build, local_epochs, tmp_path):
         assert same(epoch(url, world_size=3, storage_options=trusted), local_epochs[3])
 
 
+def test_verify_and_info_over_http(local_build, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from servers import need_nginx, nginx_server
+
+    need_nginx()
+    served = tmp_path / "served"
+    shutil.copytree(local_build, served)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "shardkin", *args, "--split", "train"],
+                              capture_output=True, text=True, timeout=120)
+
+    with nginx_server(served) as url:  # nginx lists no folders: no unlisted-shard check
+        r = cli("verify", url, "--quiet")
+        assert r.returncode == 0 and "checksums, samples and labels match" in r.stdout, r.stderr
+        assert cli("info", url).returncode == 0
+        shard = served / "train" / "train-000001.tar"
+        data = bytearray(shard.read_bytes())
+        data[5000] ^= 0xFF
+        shard.write_bytes(data)
+        r = cli("verify", url, "--quiet")
+        assert r.returncode == 1 and "train-000001.tar" in r.stdout + r.stderr
+
+
 def test_builds_without_index_walk_from_the_shard_start(local_build, local_epochs, tmp_path):
     from servers import need_nginx, nginx_server
 
