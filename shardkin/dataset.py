@@ -370,7 +370,7 @@ class ShardDataset(IterableDataset):
         rank, world_size = (rank, world_size) if rank is not None else _dist_rank()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in range(world_size={world_size})")
-        folder, name, chosen = _locate(source, split, storage_options)
+        folder, name, chosen = _locate(source, split, storage_options, attempts)
         where = folder.path(name)
         manifest = manifest_head(folder.read_bytes(name).decode("utf-8"), where)
         self.split = manifest["split"]
@@ -386,7 +386,6 @@ class ShardDataset(IterableDataset):
         self._starts: dict[int, np.ndarray] | None = None  # sample offsets, remote only
         self.cache = (ShardCache(cache_dir, parse_size(cache_size))
                       if cache_dir is not None and folder.remote else None)
-        self.attempts = attempts
         self.total_clips = sum(self._clips)
         if per_rank(self.total_clips, world_size, drop_remainder) == 0:
             raise ValueError(f"{where} holds {self.total_clips} clips, fewer than world_size="
@@ -548,8 +547,7 @@ class ShardDataset(IterableDataset):
                else int(starts[span.stop]) + BLOCK)  # the next header ends the last sample
         writer = self.cache.writer(self._sha256[s], self._bytes[s]) if (
             self.cache and whole and self._sha256[s]) else None
-        stream = RangeStream(self._folder, self._names[s], start, end, attempts=self.attempts,
-                             sink=writer)
+        stream = RangeStream(self._folder, self._names[s], start, end, sink=writer)
         return None, _Streamed(stream, writer), first
 
     def _sample_starts(self, shard: int) -> np.ndarray | None:
@@ -637,8 +635,8 @@ class _Streamed:
         self.stream.close()
 
 
-def _locate(source: Any, split: str | None,
-            storage_options: dict[str, Any] | None) -> tuple[Folder, str, list[str] | None]:
+def _locate(source: Any, split: str | None, storage_options: dict[str, Any] | None,
+            attempts: int) -> tuple[Folder, str, list[str] | None]:
     """(folder, manifest name, names of the shards chosen or None for all) of a source."""
     if isinstance(source, (list, tuple)) or os.fspath(source).endswith(".tar"):
         from braceexpand import braceexpand
@@ -650,12 +648,12 @@ def _locate(source: Any, split: str | None,
         if len(heads) != 1:
             raise ValueError(f"shards must all be in one split folder (with its manifest); "
                              f"these are in {', '.join(sorted(heads))}")
-        folder = Folder(heads.pop(), storage_options)
+        folder = Folder(heads.pop(), storage_options, attempts)
         if not folder.exists(MANIFEST):
             raise FileNotFoundError(f"no shardkin manifest at {folder.path(MANIFEST)}: shards "
                                     "are read with the manifest of their split folder")
         return folder, MANIFEST, [u.rstrip("/").rpartition("/")[2] for u in urls]
-    folder, name = locate_manifest(source, split, storage_options)
+    folder, name = locate_manifest(source, split, storage_options, attempts)
     return folder, name, None
 
 

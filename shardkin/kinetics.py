@@ -4,7 +4,7 @@ Index ``i`` is the clip torchvision's ``Kinetics`` gives at ``i`` on the same tr
 options (class order, video order within a class, clip order within a video). Start-up
 reads the manifest and ``index.npy`` only; each item is one positioned read (``pread``,
 safe in forked DataLoader workers) or one range request on object storage, retried
-with backoff when it fails (:func:`shardkin.remote.fetch`).
+with backoff when it fails (:func:`shardkin.storage.retried`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from .codecs import decode_sample_video
 from .items import check_output_format, make_item
 from .manifest import READER_KEYS, locate_manifest, manifest_head
 from .npy import decode_npy
-from .remote import fetch
 from .sample import AUDIO, LABEL, META, decode_label, decode_meta, split_member
 from .tarread import BLOCK, header_fields
 
@@ -92,9 +91,7 @@ class Kinetics(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"clip {i} out of range for {len(self)} clips")
         shard, offset, length = (int(x) for x in self.index[i])
-        name = self._shards[shard]
-        blob = (fetch(self._folder, name, offset, offset + length) if self._folder.remote
-                else self._folder.read_range(name, offset, length))  # retried when remote
+        blob = self._folder.read_range(self._shards[shard], offset, length)
         try:
             key, members = tar_members(blob)
             video = torch.from_numpy(decode_sample_video(members))

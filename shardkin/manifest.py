@@ -55,15 +55,15 @@ def manifest_path(source: str | os.PathLike, split: str | None = None) -> Path:
 
 
 def locate_manifest(source: str | os.PathLike, split: str | None = None,
-                    storage_options: dict | None = None) -> tuple[Folder, str]:
+                    storage_options: dict | None = None, attempts: int = 5) -> tuple[Folder, str]:
     """(folder, file name) of the manifest of ``source``: a manifest file or URL, a split
     folder, or a build folder with ``split`` -- local or on object storage."""
     text = os.fspath(source)
     if text.endswith(".json"):
         head, _, name = text.rstrip("/").rpartition("/") if is_url(text) else (
             os.path.dirname(text) or ".", "", os.path.basename(text))
-        return Folder(head, storage_options), name
-    folder = Folder(text, storage_options)
+        return Folder(head, storage_options, attempts), name
+    folder = Folder(text, storage_options, attempts)
     if folder.exists(MANIFEST):
         return folder, MANIFEST
     if split is not None and folder.child(split).exists(MANIFEST):

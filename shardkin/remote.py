@@ -1,54 +1,25 @@
-"""Reading shards from object storage: range requests with retries, streamed ahead.
+"""Reading shards from object storage: range requests streamed ahead.
 
-:func:`fetch` gets one byte range, retrying transient failures (connection reset,
-5xx, timeouts, short reads) with exponential backoff and naming the object and
-range once the attempts are spent. :class:`RangeStream` is a file object over a
-byte range of an object, fetched in range requests as large as what the reader has
-taken so far, from 512 KiB up to
-``chunk`` (8 MiB), ``ahead`` of them in flight on a small per-process thread pool, so the network overlaps
-the parsing; a request that fails is retried from its own first byte, so a cut
-connection costs at most one chunk again and no byte is lost or read twice.
+:class:`RangeStream` is a file object over a byte range of an object, fetched in range
+requests as large as what the reader has taken so far, from 512 KiB up to ``chunk``
+(8 MiB), ``ahead`` of them in flight on a small per-process thread pool, so the network
+overlaps the parsing. Each request is retried from its own first byte by
+:meth:`shardkin.storage.Folder.read_range`, so a cut connection costs at most one
+request again and no byte is lost or read twice.
 """
 from __future__ import annotations
 
 import io
 import os
-import random
 import threading
-import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from .storage import Folder
 
-# not worth retrying: the object or the permission is missing, or the request is wrong
-PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
-             ValueError, TypeError, ImportError)
 CHUNK = 8 << 20
 FIRST_CHUNK = 512 << 10  # small first requests: the first clips arrive soon
-
-
-class FetchError(OSError):
-    """A byte range that could not be read after every attempt."""
-
-
-def fetch(folder: Folder, name: str, start: int, end: int, *, attempts: int = 5,
-          backoff: float = 0.2) -> bytearray:
-    """Bytes ``start <= i < end`` of ``name`` in ``folder``, retried with exponential
-    backoff (``backoff``, doubled each time, with jitter) over ``attempts`` tries."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return folder.read_range(name, start, end - start)
-        except PERMANENT:
-            raise
-        except Exception as e:  # connection resets, 5xx, timeouts, short reads
-            if attempt == attempts:
-                raise FetchError(f"{folder.path(name)}: bytes {start}-{end - 1} could not be "
-                                 f"read in {attempts} attempts; last error: "
-                                 f"{type(e).__name__}: {e}") from e
-            time.sleep(backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
 
 
 _pool_lock = threading.Lock()
@@ -72,11 +43,11 @@ class RangeStream(io.RawIOBase):
     """
 
     def __init__(self, folder: Folder, name: str, start: int, end: int, *,
-                 chunk: int = CHUNK, ahead: int = 1, attempts: int = 5,
+                 chunk: int = CHUNK, ahead: int = 1,
                  sink: Callable[[memoryview], None] | None = None) -> None:
         super().__init__()
         self.name = folder.path(name)
-        self._get = lambda a, b: fetch(folder, name, a, b, attempts=attempts)
+        self._get = lambda a, b: folder.read_range(name, a, b - a)
         self._next, self._end, self._chunk, self._ahead = start, end, chunk, ahead
         self._taken = 0  # bytes handed to the reader so far
         self._pending: deque[tuple[Future, int, int]] = deque()

@@ -5,17 +5,47 @@ package (s3fs, gcsfs: ``pip install 'shardkin[s3]'``); credentials and endpoints
 come from the usual places (environment, config files) or ``storage_options``.
 Files are published atomically: a local file is renamed into place, an object is
 uploaded in one PUT or one multipart upload, which S3 makes visible only when complete.
+Every read from a store is retried on transient failures (:func:`retried`).
 """
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
+
+T = TypeVar("T")
+# not worth retrying: the object or the permission is missing, or the request is wrong
+PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
+             ValueError, TypeError, ImportError)
+
+
+class FetchError(OSError):
+    """A read from a store that failed on every attempt."""
+
+
+def retried(call: Callable[[], T], what: str, attempts: int = 5, backoff: float = 0.2) -> T:
+    """``call()``, tried again on a transient failure (connection reset, 5xx, timeout, short
+    read) after ``backoff`` seconds, doubled each time, with jitter; after ``attempts``
+    tries a :class:`FetchError` names ``what``. Permanent failures are raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except PERMANENT:
+            raise
+        except Exception as e:
+            if attempt == attempts:
+                raise FetchError(f"{what} could not be read in {attempts} attempts; last "
+                                 f"error: {type(e).__name__}: {e}") from e
+            time.sleep(backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
 
 _INHERITED: list = []  # filesystems a forked child inherited, never to be collected there
 
@@ -83,11 +113,13 @@ def open_read(url: str, storage_options: dict[str, Any] | None = None,
 
 
 class Folder:
-    """Files by name under a local folder or a URL prefix, with the same interface."""
+    """Files by name under a local folder or a URL prefix, with the same interface; reads
+    from a store are tried ``attempts`` times (:func:`retried`)."""
 
-    def __init__(self, target: str | os.PathLike, storage_options: dict[str, Any] | None = None):
+    def __init__(self, target: str | os.PathLike, storage_options: dict[str, Any] | None = None,
+                 attempts: int = 5):
         text = os.fspath(target)
-        self.storage_options = storage_options
+        self.storage_options, self.attempts = storage_options, attempts
         self.remote = is_url(text)
         self._pid, self._fs_of_pid = 0, None
         if self.remote:
@@ -113,7 +145,7 @@ class Folder:
         return f"Folder({self.url!r})"
 
     def child(self, name: str) -> "Folder":
-        return Folder(self.path(name), self.storage_options)
+        return Folder(self.path(name), self.storage_options, self.attempts)
 
     def path(self, name: str) -> str:
         """The URL or local path of ``name``."""
@@ -127,19 +159,26 @@ class Folder:
         unreachable host) are raised, not taken for a missing file (fsspec's ``exists`` would)."""
         if not self.remote:
             return os.path.exists(self.path(name))
-        try:
-            self._fs.info(self._key(name))
-            return True
-        except FileNotFoundError as e:
-            cause = e.__cause__  # fsspec's http reports every failure as a missing file
-            if type(cause).__module__.startswith("aiohttp") and getattr(
-                    cause, "status", None) not in (404, 410):
-                raise cause from None
-            return False
+
+        def exists() -> bool:
+            try:
+                self._fs.info(self._key(name))
+                return True
+            except FileNotFoundError as e:
+                cause = e.__cause__  # fsspec's http reports every failure as a missing file
+                if type(cause).__module__.startswith("aiohttp") and getattr(
+                        cause, "status", None) not in (404, 410):
+                    raise cause from None
+                return False
+
+        return retried(exists, self.path(name), self.attempts)
 
     def size(self, name: str) -> int | None:
         try:
-            return self._fs.size(self._key(name)) if self.remote else os.path.getsize(self.path(name))
+            if self.remote:
+                return retried(lambda: self._fs.size(self._key(name)), self.path(name),
+                               self.attempts)
+            return os.path.getsize(self.path(name))
         except FileNotFoundError:
             return None
 
@@ -157,22 +196,28 @@ class Folder:
 
     def read_bytes(self, name: str) -> bytes:
         if self.remote:
-            return self._fs.cat_file(self._key(name))
+            return retried(lambda: self._fs.cat_file(self._key(name)), self.path(name),
+                           self.attempts)
         return Path(self.path(name)).read_bytes()
 
     def read_range(self, name: str, offset: int, length: int) -> bytearray:
         """``length`` bytes of ``name`` from ``offset``: one positioned read (``preadv``,
-        safe in forked workers) or one range request."""
+        safe in forked workers) or one range request, retried from its first byte."""
         if self.remote:
-            data = bytearray(self._fs.cat_file(self._key(name), start=offset, end=offset + length))
-            got = len(data)
-        else:
-            data = bytearray(length)
-            fd = os.open(self.path(name), os.O_RDONLY)
-            try:
-                got = os.preadv(fd, [data], offset)
-            finally:
-                os.close(fd)
+            def get() -> bytearray:
+                data = self._fs.cat_file(self._key(name), start=offset, end=offset + length)
+                if len(data) != length:  # a cut answer, or the object changed
+                    raise EOFError(f"got {len(data)} bytes")
+                return bytearray(data)
+
+            return retried(get, f"{self.path(name)}: bytes {offset}-{offset + length - 1}",
+                           self.attempts)
+        data = bytearray(length)
+        fd = os.open(self.path(name), os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [data], offset)
+        finally:
+            os.close(fd)
         if got != length:
             raise EOFError(f"{self.path(name)}: wanted {length} bytes at {offset}, got {got}")
         return data

@@ -152,11 +152,14 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
 class Proxy:
     """A TCP proxy on 127.0.0.1 to 127.0.0.1:``port``. The first ``cuts`` connections whose
     upstream-to-client bytes pass ``cut_after`` get exactly ``cut_after`` of them, then a reset
-    (both sockets closed); later connections are forwarded whole. ``cut``: connections cut so far."""
+    (both sockets closed); later connections are forwarded whole. ``cut``: connections cut so far.
+    Before that, the first ``errors`` connections are answered ``503 Service Unavailable``
+    (``errored``: how many were)."""
 
-    def __init__(self, port: int, cut_after: int, cuts: int) -> None:
+    def __init__(self, port: int, cut_after: int, cuts: int, errors: int = 0) -> None:
         self._port, self._cut_after, self._cuts = port, cut_after, cuts
         self._cut = 0
+        self._errors, self.errored = errors, 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
@@ -192,6 +195,16 @@ class Proxy:
 
     def _serve(self, client: socket.socket) -> None:
         with client:
+            with self._lock:
+                error = self.errored < self._errors
+                self.errored += error
+            if error:  # read the request head, answer 503, close
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    head += client.recv(4096) or b"\r\n\r\n"
+                client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                               b"Connection: close\r\n\r\n")
+                return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self._port), timeout=5)
             except OSError:
@@ -253,9 +266,9 @@ def _drain(sock: socket.socket, seconds: float = 5.0) -> None:
 
 
 @contextmanager
-def cutting_proxy(port: int, cut_after: int, cuts: int) -> Iterator[Proxy]:
+def cutting_proxy(port: int, cut_after: int, cuts: int, errors: int = 0) -> Iterator[Proxy]:
     """A :class:`Proxy` to 127.0.0.1:``port`` for the duration of the block."""
-    proxy = Proxy(port, cut_after, cuts)
+    proxy = Proxy(port, cut_after, cuts, errors)
     try:
         yield proxy
     finally:

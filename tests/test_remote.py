@@ -201,6 +201,16 @@ def test_cut_connections_lose_and_repeat_no_clip(local_build, local_epochs, http
     assert same(got, local_epochs[3])
 
 
+def test_server_errors_are_retried(local_build, local_epochs, http):
+    from servers import cutting_proxy
+
+    port = int(http.rsplit(":", 1)[1])
+    with cutting_proxy(port, cut_after=10**12, cuts=0, errors=6) as proxy:  # 503s first
+        got = epoch(f"{proxy.url}/train", world_size=3)
+        assert proxy.errored == 6
+    assert same(got, local_epochs[3])
+
+
 def test_random_access_survives_cut_connections(local_build, http):
     from servers import cutting_proxy
     from shardkin.kinetics import Kinetics
@@ -236,8 +246,8 @@ def test_a_silent_server_is_an_error_not_a_hang():
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/train"
         quick = {"client_kwargs": {"timeout": aiohttp.ClientTimeout(sock_read=1)}}
         t = time.monotonic()
-        with pytest.raises(Exception, match="(?i)timeout"):
-            ShardDataset(url, storage_options=quick)
+        with pytest.raises(OSError, match="could not be read in 2 attempts.*(?i:timeout)"):
+            ShardDataset(url, storage_options=quick, attempts=2)
         assert time.monotonic() - t < 10
 
 
