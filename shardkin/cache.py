@@ -6,7 +6,9 @@ A shard enters the cache as it streams for the first time: its chunks are writte
 a temporary file and hashed, and the file is renamed into place only when its size
 and sha256 match the manifest. The least recently used files are then removed until
 the cache fits ``max_bytes`` (under an ``flock``, so concurrent workers do not race);
-a file removed while another worker reads it stays readable to that worker.
+a file removed while another worker reads it stays readable to that worker. A cache
+that cannot be written (disk full, permissions) warns and is skipped: the data still
+streams, training goes on.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import hashlib
 import os
 import time
 import uuid
+import warnings
 from typing import BinaryIO
 
 _STALE_TEMP = 3600.0  # seconds: temporary files older than this were left by a dead worker
@@ -48,8 +51,15 @@ class ShardCache:
         return f
 
     def writer(self, sha256: str, size: int) -> "CacheWriter | None":
-        """A writer that adds the shard once all its bytes arrived, or None if it cannot fit."""
-        return CacheWriter(self, sha256, size) if size <= self.max_bytes else None
+        """A writer that adds the shard once all its bytes arrived, or None if it cannot fit
+        or the cache cannot be written."""
+        if size > self.max_bytes:
+            return None
+        try:
+            return CacheWriter(self, sha256, size)
+        except OSError as e:
+            _warn(self.folder, e)
+            return None
 
     def evict(self) -> None:
         """Remove least recently used shards until the cache fits, and stale temporary files."""
@@ -84,23 +94,42 @@ class CacheWriter:
         self._written = 0
 
     def __call__(self, chunk: memoryview) -> None:
-        self._file.write(chunk)
+        if self._file.closed:  # gave up after a write error
+            return
+        try:
+            self._file.write(chunk)
+        except OSError as e:
+            _warn(self.cache.folder, e)
+            self.abort()
+            return
         self._hash.update(chunk)
         self._written += len(chunk)
 
     def commit(self) -> bool:
         """Publish the shard if its size and sha256 match; True if it was."""
-        self._file.close()
-        if self._written != self.size or self._hash.hexdigest() != self.sha256:
+        if self._file.closed:
+            return False
+        try:
+            self._file.close()
+            if self._written != self.size or self._hash.hexdigest() != self.sha256:
+                _unlink(self._tmp)
+                return False
+            os.replace(self._tmp, self.cache.path(self.sha256))
+            self.cache.evict()
+            return True
+        except OSError as e:
+            _warn(self.cache.folder, e)
             _unlink(self._tmp)
             return False
-        os.replace(self._tmp, self.cache.path(self.sha256))
-        self.cache.evict()
-        return True
 
     def abort(self) -> None:
         self._file.close()
         _unlink(self._tmp)
+
+
+def _warn(folder: str, error: OSError) -> None:
+    warnings.warn(f"shardkin: cannot write the shard cache {folder} ({error}); reading on "
+                  "without caching this shard", stacklevel=3)
 
 
 def _unlink(path: str) -> None:

@@ -386,6 +386,9 @@ class ShardDataset(IterableDataset):
         self._starts: dict[int, np.ndarray] | None = None  # sample offsets, remote only
         self.cache = (ShardCache(cache_dir, parse_size(cache_size))
                       if cache_dir is not None and folder.remote else None)
+        if cache_dir is not None and not folder.remote:
+            warnings.warn(f"shardkin: {where} is local: its shards are read in place, "
+                          "cache_dir is not used", stacklevel=2)
         self.total_clips = sum(self._clips)
         if per_rank(self.total_clips, world_size, drop_remainder) == 0:
             raise ValueError(f"{where} holds {self.total_clips} clips, fewer than world_size="

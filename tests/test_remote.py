@@ -332,6 +332,33 @@ def test_a_forked_child_does_not_break_the_parents_connections(http):
     assert answered == [True], "the parent's request on its pooled connection hung"
 
 
+def test_a_cache_that_cannot_be_written_only_warns(local_build, local_epochs, http, tmp_path,
+                                                   monkeypatch):
+    import errno
+
+    import shardkin.cache
+
+    class FullDisk:  # the cache's temporary files: the disk fills at the first write
+        def __init__(self, path, mode):
+            self.path, self.closed = path, False
+            open(path, mode).close()
+
+        def write(self, chunk):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.closed = True
+
+    def full_disk_open(path, mode="r", **kw):
+        return FullDisk(path, mode) if "w" in mode else open(path, mode, **kw)
+
+    monkeypatch.setattr(shardkin.cache, "open", full_disk_open, raising=False)
+    with pytest.warns(UserWarning, match="cannot write the shard cache .*No space left"):
+        got = epoch(f"{http}/train", workers=0, cache_dir=tmp_path / "c", shuffle_buffer=1024)
+    assert same(got, epoch(local_build, workers=0, shuffle_buffer=1024))
+    assert os.listdir(tmp_path / "c") == []
+
+
 def test_cache_publishes_only_verified_bytes(tmp_path):
     cache = ShardCache(tmp_path, 1000)
     good = b"x" * 100
