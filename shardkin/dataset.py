@@ -329,10 +329,10 @@ class ShardDataset(IterableDataset):
     is read (a compressed member that does not decode, a shard changed during the
     epoch) raises in both modes.
 
-    Object storage: each lane streams its shard range in 8 MiB range requests, one
-    ahead in flight; a failed request (connection reset, 5xx, timeout) is retried
-    from its first byte with exponential backoff, ``attempts`` times, then raises
-    :class:`ShardError` naming the shard and range. Streamed clips wait in the
+    Object storage: each lane streams its shard range in range requests of up to
+    8 MiB, one ahead in flight; a failed read (connection reset, 5xx, timeout) is
+    retried from its first byte with exponential backoff, ``attempts`` times, then
+    raises :class:`ShardError` naming the shard and range. Streamed clips wait in the
     shuffle buffer with their bytes (about ``shuffle_buffer`` clips' worth a
     worker). ``cache_dir`` keeps shards read whole on local disk (by sha256,
     verified, at most ``cache_size`` bytes, least recently used removed first,
@@ -560,6 +560,7 @@ class ShardDataset(IterableDataset):
             try:
                 index = decode_npy(self._folder.read_bytes(INDEX))
             except FileNotFoundError:
+                self._starts = {}
                 return None
             index = index[np.lexsort((index[:, 1], index[:, 0]))]
             bounds = np.searchsorted(index[:, 0], np.arange(len(self._all_names) + 1))
