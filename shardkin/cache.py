@@ -4,7 +4,8 @@ Files are named by the shard's sha256 from the manifest (content-addressed: a re
 dataset never reads a stale copy, and two datasets share what they have in common).
 A shard enters the cache as it streams for the first time: its chunks are written to
 a temporary file and hashed, and the file is renamed into place only when its size
-and sha256 match the manifest. The least recently used files are then removed until
+and sha256 match the manifest. The temporary file's name is the shard's, created
+exclusively: one process of the machine fills a shard, the others stream meanwhile. The least recently used files are then removed until
 the cache fits ``max_bytes`` (under an ``flock``, so concurrent workers do not race);
 a file removed while another worker reads it stays readable to that worker. A cache
 that cannot be written (disk full, permissions) warns and is skipped: the data still
@@ -16,7 +17,6 @@ import fcntl
 import hashlib
 import os
 import time
-import uuid
 import warnings
 from typing import BinaryIO
 
@@ -51,12 +51,14 @@ class ShardCache:
         return f
 
     def writer(self, sha256: str, size: int) -> "CacheWriter | None":
-        """A writer that adds the shard once all its bytes arrived, or None if it cannot fit
-        or the cache cannot be written."""
+        """A writer that adds the shard once all its bytes arrived, or None if it cannot fit,
+        another process is filling it, or the cache cannot be written."""
         if size > self.max_bytes:
             return None
         try:
             return CacheWriter(self, sha256, size)
+        except FileExistsError:
+            return None
         except OSError as e:
             _warn(self.folder, e)
             return None
@@ -73,7 +75,7 @@ class ShardCache:
                     continue
                 if entry.name.endswith(".tar"):
                     entries.append((st.st_mtime, st.st_size, entry.path))
-                elif ".tmp-" in entry.name and now - st.st_mtime > _STALE_TEMP:
+                elif entry.name.endswith(".tmp") and now - st.st_mtime > _STALE_TEMP:
                     _unlink(entry.path)
             total = sum(size for _, size, _ in entries)
             for _, size, path in sorted(entries):
@@ -88,8 +90,8 @@ class CacheWriter:
 
     def __init__(self, cache: ShardCache, sha256: str, size: int) -> None:
         self.cache, self.sha256, self.size = cache, sha256, size
-        self._tmp = os.path.join(cache.folder, f".{sha256}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-        self._file = open(self._tmp, "wb")
+        self._tmp = os.path.join(cache.folder, f".{sha256}.tmp")
+        self._file = open(self._tmp, "xb")  # FileExistsError: another process fills it
         self._hash = hashlib.sha256()
         self._written = 0
 

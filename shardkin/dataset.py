@@ -334,9 +334,9 @@ class ShardDataset(IterableDataset):
     retried from its first byte with exponential backoff, ``attempts`` times, then
     raises :class:`ShardError` naming the shard and range. Streamed clips wait in the
     shuffle buffer with their bytes (about ``shuffle_buffer`` clips' worth a
-    worker). ``cache_dir`` keeps shards read whole on local disk (by sha256,
-    verified, at most ``cache_size`` bytes, least recently used removed first,
-    shared by all workers of the machine); later epochs read them like local files.
+    worker). ``cache_dir`` keeps the shards read on local disk (by sha256, verified,
+    at most ``cache_size`` bytes, least recently used removed first, shared by all
+    processes of the machine); later epochs read them like local files.
     """
 
     def __init__(
@@ -542,14 +542,16 @@ class ShardDataset(IterableDataset):
         cached = self.cache and self.cache.open(self._sha256[s], self._bytes[s])
         if cached:
             return _OpenShard(self._paths[s], cached), None, 0
-        whole = span.start == 0 and span.stop == self._clips[s]
+        # With a cache, the first process to claim the shard streams all of it, walking to
+        # the span and fetching the rest once the span is read, and caches it.
+        writer = self.cache.writer(self._sha256[s], self._bytes[s]) if (
+            self.cache and self._sha256[s]) else None
+        whole = writer is not None or (span.start == 0 and span.stop == self._clips[s])
         starts = None if whole else self._sample_starts(s)
         first = 0 if starts is None else span.start
         start = 0 if starts is None else int(starts[span.start])
         end = (self._bytes[s] if starts is None or span.stop == self._clips[s]
                else int(starts[span.stop]) + BLOCK)  # the next header ends the last sample
-        writer = self.cache.writer(self._sha256[s], self._bytes[s]) if (
-            self.cache and whole and self._sha256[s]) else None
         stream = RangeStream(self._folder, self._names[s], start, end, sink=writer)
         return None, _Streamed(stream, writer), first
 

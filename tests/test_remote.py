@@ -277,19 +277,20 @@ def test_cache_fills_verified_then_serves_the_shards(local_build, tmp_path):
     shutil.copytree(local_build, served)
     shas = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in served.glob("train/*.tar"))
     with nginx_server(served) as url:
-        # one worker, lanes of whole shards: every shard is cached as it streams
-        first = epoch(f"{url}/train", workers=0, cache_dir=cache, shuffle_buffer=1024)
+        # 3 ranks of 2 workers, shards split between lanes, workers and ranks: the first
+        # reader of each shard streams all of it into the cache, the others their part
+        first = epoch(f"{url}/train", world_size=3, cache_dir=cache)
+        assert same(first, epoch(local_build, world_size=3))
         assert sorted(p.stem for p in cache.glob("*.tar")) == shas
         for p in cache.glob("*.tar"):
             assert hashlib.sha256(p.read_bytes()).hexdigest() == p.stem
-        assert not list(cache.glob(".*.tmp-*"))
+        assert not list(cache.glob(".*.tmp"))
         for p in served.glob("train/*.tar"):  # the server's shards are now garbage
             p.write_bytes(b"\xff" * p.stat().st_size)
-        # so these epochs can only have come from the cache (with workers too)
-        assert same(epoch(f"{url}/train", workers=0, cache_dir=cache, shuffle_buffer=1024),
-                    first)
-        assert same(epoch(f"{url}/train", epoch=1, cache_dir=cache, shuffle_buffer=1024),
-                    epoch(local_build, epoch=1, shuffle_buffer=1024))
+        # so these epochs can only have come from the cache
+        assert same(epoch(f"{url}/train", world_size=3, cache_dir=cache), first)
+        assert same(epoch(f"{url}/train", epoch=1, cache_dir=cache, workers=0),
+                    epoch(local_build, epoch=1, workers=0))
 
 
 def test_cache_stays_within_its_bound_with_concurrent_workers(tmp_path):
@@ -307,7 +308,7 @@ def test_cache_stays_within_its_bound_with_concurrent_workers(tmp_path):
     assert 1 <= len(kept) <= 3 and sum(p.stat().st_size for p in kept) <= bound
     for p in kept:
         assert hashlib.sha256(p.read_bytes()).hexdigest() == p.stem
-    assert not list(cache.glob(".*.tmp-*"))
+    assert not list(cache.glob(".*.tmp"))
 
 
 def test_a_forked_child_does_not_break_the_parents_connections(http):
@@ -350,7 +351,7 @@ def test_a_cache_that_cannot_be_written_only_warns(local_build, local_epochs, ht
             self.closed = True
 
     def full_disk_open(path, mode="r", **kw):
-        return FullDisk(path, mode) if "w" in mode else open(path, mode, **kw)
+        return FullDisk(path, "wb") if "x" in mode else open(path, mode, **kw)
 
     monkeypatch.setattr(shardkin.cache, "open", full_disk_open, raising=False)
     with pytest.warns(UserWarning, match="cannot write the shard cache .*No space left"):
