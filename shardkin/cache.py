@@ -5,7 +5,8 @@ dataset never reads a stale copy, and two datasets share what they have in commo
 A shard enters the cache as it streams for the first time: its chunks are written to
 a temporary file and hashed, and the file is renamed into place only when its size
 and sha256 match the manifest. The temporary file's name is the shard's, created
-exclusively: one process of the machine fills a shard, the others stream meanwhile. The least recently used files are then removed until
+exclusively: one process of the machine fills a shard, the others stream meanwhile
+(the claim of a process that died filling it expires after an hour untouched). The least recently used files are then removed until
 the cache fits ``max_bytes`` (under an ``flock``, so concurrent workers do not race);
 a file removed while another worker reads it stays readable to that worker. A cache
 that cannot be written (disk full, permissions) warns and is skipped: the data still
@@ -56,6 +57,7 @@ class ShardCache:
         if size > self.max_bytes:
             return None
         try:
+            _remove_stale(os.path.join(self.folder, f".{sha256}.tmp"))
             return CacheWriter(self, sha256, size)
         except FileExistsError:
             return None
@@ -67,7 +69,7 @@ class ShardCache:
         """Remove least recently used shards until the cache fits, and stale temporary files."""
         with open(os.path.join(self.folder, ".lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            entries, now = [], time.time()
+            entries = []
             for entry in os.scandir(self.folder):
                 try:
                     st = entry.stat()
@@ -75,8 +77,8 @@ class ShardCache:
                     continue
                 if entry.name.endswith(".tar"):
                     entries.append((st.st_mtime, st.st_size, entry.path))
-                elif entry.name.endswith(".tmp") and now - st.st_mtime > _STALE_TEMP:
-                    _unlink(entry.path)
+                elif entry.name.endswith(".tmp"):
+                    _remove_stale(entry.path)
             total = sum(size for _, size, _ in entries)
             for _, size, path in sorted(entries):
                 if total <= self.max_bytes:
@@ -132,6 +134,15 @@ class CacheWriter:
 def _warn(folder: str, error: OSError) -> None:
     warnings.warn(f"shardkin: cannot write the shard cache {folder} ({error}); reading on "
                   "without caching this shard", stacklevel=3)
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a temporary file left by a process that died filling it (untouched an hour)."""
+    try:
+        if time.time() - os.stat(path).st_mtime > _STALE_TEMP:
+            _unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _unlink(path: str) -> None:

@@ -375,6 +375,12 @@ def test_cache_publishes_only_verified_bytes(tmp_path):
     with cache.open(sha, 100) as f:
         assert f.read() == good
     assert cache.writer(sha, 1001) is None  # larger than the whole cache
+    other = hashlib.sha256(b"z").hexdigest()
+    claim = cache.writer(other, 1)
+    assert claim is not None and cache.writer(other, 1) is None  # one process fills a shard
+    hour_ago = os.stat(tmp_path / f".{other}.tmp").st_mtime - 3601
+    os.utime(tmp_path / f".{other}.tmp", (hour_ago, hour_ago))  # its filler died long ago
+    assert cache.writer(other, 1) is not None
 
 
 def test_range_stream_chunks_and_drain(tmp_path):
