@@ -123,14 +123,15 @@ def _remove_temporaries(folder: Folder, split: str) -> None:
 
 def _done_record(folder: Folder, name: str) -> dict | None:
     """The record of a shard finished earlier, if the shard is still the one it records:
-    the recorded size, and the store's checksum (S3 ETag, GCS md5) or local modification
-    time, so a shard changed or replaced since is made again. Nothing is re-read."""
+    the same fingerprint (size and the store's checksum, S3 ETag or GCS md5, or local
+    modification time), or the recorded size where the store keeps no checksum; a shard
+    changed or replaced since is made again. Nothing is re-read."""
     if not folder.exists(record_name(name)):
         return None
     record = folder.read_json(record_name(name))
-    if folder.size(name) != record["bytes"]:
-        return None
-    return record if record.get("fingerprint") in (None, folder.fingerprint(name)) else None
+    if record.get("fingerprint") is None:
+        return record if folder.size(name) == record["bytes"] else None
+    return record if folder.fingerprint(name) == record["fingerprint"] else None
 
 
 def _index(plan: dict, records: dict[str, dict]) -> np.ndarray:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 T = TypeVar("T")
 # not worth retrying: the object or the permission is missing, or the request is wrong
@@ -69,6 +69,12 @@ def _hold_filesystems() -> None:
 os.register_at_fork(before=_hold_filesystems, after_in_parent=_INHERITED.clear)
 INSTALL_HINT = ("install object-storage support with: pip install 'shardkin[s3]' "
                 "(or shardkin[gcs] for gs://, shardkin[http] for http(s)://)")
+
+
+def local_path(target: str | os.PathLike) -> str:
+    """The path of a plain path or ``file://`` URL."""
+    text = os.fspath(target)
+    return unquote(urlparse(text).path) if text.startswith("file://") else text
 
 
 def is_url(target: str | os.PathLike) -> bool:
@@ -126,7 +132,7 @@ class Folder:
             self.url = text.rstrip("/")
             self._root = filesystem(self.url, storage_options)[1].rstrip("/")
         else:
-            self.url = urlparse(text).path if text.startswith("file://") else text
+            self.url = local_path(text)
 
     @property
     def _fs(self):
@@ -183,15 +189,20 @@ class Folder:
             return None
 
     def fingerprint(self, name: str) -> str | None:
-        """What identifies this version of ``name`` without reading it: the store's checksum
-        (S3 ETag, GCS md5 or crc32c) or, for a local file, its size and modification time."""
-        if not self.remote:
-            st = os.stat(self.path(name))
-            return f"{st.st_size}:{st.st_mtime_ns}"
-        info = self._fs.info(self._key(name))
+        """What identifies this version of ``name`` without reading it: its size and the
+        store's checksum (S3 ETag, GCS md5 or crc32c) or, for a local file, its modification
+        time. None if it is missing or the store keeps no checksum."""
+        try:
+            if not self.remote:
+                st = os.stat(self.path(name))
+                return f"{st.st_size}:{st.st_mtime_ns}"
+            info = retried(lambda: self._fs.info(self._key(name)), self.path(name),
+                           self.attempts)
+        except FileNotFoundError:
+            return None
         for key in ("ETag", "etag", "md5Hash", "crc32c", "checksum"):
             if info.get(key):
-                return f"{key}:{str(info[key]).strip(chr(34))}"
+                return f"{info.get('size')}:{key}:{str(info[key]).strip(chr(34))}"
         return None
 
     def read_bytes(self, name: str) -> bytes:

@@ -17,10 +17,9 @@ import io
 import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Collection, Iterator
-from urllib.parse import unquote, urlparse
 
 from .codecs import VIDEO_MEMBERS
-from .storage import is_url, open_read
+from .storage import is_url, local_path, open_read
 from .sample import AUDIO, LABEL, META, split_member
 
 BLOCK = 512
@@ -39,11 +38,9 @@ def open_shard(url: str | os.PathLike) -> BinaryIO:
     Local files are unbuffered: :class:`TarReader` reads payloads straight into
     their final buffers and headers in single calls.
     """
-    text = os.fspath(url)
-    if is_url(text):
-        return open_read(text)
-    return open(unquote(urlparse(text).path) if text.startswith("file://") else text, "rb",
-                buffering=0)
+    if is_url(url):
+        return open_read(os.fspath(url))
+    return open(local_path(url), "rb", buffering=0)
 
 
 @dataclass(frozen=True)

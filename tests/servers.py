@@ -27,12 +27,6 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
                "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def moto_server(require_auth: bool = False) -> Iterator[str]:
     """A moto S3 server process on 127.0.0.1; yields its endpoint URL.
@@ -40,7 +34,7 @@ def moto_server(require_auth: bool = False) -> Iterator[str]:
     With ``require_auth`` every request must be signed by a known IAM user, so the
     test credentials are refused (as wrong credentials are by a real store).
     """
-    port = free_port()
+    port, = free_ports(1)
     env = {**os.environ, **CREDENTIALS}
     if require_auth:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
@@ -63,7 +57,7 @@ def moto_server(require_auth: bool = False) -> Iterator[str]:
         proc.wait(10)
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """``n`` distinct free ports on 127.0.0.1 (all held open while choosing)."""
     socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
     ports = [s.getsockname()[1] for s in socks]
@@ -110,7 +104,7 @@ def nginx_server(root: Path | str, tls: tuple[Path, Path] | None = None) -> Iter
     Range requests); yields its URL, an https one when given ``tls`` (certificate, key).
     Its config, logs, pid and temp files live in a temp dir."""
     nginx = need_nginx()
-    port, tls_port = _free_ports(2)
+    port, tls_port = free_ports(2)
     https = f"listen 127.0.0.1:{tls_port} ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ""
     with tempfile.TemporaryDirectory(prefix="nginx-") as tmp:
         log = Path(tmp, "error.log")
@@ -290,7 +284,7 @@ def seaweedfs_server(data_dir: Path | str) -> Iterator[str]:
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     names = ["s3", "master", "volume", "filer", "admin"]
-    chosen = _free_ports(2 * len(names))  # gRPC too: its default, port + 10000, may be taken or over 65535
+    chosen = free_ports(2 * len(names))  # gRPC too: its default, port + 10000, may be taken or over 65535
     ports, grpc = dict(zip(names, chosen)), dict(zip(names, chosen[len(names):]))
     log = data_dir / "weed.log"
     with open(log, "ab") as out:

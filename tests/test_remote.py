@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from servers import cutting_proxy, nginx_server, self_signed_cert
 from shardkin.builder import build
 from shardkin.cache import ShardCache
 from shardkin.dataset import ShardDataset
@@ -35,9 +36,6 @@ def local_build(made_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def http(local_build) -> str:
     """nginx serving the build folder; yields its base URL."""
-    from servers import need_nginx, nginx_server
-
-    need_nginx()
     with nginx_server(local_build) as url:
         yield url
 
@@ -109,9 +107,6 @@ def test_http_and_shard_urls(local_build, local_epochs, http):
 def test_https_with_a_verified_certificate(local_build, local_epochs, tmp_path):
     import ssl
 
-    from servers import need_nginx, nginx_server, self_signed_cert
-
-    need_nginx()
     cert, key = self_signed_cert(tmp_path)
     with nginx_server(local_build, tls=(cert, key)) as url:
         assert url.startswith("https://")
@@ -126,9 +121,6 @@ def test_verify_and_info_over_http(local_build, tmp_path):
     import subprocess
     import sys
 
-    from servers import need_nginx, nginx_server
-
-    need_nginx()
     served = tmp_path / "served"
     shutil.copytree(local_build, served)
 
@@ -149,9 +141,6 @@ def test_verify_and_info_over_http(local_build, tmp_path):
 
 
 def test_builds_without_index_walk_from_the_shard_start(local_build, local_epochs, tmp_path):
-    from servers import need_nginx, nginx_server
-
-    need_nginx()
     copy = tmp_path / "copy" / "train"
     copy.mkdir(parents=True)
     for f in (local_build / "train").iterdir():
@@ -164,10 +153,8 @@ def test_builds_without_index_walk_from_the_shard_start(local_build, local_epoch
 @pytest.mark.parametrize("codec", ["zstd", "jpeg"])
 def test_compressed_members_stream(codec, tmp_path):
     from reader_fixtures import make_split
-    from servers import need_nginx, nginx_server
 
     pytest.importorskip("zstandard" if codec == "zstd" else "simplejpeg")
-    need_nginx()
     split = make_split(tmp_path / "served", [3 + v % 4 for v in range(12)], 3, codec=codec)
     with nginx_server(split.parent) as url:
         assert same(epoch(f"{url}/train", world_size=2), epoch(split, world_size=2))
@@ -192,8 +179,6 @@ def test_resume_mid_epoch_from_object_storage(local_build, http):
 
 
 def test_cut_connections_lose_and_repeat_no_clip(local_build, local_epochs, http):
-    from servers import cutting_proxy
-
     port = int(http.rsplit(":", 1)[1])
     with cutting_proxy(port, cut_after=60_000, cuts=5) as proxy:
         got = epoch(f"{proxy.url}/train", world_size=3)
@@ -202,8 +187,6 @@ def test_cut_connections_lose_and_repeat_no_clip(local_build, local_epochs, http
 
 
 def test_server_errors_are_retried(local_build, local_epochs, http):
-    from servers import cutting_proxy
-
     port = int(http.rsplit(":", 1)[1])
     with cutting_proxy(port, cut_after=10**12, cuts=0, errors=6) as proxy:  # 503s first
         got = epoch(f"{proxy.url}/train", world_size=3)
@@ -212,7 +195,6 @@ def test_server_errors_are_retried(local_build, local_epochs, http):
 
 
 def test_random_access_survives_cut_connections(local_build, http):
-    from servers import cutting_proxy
     from shardkin.kinetics import Kinetics
 
     local = Kinetics(local_build, "train")
@@ -225,8 +207,6 @@ def test_random_access_survives_cut_connections(local_build, http):
 
 
 def test_a_connection_that_keeps_failing_is_a_clear_error(http):
-    from servers import cutting_proxy
-
     port = int(http.rsplit(":", 1)[1])
     with cutting_proxy(port, cut_after=60_000, cuts=10**6) as proxy:
         ds = ShardDataset(f"{proxy.url}/train", "train", attempts=2)
@@ -270,9 +250,6 @@ def test_a_missing_shard_object_fails_at_once(local_build, bucket):
 def test_cache_fills_verified_then_serves_the_shards(local_build, tmp_path):
     import shutil
 
-    from servers import need_nginx, nginx_server
-
-    need_nginx()
     served, cache = tmp_path / "served", tmp_path / "cache"
     shutil.copytree(local_build, served)
     shas = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in served.glob("train/*.tar"))
@@ -295,9 +272,7 @@ def test_cache_fills_verified_then_serves_the_shards(local_build, tmp_path):
 
 def test_cache_stays_within_its_bound_with_concurrent_workers(tmp_path):
     from reader_fixtures import make_split
-    from servers import need_nginx, nginx_server
 
-    need_nginx()
     split = make_split(tmp_path / "served", [5 + v % 4 for v in range(40)], 3)  # 14 shards
     sizes = sorted(p.stat().st_size for p in split.glob("*.tar"))
     bound, cache = sum(sizes[-3:]), tmp_path / "cache"  # room for three shards
