@@ -46,7 +46,7 @@ class RangeStream(io.RawIOBase):
                  chunk: int = CHUNK, ahead: int = 1,
                  sink: Callable[[memoryview], None] | None = None) -> None:
         super().__init__()
-        self._get = lambda a, b: folder.read_range(name, a, b - a)
+        self._get = lambda a, b: folder.read_range(name, a, b - a, writable=False)
         self._next, self._end, self._chunk, self._ahead = start, end, chunk, ahead
         self._taken = 0  # bytes handed to the reader so far
         self._pending: deque[tuple[Future, int, int]] = deque()

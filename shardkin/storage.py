@@ -211,15 +211,17 @@ class Folder:
                            self.attempts)
         return Path(self.path(name)).read_bytes()
 
-    def read_range(self, name: str, offset: int, length: int) -> bytearray:
+    def read_range(self, name: str, offset: int, length: int,
+                   writable: bool = True) -> bytes | bytearray:
         """``length`` bytes of ``name`` from ``offset``: one positioned read (``preadv``,
-        safe in forked workers) or one range request, retried from its first byte."""
+        safe in forked workers) or one range request, retried from its first byte. A
+        bytearray, or with ``writable=False`` possibly the store's bytes (no copy)."""
         if self.remote:
-            def get() -> bytearray:
+            def get() -> bytes | bytearray:
                 data = self._fs.cat_file(self._key(name), start=offset, end=offset + length)
                 if len(data) != length:  # a cut answer, or the object changed
                     raise EOFError(f"got {len(data)} bytes")
-                return bytearray(data)
+                return bytearray(data) if writable else data
 
             return retried(get, f"{self.path(name)}: bytes {offset}-{offset + length - 1}",
                            self.attempts)
