@@ -3,7 +3,10 @@
 ``shardkin.build`` turns a Kinetics-style tree into shards (no torch needed);
 ``shardkin.ShardDataset`` and ``shardkin.make_loader`` stream them into PyTorch;
 ``shardkin.Kinetics`` indexes them like ``torchvision.datasets.Kinetics``.
-Torch is imported only when the reader is first used.
+Torch is imported only when the reader is first used. The packages, bottom to top:
+``format`` (the on-disk contract), ``store`` (where builds live), ``builder`` (the
+write side), ``reader`` (the read side), ``inspection`` (info, verify, show); see
+ARCHITECTURE.md.
 """
 from __future__ import annotations
 
@@ -14,10 +17,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "build": ("shardkin.builder", "build"),
     "BuildError": ("shardkin.builder", "BuildError"),
-    "load_manifest": ("shardkin.manifest", "load_manifest"),
-    "ShardDataset": ("shardkin.dataset", "ShardDataset"),
-    "make_loader": ("shardkin.loader", "make_loader"),
-    "Kinetics": ("shardkin.kinetics", "Kinetics"),
+    "BuildOptions": ("shardkin.format.options", "BuildOptions"),
+    "load_manifest": ("shardkin.store.split", "load_manifest"),
+    "ShardError": ("shardkin.format.tar", "ShardError"),
+    "ShardDataset": ("shardkin.reader.dataset", "ShardDataset"),
+    "make_loader": ("shardkin.reader.loader", "make_loader"),
+    "Kinetics": ("shardkin.reader.kinetics", "Kinetics"),
 }
 __all__ = sorted(_LAZY)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .info import SHARDS_LISTED
-from .scan import DEFAULT_EXTENSIONS
+from .inspection.info import SHARDS_LISTED
 
 BUILD_HELP = """\
 Turn ROOT/<split>/<class>/<video> into pre-clipped WebDataset shards:
@@ -28,75 +27,28 @@ folders of all splits (so they agree across splits), or of --classes-from's list
 """
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def _add_build(sub: argparse._SubParsersAction) -> None:
+    from .format.options import comma_list, command_line
+
     p = sub.add_parser("build", help="build clip shards from a video tree",
                        description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="dataset root holding <split>/<class>/<video> folders")
     p.add_argument("out", help="output folder; each split goes to OUT/<split>/")
-    p.add_argument("--split", type=_csv, default=None,
+    p.add_argument("--split", type=comma_list, default=None,
                    help="split(s) to build, comma-separated (default: every folder under ROOT)")
-    g = p.add_argument_group("clips (torchvision's VideoClips)")
-    g.add_argument("--frames-per-clip", type=int, default=16, help="frames in a clip (default 16)")
-    g.add_argument("--step-between-clips", type=int, default=None,
-                   help="frames between clip starts, after resampling "
-                        "(default: --frames-per-clip, i.e. no overlap; torchvision's default is 1)")
-    g.add_argument("--frame-rate", type=float, default=None,
-                   help="resample every video to this many frames per second first")
-    g = p.add_argument_group("resize at build time (torchvision's _video_* arguments)")
-    g.add_argument("--width", type=int, default=0, help="output width (alone: keeps aspect)")
-    g.add_argument("--height", type=int, default=0, help="output height (alone: keeps aspect)")
-    g.add_argument("--min-dimension", type=int, default=0, help="short side, keeps aspect")
-    g.add_argument("--max-dimension", type=int, default=0, help="long side, keeps aspect")
-    g = p.add_argument_group("audio")
-    g.add_argument("--audio-rate", type=int, default=0, help="resample audio to this rate (Hz)")
-    g.add_argument("--audio-channels", type=int, default=0, help="mix audio to this many channels")
-    g = p.add_argument_group("which videos")
-    g.add_argument("--extensions", type=_csv, default=list(DEFAULT_EXTENSIONS),
-                   help=f"video file extensions (default {','.join(DEFAULT_EXTENSIONS)})")
-    g.add_argument("--classes", type=_csv, default=None,
-                   help="build only these classes (labels then index this sorted list)")
-    g.add_argument("--classes-from", default=None,
-                   help="reuse the class list of another build (its OUT, split folder or "
-                        "manifest.json) or of a text file with one class per line")
-    g.add_argument("--annotations", default=None,
-                   help="CSV of 'path,label' rows (paths relative to ROOT) instead of class folders")
-    g.add_argument("--fraction", type=float, default=None,
-                   help="keep this fraction of the videos of each class (seeded)")
-    g.add_argument("--limit", type=int, default=None, help="keep this many videos in all (seeded)")
-    g.add_argument("--seed", type=int, default=0, help="seed for subsets and shard order (default 0)")
-    g = p.add_argument_group("frame storage (README: Codecs)")
-    g.add_argument("--video-codec", choices=("raw", "zstd", "jpeg"), default="raw",
-                   help="raw npy frames (default), lossless zstd of them, or one JPEG per frame")
-    g.add_argument("--zstd-level", type=int, default=3, help="zstd level (default 3)")
-    g.add_argument("--jpeg-quality", type=int, default=88,
-                   help="JPEG quality, 4:4:4 chroma (default 88: frames about 8.5x smaller "
-                        "than raw at ~39 dB PSNR on real Kinetics-like clips)")
-    g = p.add_argument_group("shards and execution")
-    g.add_argument("--shard-size", default="256MB",
-                   help="target shard size, e.g. 256MB, 1GiB (default 256MB)")
-    g.add_argument("--clips-per-shard", type=int, default=None,
-                   help="target clips per shard instead of a size")
-    g.add_argument("--workers", type=int, default=None,
-                   help="worker processes (default: all cores)")
-    g.add_argument("--decode-threads", type=int, default=None,
-                   help="FFmpeg threads per worker (default: cores / workers)")
-    g.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="run shard tasks on local processes (default) or a Ray cluster")
-    g.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
-                        "(default: start a local Ray)")
-    g.add_argument("--overwrite", action="store_true", help="replace a build made with other options")
-    g.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for flag in command_line():  # one per build option, made from its field
+        if flag.title not in groups:
+            groups[flag.title] = p.add_argument_group(flag.title)
+        groups[flag.title].add_argument(flag.flag, dest=flag.dest, **flag.kwargs)
 
 
 def _run_build(args: argparse.Namespace) -> int:
     from .builder import BuildError, build
-    from .scan import find_splits
+    from .builder.scan import find_splits
+    from .format.options import command_line
 
+    options = {flag.dest: getattr(args, flag.dest) for flag in command_line()}
     try:
         splits = args.split or ([] if args.annotations else find_splits(args.root))
         if not splits:
@@ -106,21 +58,7 @@ def _run_build(args: argparse.Namespace) -> int:
             raise BuildError("--annotations builds one split: pass --split NAME")
         empty = []
         for split in splits:
-            manifest = build(
-                args.root, args.out, split=split, frames_per_clip=args.frames_per_clip,
-                step_between_clips=args.step_between_clips, frame_rate=args.frame_rate,
-                width=args.width, height=args.height, min_dimension=args.min_dimension,
-                max_dimension=args.max_dimension, audio_rate=args.audio_rate,
-                audio_channels=args.audio_channels, extensions=args.extensions,
-                classes=args.classes, classes_from=args.classes_from,
-                annotations=args.annotations, fraction=args.fraction, limit=args.limit,
-                seed=args.seed, shard_size=args.shard_size, clips_per_shard=args.clips_per_shard,
-                video_codec=args.video_codec, zstd_level=args.zstd_level,
-                jpeg_quality=args.jpeg_quality,
-                workers=args.workers, decode_threads=args.decode_threads,
-                overwrite=args.overwrite, progress=not args.quiet, executor=args.executor,
-                ray_address=args.ray_address,
-            )
+            manifest = build(args.root, args.out, split=split, **options)
             if manifest["totals"]["clips"] == 0:
                 empty.append(split)
     except (BuildError, FileNotFoundError, ValueError, ImportError) as e:
@@ -172,7 +110,8 @@ Draw random clips of a built split into a PNG contact sheet: a row per clip, its
 label, class name, sample key and shard above a few evenly spaced frames, so you
 can see at a glance that frames and labels belong together. The same --seed gives
 the same clips; only the shards holding them are read. Frames are enlarged or
-reduced by whole factors to a readable height.
+reduced by whole factors to a readable height. Needs Pillow:
+pip install 'shardkin[inspect]'.
 
 examples:
   shardkin show shards --split train -o sheet.png
@@ -205,17 +144,17 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _run_info(args: argparse.Namespace) -> int:
     import json
 
-    from .info import format_info, summarize
-    from .shards import open_split
+    from .inspection.info import format_info, summarize
+    from .store.split import open_split
 
     try:
-        manifest, folder = open_split(args.source, args.split)
-        summary = summarize(manifest)
-    except (OSError, ValueError) as e:
+        split = open_split(args.source, args.split, head=False, strict_split=True)
+        summary = summarize(split.manifest)
+    except (OSError, ValueError, ImportError) as e:
         print(f"shardkin info: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json
-          else format_info(summary, folder, args.all_shards))
+          else format_info(summary, split.folder.url, args.all_shards))
     return 0
 
 
@@ -229,17 +168,17 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def _run_verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .info import human_bytes
-    from .shards import open_split
-    from .verify import verify_split
+    from .inspection.info import human_bytes
+    from .inspection.verify import verify_split
+    from .store.split import open_split
 
     try:
-        manifest, folder = open_split(args.source, args.split)
-        problems = verify_split(manifest, folder, progress=not args.quiet, on_problem=tqdm.write)
-    except (OSError, ValueError) as e:
+        split = open_split(args.source, args.split, head=False, strict_split=True)
+        problems = verify_split(split, progress=not args.quiet, on_problem=tqdm.write)
+    except (OSError, ValueError, ImportError) as e:
         print(f"shardkin verify: error: {e}", file=sys.stderr)
         return 2
-    t = manifest["totals"]
+    t, folder = split.manifest.totals, split.folder.url
     if problems:
         print(f"shardkin verify: {len(problems)} problem(s) in {folder}: do not train on it; "
               "rebuild the split (e.g. into a new OUT) and verify again", file=sys.stderr)
@@ -261,25 +200,22 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_show(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .png import encode_png
-    from .shards import open_split
-    from .sheet import contact_sheet
-    from .tarread import ShardError
+    from .format.tar import ShardError
+    from .inspection.sheet import contact_sheet
+    from .store.split import open_split
 
     try:
-        manifest, folder = open_split(args.source, args.split)
-        image = contact_sheet(manifest, folder, args.n, args.seed, args.frames)
-        Path(args.output).write_bytes(encode_png(image))
+        split = open_split(args.source, args.split, strict_split=True)
+        image = contact_sheet(split, args.n, args.seed, args.frames)
+        image.save(args.output, format="PNG")
     except ShardError as e:
         print(f"shardkin show: error: {e} (`shardkin verify` checks the whole split)",
               file=sys.stderr)
         return 2
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ImportError) as e:  # ImportError: Pillow (or fsspec) missing
         print(f"shardkin show: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output} ({image.shape[1]}x{image.shape[0]} pixels)")
+    print(f"wrote {args.output} ({image.width}x{image.height} pixels)")
     return 0
 
 

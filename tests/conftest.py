@@ -66,8 +66,9 @@ def s3_endpoint():
 @pytest.fixture
 def bucket(s3_endpoint, request) -> str:
     """A fresh, empty bucket; returns its s3:// URL."""
-    import boto3
     import re
+
+    import boto3
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)

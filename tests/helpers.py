@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from shardkin.clips import ClipRule, output_size
+from shardkin.builder.clips import ClipRule, output_size
 
 
 def read_split(split_dir: Path) -> tuple[dict, list[dict]]:

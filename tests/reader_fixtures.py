@@ -10,12 +10,12 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from shardkin.sample import clip_metadata, encode_sample, sample_key
+from shardkin.format.sample import clip_metadata, encode_sample, sample_key
 
 CLASSES = ["abseiling", "archery", "bowling"]
 FRAMES, SIZE = 4, 8

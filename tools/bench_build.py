@@ -21,8 +21,8 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shardkin.builder import build  # noqa: E402
-from shardkin.clips import output_size  # noqa: E402
-from shardkin.scan import DEFAULT_EXTENSIONS  # noqa: E402
+from shardkin.builder.clips import output_size  # noqa: E402
+from shardkin.format.options import DEFAULT_EXTENSIONS  # noqa: E402
 from shardkin.synth import make_video  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realvideos"

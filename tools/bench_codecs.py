@@ -25,10 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_read import REAL, OnTheFly, center_crop, scaled_manifest, throughput  # noqa: E402
+
+from shardkin import Kinetics, ShardDataset, make_loader  # noqa: E402
 from shardkin.builder import build  # noqa: E402
-from shardkin.dataset import ShardDataset  # noqa: E402
-from shardkin.kinetics import Kinetics  # noqa: E402
-from shardkin.loader import make_loader  # noqa: E402
 from shardkin.synth import make_video  # noqa: E402
 
 CODECS = ("raw", "zstd", "jpeg")

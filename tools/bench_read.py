@@ -48,11 +48,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from shardkin import Kinetics, ShardDataset, make_loader  # noqa: E402
 from shardkin.builder import build  # noqa: E402
-from shardkin.clips import output_size  # noqa: E402
-from shardkin.dataset import ShardDataset  # noqa: E402
-from shardkin.kinetics import Kinetics  # noqa: E402
-from shardkin.loader import collate, make_loader  # noqa: E402
+from shardkin.builder.clips import output_size  # noqa: E402
+from shardkin.reader import collate  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realvideos"
 TESTS = Path(__file__).resolve().parents[1] / "tests"

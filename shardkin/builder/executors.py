@@ -1,0 +1,143 @@
+"""Run shard tasks: on local worker processes or on a Ray cluster, with one signature.
+
+An executor calls ``fn(task, decode_threads=..., **kwargs)`` for each task and yields
+``(task, result, error)`` as tasks finish; a task that raises, or whose process dies,
+is tried ``retries`` more times before its error is yielded, and the others finish.
+``on_progress(clips, bytes)`` is called after each video. :data:`EXECUTORS` names them.
+
+With Ray (``--executor ray``) the plan is still made once on the driver; each task
+names its input videos (under a ROOT every node can read: a shared file system) and
+writes its shard straight to the output folder or URL. shardkin must be installed on
+every node; Ray is imported only when it is used.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from ..format.options import ExecutionOptions
+
+Progress = Callable[[int, int], None]  # (clips, bytes) after each video
+Outcome = tuple[Any, Any, BaseException | None]  # (task, result, error)
+Executor = Callable[..., Iterator[Outcome]]
+RAY_INSTALL_HINT = "the Ray executor needs Ray: pip install 'shardkin[ray]'"
+
+# fork starts a worker in milliseconds with av and numpy already imported; the build
+# itself starts no threads and never imports torch, so forking it is safe
+_START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+_progress_queue: Any = None
+
+
+def local_workers(execution: ExecutionOptions) -> int:
+    """Worker processes of a local build: ``workers``, or one per core."""
+    return execution.workers or os.cpu_count() or 1
+
+
+def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 8) -> Iterator:
+    """``map(fn, items)`` over worker processes, in order."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context(_START)) as pool:
+        yield from pool.map(fn, items, chunksize=chunksize)
+
+
+def _init(q: Any) -> None:
+    global _progress_queue
+    _progress_queue = q
+
+
+def _report(clips: int, nbytes: int) -> None:
+    _progress_queue.put((clips, nbytes))
+
+
+def _call(fn: Callable, task: Any, kwargs: dict) -> Any:
+    return fn(task, progress=_report, **kwargs)
+
+
+def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,
+              retries: int = 2, **kwargs: Any) -> Iterator[Outcome]:
+    """Run the tasks on ``workers`` local processes, ``decode_threads`` each (default:
+    the cores shared out); a failed task is retried on a fresh pool."""
+    workers = local_workers(execution)
+    kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context(_START)
+    q = ctx.Queue()
+    attempts = {id(t): 0 for t in tasks}
+    todo = list(tasks)
+    while todo:
+        pool = ProcessPoolExecutor(max(1, min(workers, len(todo))), mp_context=ctx,
+                                   initializer=_init, initargs=(q,))
+        running: dict[Future, Any] = {pool.submit(_call, fn, t, kwargs): t for t in todo}
+        todo = []
+        try:
+            while running:
+                done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(q, on_progress)
+                for fut in done:
+                    task = running.pop(fut)
+                    try:
+                        yield task, fut.result(), None
+                    except BaseException as e:  # noqa: BLE001 - reported to the caller
+                        attempts[id(task)] += 1
+                        if attempts[id(task)] <= retries:
+                            todo.append(task)
+                        else:
+                            yield task, None, e
+                        if isinstance(e, BrokenProcessPool):
+                            todo += [running.pop(f) for f in list(running)]
+        finally:
+            pool.shutdown(cancel_futures=True)
+            _drain(q, on_progress)
+
+
+def _drain(q: Any, on_progress: Progress) -> None:
+    while True:
+        try:
+            on_progress(*q.get_nowait())
+        except queue.Empty:
+            return
+
+
+def connect_ray(address: str | None) -> None:
+    """Join ``address`` ("auto", "HOST:PORT", "ray://HOST:PORT") or start a local Ray."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(RAY_INSTALL_HINT) from None
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+
+
+def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,
+            retries: int = 2, **kwargs: Any) -> Iterator[Outcome]:
+    """Run the tasks on the Ray cluster at ``ray_address``, one CPU and ``decode_threads``
+    (default 1) each; progress is reported per finished shard, video by video."""
+    connect_ray(execution.ray_address)
+    import ray
+
+    kwargs["decode_threads"] = execution.decode_threads or 1
+    remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(fn)
+    pending = {remote.remote(task, **kwargs): task for task in tasks}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            task = pending.pop(ref)
+            try:
+                record = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - reported to the caller
+                cause = getattr(e, "cause", None)  # RayTaskError wraps the task's exception
+                yield task, None, cause if isinstance(cause, BaseException) else e
+                continue
+            for video in record["videos"]:
+                on_progress(video["clips"], sum(size for _, size in video["samples"]))
+            yield task, record, None
+
+
+EXECUTORS: dict[str, Executor] = {"local": run_local, "ray": run_ray}

@@ -1,0 +1,266 @@
+"""``shardkin.build``: a Kinetics-style split becomes clip shards plus a manifest.
+
+Steps: options -> check the output folder -> plan (scan, probe, pack; saved) -> build
+the shards not yet done through an executor -> ``index.npy`` -> the manifest, last.
+Re-running the same call after an interruption keeps the finished shards and ends
+with the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..format.codecs import MEMBER as VIDEO_CODECS
+from ..format.manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo
+from ..format.npy import encode_npy
+from ..format.options import DEFAULT_EXTENSIONS, BuildOptions
+from ..store.folder import Folder
+from . import shard
+from .errors import BuildError
+from .executors import EXECUTORS
+from .plan import make_plan
+
+PLAN = ".build/plan.json"
+
+
+def build(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    split: str = "train",
+    frames_per_clip: int = 16,
+    step_between_clips: int | None = None,
+    frame_rate: float | None = None,
+    *,
+    width: int = 0,
+    height: int = 0,
+    min_dimension: int = 0,
+    max_dimension: int = 0,
+    audio_rate: int = 0,
+    audio_channels: int = 0,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    classes: Sequence[str] | None = None,
+    classes_from: str | os.PathLike | None = None,
+    annotations: str | os.PathLike | None = None,
+    fraction: float | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    shard_size: str | int = "256MB",
+    clips_per_shard: int | None = None,
+    video_codec: str = "raw",
+    zstd_level: int = 3,
+    jpeg_quality: int = 88,
+    workers: int | None = None,
+    decode_threads: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+) -> dict[str, Any]:
+    """Build ``out/<split>/`` shards and manifest from ``root/<split>/<class>/<video>``.
+
+    ``out`` is a local folder or an fsspec URL (``s3://bucket/prefix``; credentials and
+    endpoint from the environment or ``storage_options``). ``executor="ray"`` runs the
+    shard tasks on the Ray cluster at ``ray_address`` (default: start a local one).
+
+    Clip arguments follow ``torchvision.datasets.Kinetics`` (``frames_per_clip``,
+    ``step_between_clips`` -- default ``frames_per_clip``, i.e. clips do not overlap --
+    and ``frame_rate``); ``width``/``height``/``min_dimension``/``max_dimension`` and
+    ``audio_rate``/``audio_channels`` follow its ``_video_*``/``_audio_*`` arguments.
+    Every option is described in :mod:`shardkin.format.options`. Returns the manifest
+    (see :mod:`shardkin.format.manifest`).
+    """
+    given = dict(locals())  # the arguments: the three places, then every option by name
+    del given["root"], given["out"], given["split"]
+    return build_split(root, out, split, BuildOptions.from_kwargs(**given))
+
+
+def build_split(root: str | os.PathLike, out: str | os.PathLike, split: str,
+                options: BuildOptions) -> dict[str, Any]:
+    """:func:`build` with its options as one record; returns the manifest."""
+    t0 = time.monotonic()
+    root, run = Path(root), options.execution
+    if not root.is_dir():
+        raise BuildError(f"dataset root {root} does not exist or is not a folder")
+    if options.storage.video_codec not in VIDEO_CODECS:
+        raise BuildError(f"unknown video codec {options.storage.video_codec!r}: use one of "
+                         f"{', '.join(VIDEO_CODECS)}")
+    if run.executor not in EXECUTORS:
+        raise BuildError(f"unknown executor {run.executor!r}: use "
+                         f"{' or '.join(map(repr, EXECUTORS))}")
+    folder = Folder(out, run.storage_options).child(split)
+    try:
+        folder.make()
+        finished = _check_existing(folder, split, options.to_manifest(), run.overwrite)
+    except Exception as e:  # s3fs/gcsfs/botocore raise many kinds
+        raise BuildError(f"cannot write to {folder.url}: {type(e).__name__}: {e} (check the "
+                         "path or bucket, the credentials and the endpoint)") from None
+    if finished is not None:
+        if run.progress:
+            print(f"{folder.url}: already built with these options, nothing to do",
+                  file=sys.stderr)
+        return finished
+    _remove_temporaries(folder, split)
+    if folder.exists(PLAN):
+        plan = folder.read_json(PLAN)
+    else:
+        plan = make_plan(root, split, options)
+        folder.write_json(PLAN, plan)
+    records = _build_shards(folder, root, plan, options)
+    manifest = _finish(folder, split, plan, records)
+    if run.progress:
+        print(summary(manifest, time.monotonic() - t0), file=sys.stderr)
+    return manifest
+
+
+def _check_existing(folder: Folder, split: str, recorded: dict, overwrite: bool) -> dict | None:
+    """Return a finished manifest for the same options; refuse other options unless overwrite."""
+    previous = next((folder.read_json(n) for n in (MANIFEST, PLAN) if folder.exists(n)), None)
+    if previous is None:
+        return None
+    if previous["options"] == recorded:
+        return previous if folder.exists(MANIFEST) else None
+    if not overwrite:
+        changed = sorted(k for k in set(recorded) | set(previous["options"])
+                         if recorded.get(k) != previous["options"].get(k))
+        raise BuildError(f"{folder.url} holds a build with other options ({', '.join(changed)}): "
+                         f"pass --overwrite to replace it, or choose another OUT")
+    for name in folder.names(f"{split}-"):
+        folder.delete(name)
+    for name in (MANIFEST, INDEX, ".build"):
+        folder.delete(name)
+    return None
+
+
+def _remove_temporaries(folder: Folder, split: str) -> None:
+    """Delete shards left half-written by a killed worker (never visible as shards)."""
+    for name in folder.names(f".{split}-"):
+        if ".tmp-" in name:
+            folder.delete(name)
+
+
+def _done_record(folder: Folder, name: str) -> dict | None:
+    """The record of a shard finished earlier, if the shard is still the one it records:
+    the same fingerprint (size and the store's checksum, S3 ETag or GCS md5, or local
+    modification time), or the recorded size where the store keeps no checksum; a shard
+    changed or replaced since is made again. Nothing is re-read."""
+    if not folder.exists(shard.record_name(name)):
+        return None
+    record = folder.read_json(shard.record_name(name))
+    if record.get("fingerprint") is None:
+        return record if folder.size(name) == record["bytes"] else None
+    return record if folder.fingerprint(name) == record["fingerprint"] else None
+
+
+def _build_shards(folder: Folder, root: Path, plan: dict, options: BuildOptions) -> dict[str, dict]:
+    """The record of every shard of the plan: those finished earlier, the rest built now
+    by the executor (BuildError naming the shards that failed)."""
+    by_index = {v["video_index"]: v for v in plan["videos"]}
+    records = {s["name"]: r for s in plan["shards"] if (r := _done_record(folder, s["name"]))}
+    todo = [{"name": s["name"], "videos": [by_index[i] for i in s["videos"]]}
+            for s in plan["shards"] if s["name"] not in records]
+    # longest first, so the last shards to finish are short ones (output is the same)
+    todo.sort(key=lambda t: -sum(v["est_decode"] for v in t["videos"]))
+    bar = tqdm(total=len(plan["videos"]), desc=f"build {plan['split']}", unit="video",
+               disable=not options.execution.progress,
+               initial=sum(len(r["videos"]) for r in records.values()))
+    counts = {"clips": sum(r["clips"] for r in records.values()),
+              "bytes": sum(r["bytes"] for r in records.values())}
+
+    def on_progress(clips: int, nbytes: int) -> None:
+        counts["clips"] += clips
+        counts["bytes"] += nbytes
+        bar.update(1)
+        bar.set_postfix(clips=counts["clips"], MB=f"{counts['bytes'] / 1e6:.0f}", refresh=False)
+
+    run = EXECUTORS[options.execution.executor]
+    errors = []
+    # shard.build_shard is looked up now, so that tests can stand in for it
+    for task, record, error in run(shard.build_shard, todo, on_progress, options.execution,
+                                   root=os.fspath(root.resolve()), out=folder.url,
+                                   options=options):
+        if error is not None:
+            errors.append(f"{task['name']}: {type(error).__name__}: {error}")
+        else:
+            records[task["name"]] = record
+    bar.close()
+    if errors:
+        raise BuildError(f"{len(errors)} shard(s) failed after retries; finished shards are kept, "
+                         "re-run the same command to retry:\n  " + "\n  ".join(errors))
+    return records
+
+
+def _finish(folder: Folder, split: str, plan: dict, records: dict[str, dict]) -> dict[str, Any]:
+    """Write ``index.npy`` then the manifest, and clear the build's working files."""
+    index = encode_npy(_index(plan, records))
+    folder.write_bytes(INDEX, index)
+    info = IndexInfo(INDEX, len(index), hashlib.sha256(index).hexdigest())
+    manifest = _manifest(plan, records, info).to_json()
+    folder.write_json(MANIFEST, manifest)
+    folder.delete(".build")
+    _remove_temporaries(folder, split)
+    return manifest
+
+
+def _index(plan: dict, records: dict[str, dict]) -> np.ndarray:
+    """Rows (shard number, offset, length) of every clip, in torchvision's order."""
+    rows = []
+    for n, s in enumerate(plan["shards"]):
+        for v in records[s["name"]]["videos"]:
+            rows += [(v["video_index"], k, n, off, size)
+                     for k, (off, size) in enumerate(v["samples"])]
+    rows.sort()
+    return np.array([r[2:] for r in rows], dtype=np.int64).reshape(-1, 3)
+
+
+def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifest:
+    """The manifest of the plan's shards, from their records."""
+    shards, videos, failed = [], [], []
+    for s in plan["shards"]:
+        r = records[s["name"]]
+        shards.append(ShardInfo(r["name"], r["clips"], r["bytes"], r["sha256"]))
+        for v in r["videos"]:
+            v = {k: val for k, val in v.items() if k != "samples"}
+            (failed if v["status"] == "failed" else videos).append(v)
+    videos.sort(key=lambda v: v["video_index"])
+    skipped = plan["skipped"] + [{"path": v["path"], "reason": v["reason"]} for v in failed]
+    status = Counter(v["status"] for v in videos)
+    totals = {"videos": len(videos), "clips": sum(s.clips for s in shards),
+              "bytes": sum(s.bytes for s in shards), "shards": len(shards),
+              "skipped": len(skipped), "partial": status["partial"],
+              "too_short": status["too_short"],
+              "skipped_extensions": sum(plan["skipped_extensions"].values())}
+    return Manifest(split=plan["split"], classes=plan["classes"], shards=shards,
+                    options=plan["options"], index=index, videos=videos, skipped=skipped,
+                    skipped_extensions=plan["skipped_extensions"], totals=totals)
+
+
+def summary(manifest: dict, seconds: float) -> str:
+    """A short table of what a build made and left out."""
+    t = manifest["totals"]
+    reasons = Counter(s["reason"].split(":")[0] for s in manifest["skipped"])
+    rows = [
+        ("split", manifest["split"]),
+        ("classes", len(manifest["classes"])),
+        ("videos with clips", t["videos"] - t["too_short"]),
+        ("  of which partial", t["partial"]),
+        ("videos too short", t["too_short"]),
+        ("videos skipped", t["skipped"]),
+        *((f"  {r}", n) for r, n in reasons.most_common()),
+        ("files of other types", t["skipped_extensions"]),
+        ("clips", t["clips"]),
+        ("shards", t["shards"]),
+        ("size", f"{t['bytes'] / 1e9:.3f} GB"),
+        ("time", f"{seconds:.1f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,86 @@
+"""Build one shard: decode its videos, write their clips, record what happened."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+
+from ..format.options import BuildOptions
+from ..format.sample import clip_metadata, encode_sample, sample_key
+from ..format.tarwrite import ShardWriter
+from ..store.folder import Folder
+from .decode import DecodeError, VideoCutter
+from .executors import Progress
+
+
+def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
+                 options: BuildOptions, decode_threads: int) -> dict:
+    record = {"path": video["path"], "class": video["class"], "label": video["label"],
+              "video_index": video["video_index"], "shard": shard, "clips": 0, "frames": 0,
+              "status": "ok", "reason": None, "samples": []}
+    try:
+        cutter = VideoCutter(os.fspath(root / video["path"]), options, decode_threads)
+    except DecodeError as e:
+        return {**record, "shard": None, "status": "failed", "reason": str(e)}
+    stats, codec = cutter.stats, options.storage
+    try:
+        for clip in cutter:
+            meta = clip_metadata(
+                path=video["path"], class_name=video["class"], label=video["label"],
+                video_index=video["video_index"], clip_index=clip.index,
+                source_frames=clip.source_frames, start_sec=float(clip.start),
+                end_sec=float(clip.end), fps=cutter.rule.output_fps, source_fps=stats.fps,
+                audio_rate=stats.audio_rate,
+            )
+            key = sample_key(video["video_index"], clip.index)
+            start = writer.size
+            members = encode_sample(clip.video, clip.audio, video["label"], meta,
+                                    codec.video_codec, codec.zstd_level, codec.jpeg_quality)
+            for ext, data in members:
+                writer.add(f"{key}.{ext}", data)
+            record["samples"].append([start, writer.size - start])
+    except OSError as e:
+        if not isinstance(e, av.FFmpegError):
+            raise  # the disk, not the video: fail the shard
+        stats.error = f"{type(e).__name__}: {e}"
+    except Exception as e:  # an odd file must not take the other videos down
+        stats.error = f"{type(e).__name__}: {e}"
+        cutter.close()
+    record.update(clips=stats.clips, frames=stats.frames, reason=stats.error)
+    if stats.error:
+        record["status"] = "partial" if stats.clips else "failed"
+        if not stats.clips:
+            record["shard"] = None
+    elif stats.clips == 0:
+        need, clips = cutter.rule.num_positions(stats.frames), options.clips
+        at_rate = f" ({need} at frame_rate={clips.frame_rate})" if clips.frame_rate else ""
+        record.update(status="too_short", shard=None,
+                      reason=f"too short: {stats.frames} frames{at_rate}, "
+                             f"fewer than frames_per_clip={clips.frames_per_clip}")
+    return record
+
+
+def record_name(shard: str) -> str:
+    """Where a finished shard's record is kept until the manifest is written."""
+    return f".build/shards/{shard}.json"
+
+
+def build_shard(task: dict, root: str, out: str, options: BuildOptions,
+                decode_threads: int = 1, progress: Progress | None = None) -> dict:
+    """Write shard ``out/<task name>`` (a folder or URL), then its record; returns the record."""
+    folder = Folder(out, options.execution.storage_options)
+    videos = []
+    with ShardWriter(folder.temp_path(task["name"])) as writer:
+        for video in task["videos"]:
+            before = writer.size
+            videos.append(_write_video(writer, Path(root), video, task["name"], options,
+                                       decode_threads))
+            if progress:
+                progress(videos[-1]["clips"], writer.size - before)
+        size, sha = writer.commit()
+    folder.publish(writer.path, task["name"])
+    record = {"name": task["name"], "clips": sum(v["clips"] for v in videos), "bytes": size,
+              "sha256": sha, "fingerprint": folder.fingerprint(task["name"]), "videos": videos}
+    folder.write_json(record_name(task["name"]), record)
+    return record

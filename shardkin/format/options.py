@@ -1,0 +1,265 @@
+"""Build options: one typed record, in groups, from ``shardkin build``'s flags (or the
+arguments of :func:`shardkin.build`) to the manifest's ``options``, which readers check.
+
+Each option is a field of a group, and the field's metadata is its command-line flag
+(help text, and choices where it has some): ``shardkin build``'s flags are made from
+these fields (:func:`command_line`), so adding an option means adding its field here
+and its argument to :func:`shardkin.build`. The clips, resize, audio, selection and
+storage groups are recorded in the manifest (:meth:`BuildOptions.to_manifest`);
+execution options change how a build runs, never its bytes, and are not.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import astuple, dataclass, field, fields, replace
+from types import UnionType
+from typing import Any, ClassVar, NamedTuple, get_args, get_origin, get_type_hints
+
+from .codecs import JPEG, MEMBER, RAW, ZSTD
+
+DEFAULT_EXTENSIONS = ("mp4", "avi", "mkv", "webm", "mov")
+EXECUTOR_NAMES = ("local", "ray")
+SHARDS_TITLE = "shards and execution"  # shard sizes are listed with the execution flags
+
+# torchvision.datasets.Kinetics argument -> the build option it must equal
+TORCHVISION_ARGS = {
+    "frames_per_clip": "frames_per_clip", "step_between_clips": "step_between_clips",
+    "frame_rate": "frame_rate", "_video_width": "width", "_video_height": "height",
+    "_video_min_dimension": "min_dimension", "_video_max_dimension": "max_dimension",
+    "_audio_samples": "audio_rate", "_audio_channels": "audio_channels",
+}
+
+
+def option(default: Any, help: str | None, *, flag: str | None = None,
+           choices: tuple[str, ...] | None = None, title: str | None = None) -> Any:
+    """A field with its flag: ``help`` (None: no flag), ``flag`` (default ``--field-name``),
+    ``choices``, and ``title``, the flag's group in ``--help`` (default: its group's)."""
+    return field(default=default,
+                 metadata={"help": help, "flag": flag, "choices": choices, "title": title})
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """How videos become clips: torchvision's ``VideoClips`` arguments."""
+
+    TITLE: ClassVar[str] = "clips (torchvision's VideoClips)"
+    frames_per_clip: int = option(16, "frames in a clip (default 16)")
+    step_between_clips: int | None = option(
+        None, "frames between clip starts, after resampling "
+              "(default: --frames-per-clip, i.e. no overlap; torchvision's default is 1)")
+    frame_rate: float | None = option(
+        None, "resample every video to this many frames per second first")
+
+
+@dataclass(frozen=True)
+class ResizeOptions:
+    """The frame size: torchvision's ``_video_*`` arguments (0: not set)."""
+
+    TITLE: ClassVar[str] = "resize at build time (torchvision's _video_* arguments)"
+    width: int = option(0, "output width (alone: keeps aspect)")
+    height: int = option(0, "output height (alone: keeps aspect)")
+    min_dimension: int = option(0, "short side, keeps aspect")
+    max_dimension: int = option(0, "long side, keeps aspect")
+
+
+@dataclass(frozen=True)
+class AudioOptions:
+    """The audio: torchvision's ``_audio_*`` arguments (0: as in the video)."""
+
+    TITLE: ClassVar[str] = "audio"
+    audio_rate: int = option(0, "resample audio to this rate (Hz)")
+    audio_channels: int = option(0, "mix audio to this many channels")
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """Which videos are built, and with which labels."""
+
+    TITLE: ClassVar[str] = "which videos"
+    extensions: tuple[str, ...] = option(
+        DEFAULT_EXTENSIONS, f"video file extensions (default {','.join(DEFAULT_EXTENSIONS)})")
+    classes: tuple[str, ...] | None = option(
+        None, "build only these classes (labels then index this sorted list)")
+    classes_from: str | None = option(
+        None, "reuse the class list of another build (its OUT, split folder or "
+              "manifest.json) or of a text file with one class per line")
+    annotations: str | None = option(
+        None, "CSV of 'path,label' rows (paths relative to ROOT) instead of class folders")
+    fraction: float | None = option(
+        None, "keep this fraction of the videos of each class (seeded)")
+    limit: int | None = option(None, "keep this many videos in all (seeded)")
+    seed: int = option(0, "seed for subsets and shard order (default 0)")
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How clips are stored: the video codec (README: Codecs) and the shard size."""
+
+    TITLE: ClassVar[str] = "frame storage (README: Codecs)"
+    video_codec: str = option(
+        RAW, "raw npy frames (default), lossless zstd of them, or one JPEG per frame",
+        choices=tuple(MEMBER))
+    zstd_level: int | None = option(3, "zstd level (default 3)")
+    jpeg_quality: int | None = option(
+        88, "JPEG quality, 4:4:4 chroma (default 88: frames about 8.5x smaller "
+            "than raw at ~39 dB PSNR on real Kinetics-like clips)")
+    shard_size: str = option(
+        "256MB", "target shard size, e.g. 256MB, 1GiB (default 256MB)", title=SHARDS_TITLE)
+    clips_per_shard: int | None = option(
+        None, "target clips per shard instead of a size", title=SHARDS_TITLE)
+
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """How a build runs (not recorded: any of these gives the same bytes)."""
+
+    TITLE: ClassVar[str] = SHARDS_TITLE
+    workers: int | None = option(None, "worker processes (default: all cores)")
+    decode_threads: int | None = option(
+        None, "FFmpeg threads per worker (default: cores / workers)")
+    executor: str = option(
+        "local", "run shard tasks on local processes (default) or a Ray cluster",
+        choices=EXECUTOR_NAMES)
+    ray_address: str | None = option(
+        None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
+              "(default: start a local Ray)")
+    overwrite: bool = option(False, "replace a build made with other options")
+    progress: bool = option(True, "no progress bars or summary", flag="--quiet")
+    storage_options: dict[str, Any] | None = option(None, None)
+
+
+RECORDED = ("clips", "resize", "audio", "selection", "storage")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Every option of a build, by group (in ``shardkin build --help``'s order)."""
+
+    clips: ClipOptions = field(default_factory=ClipOptions)
+    resize: ResizeOptions = field(default_factory=ResizeOptions)
+    audio: AudioOptions = field(default_factory=AudioOptions)
+    selection: SelectionOptions = field(default_factory=SelectionOptions)
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> BuildOptions:
+        """The options of :func:`shardkin.build`'s keyword arguments (defaults for those
+        left out), normalised as the manifest records them; TypeError for unknown names."""
+        unknown = sorted(set(kwargs) - set(option_names()))
+        if unknown:
+            raise TypeError(f"unknown build options: {', '.join(unknown)}")
+        given = cls(**{name: group(**{f.name: kwargs[f.name] for f in fields(group)
+                                      if f.name in kwargs})
+                       for name, group in option_groups().items()})
+        return given._normalised()
+
+    @classmethod
+    def from_manifest(cls, options: Mapping[str, Any]) -> BuildOptions:
+        """The options a manifest records; those it lacks (an older build) get their
+        defaults, and so do the execution options."""
+        recorded = {f.name for name in RECORDED for f in fields(option_groups()[name])}
+        return cls.from_kwargs(**{k: v for k, v in options.items() if k in recorded})
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest's ``options``: the recorded options by name (lists for tuples)."""
+        flat = {}
+        for name in RECORDED:
+            group = getattr(self, name)
+            for f in fields(group):
+                value = getattr(group, f.name)
+                flat[f.name] = list(value) if isinstance(value, tuple) else value
+        return flat
+
+    def _normalised(self) -> BuildOptions:
+        clips, sel, st = self.clips, self.selection, self.storage
+        return replace(
+            self,
+            clips=ClipOptions(int(clips.frames_per_clip),
+                              int(clips.step_between_clips or clips.frames_per_clip),
+                              float(clips.frame_rate) if clips.frame_rate else None),
+            resize=ResizeOptions(*(int(v) for v in astuple(self.resize))),
+            audio=AudioOptions(*(int(v) for v in astuple(self.audio))),
+            selection=replace(
+                sel, extensions=tuple(sorted(e.lower().lstrip(".") for e in sel.extensions)),
+                classes=tuple(sorted(sel.classes)) if sel.classes else None,
+                classes_from=os.fspath(sel.classes_from) if sel.classes_from else None,
+                annotations=os.fspath(sel.annotations) if sel.annotations else None,
+                seed=int(sel.seed)),
+            storage=replace(
+                st, shard_size=str(st.shard_size),
+                zstd_level=int(st.zstd_level) if st.video_codec == ZSTD else None,
+                jpeg_quality=int(st.jpeg_quality) if st.video_codec == JPEG else None),
+        )
+
+
+def option_groups() -> dict[str, type]:
+    """The option groups of :class:`BuildOptions`, by attribute name, in order."""
+    hints = get_type_hints(BuildOptions)
+    return {f.name: hints[f.name] for f in fields(BuildOptions)}
+
+
+def option_names() -> list[str]:
+    """The name of every option (the keyword arguments of :func:`shardkin.build`)."""
+    return [f.name for group in option_groups().values() for f in fields(group)]
+
+
+class Flag(NamedTuple):
+    """One ``shardkin build`` flag: its group title, spelling, option name and the other
+    arguments of ``argparse``'s ``add_argument`` (help, default, type, choices, action)."""
+
+    title: str
+    flag: str
+    dest: str
+    kwargs: dict[str, Any]
+
+
+def command_line() -> list[Flag]:
+    """The ``shardkin build`` flag of every option that has one, in ``--help``'s order."""
+    flags = []
+    for group in option_groups().values():
+        hints = get_type_hints(group)
+        for f in fields(group):
+            meta = f.metadata
+            if meta["help"] is None:
+                continue
+            kwargs: dict[str, Any] = {"help": meta["help"], "default": f.default}
+            if hints[f.name] is bool:
+                kwargs["action"] = "store_false" if f.default else "store_true"
+            elif meta["choices"]:
+                kwargs["choices"] = meta["choices"]
+            elif (parse := _parser(hints[f.name])) is not None:
+                kwargs["type"] = parse
+            flags.append(Flag(meta["title"] or group.TITLE,
+                              meta["flag"] or "--" + f.name.replace("_", "-"), f.name, kwargs))
+    return flags
+
+
+def comma_list(text: str) -> list[str]:
+    """``'a, b,,c'`` -> ``['a', 'b', 'c']``: how flags take lists."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _parser(hint: Any) -> Callable[[str], Any] | None:
+    """How a flag's text becomes the value of a field of type ``hint`` (None: as text)."""
+    base = next(a for a in (get_args(hint) if isinstance(hint, UnionType) else (hint,))
+                if a is not type(None))
+    if get_origin(base) is tuple:
+        return comma_list
+    return base if base in (int, float) else None
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, "t": 10**12, "tb": 10**12}
+
+
+def parse_size(text: str | int) -> int:
+    """``'256MB'`` -> 256000000; ``'1GiB'`` -> 1073741824; ints pass through."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"cannot read size {text!r}: use e.g. 512MB, 1GiB or a byte count")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])

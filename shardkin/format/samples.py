@@ -1,0 +1,107 @@
+"""Tar members grouped into samples: the one grouping every reader and ``verify`` use.
+
+Consecutive members sharing a key (the name up to its first dot) form a sample. A
+shardkin sample has one video member (any codec) and ``audio.npy``, ``cls`` and
+``json``. Readers iterate with ``strict=True``: an incomplete sample or a repeated
+member raises :class:`~shardkin.format.tar.ShardError`. ``verify`` iterates with
+``strict=False`` to be shown such samples and report them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .codecs import VIDEO_MEMBERS
+from .sample import AUDIO, LABEL, META, split_member
+from .tar import BLOCK, ShardError
+
+ALL_MEMBERS = (*VIDEO_MEMBERS, AUDIO, LABEL, META)
+
+
+class MemberReader(Protocol):
+    """What :func:`iter_samples` reads: :class:`~shardkin.format.tarread.TarReader` or
+    :class:`~shardkin.format.tarread.BlobReader`."""
+
+    source: str
+
+    def next(self) -> Any: ...
+    def read(self) -> Any: ...
+    def read_head(self, n: int) -> bytes: ...
+    def error(self, what: str, offset: int | None = None) -> ShardError: ...
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A member whose data stayed in the shard: where it is, and its first bytes."""
+
+    offset: int
+    size: int
+    head: bytes
+
+
+@dataclass
+class TarSample:
+    """One sample of a shard: its number, key, byte range (first header to the end of
+    its last member's padding) and the members read (None when it was not loaded)."""
+
+    index: int
+    key: str
+    offset: int
+    length: int = 0
+    members: dict[str, Any] | None = field(default_factory=dict)
+    extensions: list[str] = field(default_factory=list)  # every member's, in order
+
+
+def missing_members(extensions: Collection[str]) -> list[str]:
+    """The members a sample with these extensions lacks (empty when complete)."""
+    missing = [ext for ext in (AUDIO, LABEL, META) if ext not in extensions]
+    if not any(ext in extensions for ext in VIDEO_MEMBERS):
+        missing.insert(0, f"video ({' or '.join(VIDEO_MEMBERS)})")
+    return missing
+
+
+def iter_samples(
+    reader: MemberReader,
+    start: int = 0,
+    stop: int | None = None,
+    load: Callable[[int], bool] = lambda i: True,
+    wanted: Collection[str] = ALL_MEMBERS,
+    defer: Collection[str] = (),
+    head: int = 1024,
+    strict: bool = True,
+) -> Iterator[TarSample]:
+    """The samples ``start <= index < stop`` of a shard, in order.
+
+    Samples before ``start`` are walked over by their headers only. ``members`` maps
+    the ``wanted`` members to their data or, for those in ``defer``, to a
+    :class:`Deferred` holding their first ``head`` bytes; it is None when
+    ``load(index)`` is false (then nothing is read). ``strict``: every sample must be
+    complete, with no member twice, and at least ``stop`` samples must be there.
+    """
+    member = reader.next()
+    index = 0
+    end = 0 if member is None else member.offset - BLOCK  # where the next sample starts
+    while member is not None and (stop is None or index < stop):
+        key = split_member(member.name)[0]
+        take = index >= start and load(index)
+        sample = TarSample(index, key, end, members={} if take else None)
+        while member is not None and split_member(member.name)[0] == key:
+            ext = split_member(member.name)[1]
+            if strict and ext in sample.extensions:
+                raise reader.error(f"corrupt: sample {key} has two {ext} members", member.offset)
+            sample.extensions.append(ext)
+            if take and ext in wanted:
+                sample.members[ext] = (Deferred(member.offset, member.size, reader.read_head(head))
+                                       if ext in defer else reader.read())
+            end = member.offset + member.size + (-member.size % BLOCK)
+            member = reader.next()
+        sample.length = end - sample.offset
+        missing = missing_members(sample.extensions)
+        if strict and missing:
+            raise reader.error(f"incomplete: sample {key} has no {', '.join(missing)} member")
+        if index >= start:
+            yield sample
+        index += 1
+    if strict and stop is not None and index < stop:
+        raise reader.error(f"truncated: {index} samples where at least {stop} were expected")

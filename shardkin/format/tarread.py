@@ -1,0 +1,199 @@
+"""Streaming tar reading with hand-parsed 512-byte headers: members, not samples.
+
+:class:`TarReader` walks the members of a tar in any binary file object and, for
+each, reads its data (``readinto`` a fresh ``bytearray``), only its first bytes
+(:meth:`~TarReader.read_head`; the data is read later straight to where it is
+needed), or nothing, seeking past it. GNU long names (``L``) and PAX headers (``x``:
+``path``, ``size``) are honoured, other non-file members skipped. Truncation and
+corruption raise :class:`~shardkin.format.tar.ShardError` with the byte offset: a bad
+header checksum, a member or header cut short by the end of the file, a missing
+end-of-archive block. :class:`BlobReader` reads the members of bytes already in
+memory (one sample fetched by a range request) the same way, without copying.
+Grouping members into samples is :mod:`shardkin.format.samples`' job.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .tar import BLOCK, ShardError, header_fields, pax_records
+
+_FILE_TYPES = (b"0", b"\0", b"7")
+_SKIP_CHUNK = 1 << 20
+_READ_THROUGH = 16 << 10  # skip less than this by reading it with the next header
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    size: int
+    offset: int  # byte offset of the member's data
+
+
+class TarReader:
+    """Members of the tar in ``f`` from its current position; ``source`` names it in errors.
+
+    Call :meth:`next` for each member header, then :meth:`read` to get the data of
+    the member, or nothing to have it skipped: seeked over when large, else read
+    in one go with the next header (as is the padding after a read member). A
+    seekable file's length is taken once, so a skipped member that runs past the
+    end is caught without reading it. Suits unbuffered files (one system call a
+    header or payload); wrap slow streams in a buffer.
+    """
+
+    def __init__(self, f: BinaryIO, source: str, base: int = 0) -> None:
+        self._f = f
+        self.source = source
+        self._seekable = f.seekable()
+        self._pos = base  # for an unseekable stream: where in the shard it starts
+        self.size: int | None = None  # the file's length, when it can be known
+        if self._seekable:
+            self._pos = f.tell()
+            self.size = f.seek(0, io.SEEK_END)
+            f.seek(self._pos)
+        self._member: Member | None = None
+        self._unread = 0  # bytes before the next header: the member's data and padding
+
+    def error(self, what: str, offset: int | None = None) -> ShardError:
+        """A :class:`ShardError` naming the shard and the byte offset."""
+        at = f" at byte {self._pos if offset is None else offset}"
+        return ShardError(f"{self.source}: {what}{at}")
+
+    def _fill(self, buf: bytearray) -> int:
+        """Read into all of ``buf`` unless the file ends first; returns the bytes read."""
+        view, n = memoryview(buf), 0
+        while n < len(buf):
+            got = self._f.readinto(view[n:])
+            if not got:
+                break
+            n += got
+        self._pos += n
+        return n
+
+    def _truncated_member(self) -> ShardError:
+        m = self._member
+        return self.error(f"truncated: member {m.name} of {m.size} bytes runs past the end "
+                          f"of the file", m.offset)
+
+    def _skip(self, n: int) -> None:
+        if self._seekable:
+            if self._pos + n > self.size:
+                raise self._truncated_member()
+            self._f.seek(n, io.SEEK_CUR)
+            self._pos += n
+            return
+        while n:
+            got = self._fill(bytearray(min(n, _SKIP_CHUNK)))
+            if not got:
+                raise self._truncated_member()
+            n -= got
+
+    def _header(self) -> bytes:
+        """The next 512-byte block, after what is left of the current member."""
+        skip, self._unread = self._unread, 0
+        if skip > _READ_THROUGH:
+            self._skip(skip)
+            skip = 0
+        buf = bytearray(skip + BLOCK)
+        got = self._fill(buf)
+        if got < skip:
+            raise self._truncated_member()
+        if got < len(buf):
+            what = "no end-of-archive block" if got == skip else "header cut short"
+            raise self.error(f"truncated: {what}", self._pos - got + skip)
+        return bytes(buf[skip:])
+
+    def next(self) -> Member | None:
+        """The next file member, or None at the end of the archive."""
+        long_name: str | None = None
+        pax: dict[str, str] = {}
+        while True:
+            block = self._header()
+            start = self._pos - BLOCK
+            if block.count(0) == BLOCK:
+                self._member = None
+                return None
+            kind, name, size = self._parse(block, start, long_name, pax)
+            self._member, self._unread = Member(name, size, self._pos), size + (-size % BLOCK)
+            if kind in _FILE_TYPES:
+                return self._member
+            if kind in (b"L", b"x"):
+                data = bytes(self.read())
+                try:
+                    if kind == b"L":
+                        long_name = data.split(b"\0", 1)[0].decode("utf-8")
+                    else:
+                        pax = pax_records(data)
+                except ValueError as e:
+                    raise self.error(f"corrupt: unreadable {kind.decode()} header ({e})",
+                                     start) from None
+            else:  # directories, links, global PAX headers, ...: skipped with their data
+                long_name, pax = None, {}
+
+    def _parse(self, block: bytes, start: int, long_name: str | None,
+               pax: dict[str, str]) -> tuple[bytes, str, int]:
+        try:
+            return header_fields(block, long_name, pax)
+        except ValueError as e:
+            raise self.error(f"corrupt: {e}", start) from None
+
+    def read(self) -> bytearray:
+        """The data of the current member (a writable buffer, read once)."""
+        data = bytearray(self._member.size)
+        if self._fill(data) != len(data):
+            raise self._truncated_member()
+        self._unread -= len(data)  # the padding, read with the next header
+        return data
+
+    def read_head(self, n: int) -> bytes:
+        """The first ``n`` bytes of the current member's data (fewer if it is shorter);
+        the rest is skipped by :meth:`next`."""
+        head = bytearray(min(n, self._member.size))
+        if self._fill(head) != len(head):
+            raise self._truncated_member()
+        self._unread -= len(head)
+        return bytes(head)
+
+
+class BlobReader:
+    """The members of a byte range already in memory (no end-of-archive block needed);
+    :meth:`read` returns views of it, not copies. ``base`` is the range's offset in
+    ``source``, for errors."""
+
+    def __init__(self, data: bytes | bytearray | memoryview, source: str, base: int = 0) -> None:
+        self._view, self.source, self._base = memoryview(data), source, base
+        self.size = None
+        self._pos = 0
+        self._member: Member | None = None
+
+    def error(self, what: str, offset: int | None = None) -> ShardError:
+        at = self._base + (self._pos if offset is None else offset)
+        return ShardError(f"{self.source}: {what} at byte {at}")
+
+    def next(self) -> Member | None:
+        if self._member is not None:
+            self._pos = self._member.offset + self._member.size + (-self._member.size % BLOCK)
+        if self._pos >= len(self._view) or not any(self._view[self._pos : self._pos + BLOCK]):
+            self._member = None
+            return None
+        if self._pos + BLOCK > len(self._view):
+            raise self.error("truncated: header cut short")
+        try:
+            kind, name, size = header_fields(bytes(self._view[self._pos : self._pos + BLOCK]))
+        except ValueError as e:
+            raise self.error(f"corrupt: {e}") from None
+        if kind not in _FILE_TYPES:
+            raise self.error(f"corrupt: member {name} is not a plain file")
+        self._member = Member(name, size, self._pos + BLOCK)
+        if self._member.offset + size > len(self._view):
+            raise self.error(f"truncated: member {name} of {size} bytes runs past the end "
+                             "of the sample", self._member.offset)
+        return self._member
+
+    def read(self) -> memoryview:
+        m = self._member
+        return self._view[m.offset : m.offset + m.size]
+
+    def read_head(self, n: int) -> bytes:
+        return bytes(self.read()[:n])

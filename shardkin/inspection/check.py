@@ -1,0 +1,238 @@
+"""The rules of ``shardkin verify``: :class:`SplitCheck` is fed a split's manifest, then
+its samples one at a time, the bytes each shard hashed to and ``index.npy``, and
+reports each problem as one line that starts with the shard (and key) it is about.
+It does no I/O: :func:`~shardkin.inspection.verify.verify_split` reads the split.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..format.codecs import MEMBER, RAW, decode_sample_video
+from ..format.manifest import Manifest
+from ..format.npy import decode_npy
+from ..format.sample import AUDIO, LABEL, META, decode_label, decode_meta, parse_key
+from ..format.samples import TarSample
+from ..format.tar import ShardError
+
+INDEX_PROBLEMS_SHOWN = 5
+
+
+def _digest(sha256: str | None) -> str:
+    return f"sha256 {sha256[:16]}..." if sha256 else "no sha256"
+
+
+def size_problem(width: int, height: int, options: dict[str, Any]) -> str | None:
+    """Why ``width x height`` frames cannot come from these resize options, or None."""
+    w, h = options.get("width") or 0, options.get("height") or 0
+    short, long = options.get("min_dimension") or 0, options.get("max_dimension") or 0
+    if w or h:
+        ok = (not w or width == w) and (not h or height == h)
+        want = f"width={w or 'any'} height={h or 'any'}"
+    elif short and long:
+        ok, want = sorted((width, height)) == sorted((short, long)), f"{long}x{short} or {short}x{long}"
+    elif short:
+        ok, want = min(width, height) == short, f"short side {short}"
+    elif long:
+        ok, want = max(width, height) == long, f"long side {long}"
+    else:
+        return None
+    return None if ok else f"frames are {width}x{height}, the resize options give {want}"
+
+
+class SplitCheck:
+    """The rules a split's samples must satisfy; feed it shards in manifest order."""
+
+    def __init__(self, manifest: Manifest,
+                 on_problem: Callable[[str], Any] = lambda line: None) -> None:
+        self.manifest = manifest
+        self.options = manifest.options
+        self.members = (MEMBER[self.options.get("video_codec") or RAW], AUDIO, LABEL, META)
+        self.classes = manifest.classes
+        self.shards = manifest.shards
+        self.videos = {v["video_index"]: v for v in manifest.videos}
+        self.problems: list[str] = []
+        self._on_problem = on_problem
+        self._frames = self.options.get("frames_per_clip")
+        self._where: dict[str, tuple[int, int, int]] = {}  # key -> (shard number, offset, length)
+        self._clips: dict[int, list[int]] = defaultdict(list)  # video -> clip indices as read
+        self._sizes: dict[int, tuple[int, int]] = {}  # video -> (width, height) of its frames
+        self._unread: set[str] = set()  # shards not read to the end
+        self._check_manifest()
+
+    def problem(self, where: str, what: str) -> None:
+        line = f"{where}: {what}"
+        self.problems.append(line)
+        self._on_problem(line)
+
+    def _check_manifest(self) -> None:
+        """The manifest against itself: totals, shard clip counts, labels."""
+        t, shards = self.manifest.totals, self.shards
+        names = [s.name for s in shards]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            self.problem("manifest", f"shard {name} is listed twice")
+        if len(self.videos) != len(self.manifest.videos):
+            self.problem("manifest", "video_index values repeat")
+        for what, value in (("clips", sum(s.clips for s in shards)),
+                            ("bytes", sum(s.bytes for s in shards)), ("shards", len(shards))):
+            if t.get(what) != value:
+                self.problem("manifest", f"totals.{what} is {t.get(what)}, its shards add up to {value}")
+        per_shard: dict[str, int] = defaultdict(int)
+        for v in self.manifest.videos:
+            per_shard[v["shard"]] += v["clips"]
+            if not 0 <= v["label"] < len(self.classes):
+                self.problem("manifest", f"video {v['video_index']} ({v['path']}) has label "
+                                         f"{v['label']}, beyond the {len(self.classes)} classes")
+        for s in shards:
+            if per_shard[s.name] != s.clips:
+                self.problem(s.name, f"the manifest says {s.clips} clips, its videos "
+                                     f"there add up to {per_shard[s.name]}")
+
+    def sample(self, shard: int, s: TarSample) -> None:
+        """Check one sample of shard number ``shard`` (manifest order)."""
+        name = self.shards[shard].name
+        where = f"{name} {s.key}"
+        if s.key in self._where:
+            self.problem(where, f"duplicate key (also in {self.shards[self._where[s.key][0]].name})")
+            return
+        self._where[s.key] = (shard, s.offset, s.length)
+        counts = Counter(s.extensions)
+        for ext in (ext for ext, n in counts.items() if n > 1):
+            self.problem(where, f"two {ext} members")
+        unknown = [ext for ext in counts if ext not in self.members]
+        if unknown:
+            self.problem(where, f"unknown member(s) {', '.join(unknown)}")
+        missing = [ext for ext in self.members if ext not in counts]
+        if missing:
+            self.problem(where, f"incomplete: no {', '.join(missing)} member")
+            return
+        try:
+            video, audio = decode_sample_video(s.members), decode_npy(s.members[AUDIO])
+            label, meta = decode_label(s.members[LABEL]), decode_meta(s.members[META])
+        except Exception as e:  # whatever a corrupt payload raises is a finding, not a crash
+            self.problem(where, f"undecodable: {type(e).__name__}: {e}")
+            return
+        try:
+            index, clip = parse_key(s.key)
+        except ValueError as e:
+            self.problem(where, f"not a shardkin sample: {e}")
+            return
+        if not isinstance(meta, dict):
+            self.problem(where, "not a shardkin sample: its json is not an object")
+            return
+        self._check_contents(where, index, clip, video, audio, label, meta, name)
+
+    def _check_contents(self, where: str, vi: int, ci: int, video: np.ndarray, audio: np.ndarray,
+                        label: int, meta: dict[str, Any], shard: str) -> None:
+        if (meta.get("video_index"), meta.get("clip_index")) != (vi, ci):
+            self.problem(where, f"json says video {meta.get('video_index')} clip "
+                                f"{meta.get('clip_index')}, the key video {vi} clip {ci}")
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[3] != 3:
+            self.problem(where, f"video is {video.dtype} {list(video.shape)}, not uint8 [T,H,W,3]")
+        else:
+            self._check_frames(where, vi, video.shape)
+        if audio.dtype != np.float32 or audio.ndim != 2:
+            self.problem(where, f"audio is {audio.dtype} {list(audio.shape)}, not float32 [C,S]")
+        elif self.options.get("audio_channels") and audio.shape[0] != self.options["audio_channels"]:
+            self.problem(where, f"audio has {audio.shape[0]} channels, "
+                                f"audio_channels is {self.options['audio_channels']}")
+        if self.options.get("frame_rate") and meta.get("fps") != self.options["frame_rate"]:
+            self.problem(where, f"json fps {meta.get('fps')}, frame_rate is {self.options['frame_rate']}")
+        if not 0 <= label < len(self.classes):
+            self.problem(where, f"cls {label} is beyond the {len(self.classes)} classes")
+        elif meta.get("class") != self.classes[label]:
+            self.problem(where, f"json class {meta.get('class')!r}, but cls {label} is "
+                                f"{self.classes[label]!r}")
+        v = self.videos.get(vi)
+        if v is None:
+            self.problem(where, f"video {vi} is not in the manifest")
+            return
+        if not label == meta.get("label") == v["label"]:
+            self.problem(where, f"label mismatch: cls {label}, json {meta.get('label')}, "
+                                f"manifest {v['label']} for {v['path']}")
+        if meta.get("path") != v["path"]:
+            self.problem(where, f"json path {meta.get('path')!r}, the manifest's video {vi} is {v['path']!r}")
+        if v["shard"] != shard:
+            self.problem(where, f"the manifest puts video {vi} in {v['shard'] or 'no shard'}")
+        self._clips[vi].append(ci)
+
+    def _check_frames(self, where: str, vi: int, shape: tuple[int, ...]) -> None:
+        frames, height, width = shape[:3]
+        if self._frames is None:  # no frames_per_clip option: all clips must agree
+            self._frames = frames
+        if frames != self._frames:
+            self.problem(where, f"{frames} frames, frames_per_clip is {self._frames}")
+        wrong = size_problem(width, height, self.options)
+        if wrong:
+            self.problem(where, wrong)
+        first = self._sizes.setdefault(vi, (width, height))
+        if first != (width, height):
+            self.problem(where, f"frames are {width}x{height}, the first clip of video {vi} "
+                                f"has {first[0]}x{first[1]}")
+
+    def shard_read(self, shard: int, samples: int, size: int, sha256: str,
+                   error: ShardError | None = None) -> None:
+        """After reading shard number ``shard``: its bytes and, if read to the end, its count."""
+        s = self.shards[shard]
+        if size != s.bytes or (s.sha256 and sha256 != s.sha256):
+            self.problem(s.name, f"checksum mismatch: {size} bytes, {_digest(sha256)}, "
+                                 f"the manifest has {s.bytes} bytes, {_digest(s.sha256)}")
+        if error is not None:
+            self._unread.add(s.name)
+            self.problem(s.name, f"unreadable after {samples} samples: {error}")
+        elif samples != s.clips:
+            self.problem(s.name, f"{samples} samples, the manifest says {s.clips} clips")
+
+    def shard_missing(self, shard: int, url: str) -> None:
+        self._unread.add(self.shards[shard].name)
+        self.problem(self.shards[shard].name, f"missing: in the manifest, but {url} does not exist")
+
+    def shard_unlisted(self, name: str) -> None:
+        self.problem(name, "on disk but not in the manifest (left from another build? remove it)")
+
+    def index(self, name: str, data: bytes | None, url: str) -> None:
+        """Check ``index.npy``: its bytes, and (all shards read) that each row locates its clip."""
+        entry, clips = self.manifest.index, self.manifest.totals.get("clips")
+        if data is None:
+            self.problem(name, f"missing: in the manifest, but {url} does not exist")
+            return
+        sha = hashlib.sha256(data).hexdigest()
+        if (len(data), sha) != (entry.bytes, entry.sha256):
+            self.problem(name, f"checksum mismatch: {len(data)} bytes, {_digest(sha)}, the "
+                               f"manifest has {entry.bytes} bytes, {_digest(entry.sha256)}")
+        try:
+            rows = decode_npy(data)
+        except Exception as e:  # a corrupt file is a finding, whatever it raises
+            self.problem(name, f"undecodable: {type(e).__name__}: {e}")
+            return
+        keys = sorted(self._where)
+        if rows.dtype != np.int64 or rows.shape != (clips, 3):
+            self.problem(name, f"{rows.dtype} {list(rows.shape)}, expected int64 [{clips}, 3]")
+        elif not self._unread and len(keys) == len(rows):
+            want = np.array([self._where[k] for k in keys], np.int64).reshape(-1, 3)
+            bad = np.flatnonzero((rows != want).any(axis=1))
+            for i in bad[:INDEX_PROBLEMS_SHOWN]:
+                self.problem(name, f"row {i} is {rows[i].tolist()}, clip {keys[i]} is at "
+                                   f"{want[i].tolist()} (shard number, offset, length)")
+            if len(bad) > INDEX_PROBLEMS_SHOWN:
+                self.problem(name, f"... and {len(bad) - INDEX_PROBLEMS_SHOWN} more wrong rows")
+
+    def finish(self) -> list[str]:
+        """Check every video's clips (0..n-1, in order) against the manifest; all problems."""
+        for vi, v in sorted(self.videos.items()):
+            if v["shard"] in self._unread:
+                continue
+            seen, want = self._clips.get(vi, []), list(range(v["clips"]))
+            if seen == want:
+                continue
+            where = f"{v['shard'] or 'manifest'} video {vi} ({v['path']})"
+            if len(seen) != len(want):
+                self.problem(where, f"{len(seen)} clips in the shards, the manifest says {v['clips']}")
+            else:
+                self.problem(where, f"clip indices {seen[:8]}{'...' if len(seen) > 8 else ''} "
+                                    f"are not 0..{len(want) - 1} in order")
+        return self.problems

@@ -1,0 +1,161 @@
+"""Batching clips: :func:`collate` for items, :func:`collate_refs` to read clips straight
+into their batch (one read a clip, no stacking copy without a transform)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from numbers import Number
+from typing import Any
+
+import torch
+
+from ..format.sample import parse_key
+from .memory import Alloc, empty
+from .records import Array, ClipRef, load_clip, read_array, read_video
+
+
+def _same_shapes(shapes: set[tuple[int, ...]]) -> None:
+    if len(shapes) > 1:
+        raise ValueError(f"cannot batch clips of different shapes {sorted(shapes)}: build the "
+                         "shards at one size (width and height) or crop in a transform")
+
+
+def _memory_order(t: torch.Tensor) -> tuple[int, ...]:
+    """The dimensions of ``t`` from the largest stride to the smallest."""
+    return tuple(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+
+
+def stack(tensors: Sequence[torch.Tensor], alloc: Alloc = empty) -> torch.Tensor:
+    """``torch.stack`` into memory from ``alloc`` (by default shared, in a worker).
+
+    Views laid out alike (e.g. crops of ``[T, C, H, W]`` views of ``[T, H, W, C]``
+    clips) are stacked in their memory order, a copy of contiguous runs instead of
+    a gather, and the batch is returned as the same view of that memory.
+    """
+    _same_shapes({tuple(t.shape) for t in tensors})
+    order = _memory_order(tensors[0])
+    if any(_memory_order(t) != order for t in tensors):
+        order = tuple(range(tensors[0].dim()))
+    inner = [t.permute(order) for t in tensors]
+    out = alloc((len(inner), *inner[0].shape), inner[0].dtype)
+    torch.stack(inner, out=out)
+    back = sorted(range(len(order)), key=lambda d: order[d])
+    return out.permute(0, *(d + 1 for d in back))
+
+
+def pad_audio(audios: Sequence[torch.Tensor], alloc: Alloc = empty
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, C, S]`` zero-padded to the most channels and samples, and each clip's ``S``."""
+    channels = max(a.shape[0] for a in audios)
+    samples = max(a.shape[1] for a in audios)
+    out = alloc((len(audios), channels, samples), torch.float32)
+    out.zero_()
+    for i, a in enumerate(audios):
+        out[i, : a.shape[0], : a.shape[1]] = a
+    return out, _tensor([a.shape[1] for a in audios], alloc)
+
+
+def _tensor(values: Sequence[Any], alloc: Alloc) -> torch.Tensor:
+    """``torch.tensor(values)`` in memory from ``alloc``."""
+    t = torch.tensor(values)
+    return alloc(t.shape, t.dtype).copy_(t)
+
+
+def _audio(audios: Sequence[torch.Tensor], audio: str,
+           alloc: Alloc) -> tuple[Any, torch.Tensor | None]:
+    return (list(audios), None) if audio == "list" else pad_audio(audios, alloc)
+
+
+def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = False,
+            alloc: Alloc = empty) -> Any:
+    """Batch :class:`ShardDataset` items (tuples or dicts), e.g. as a DataLoader ``collate_fn``.
+
+    Videos (and any other tensors) are stacked; labels and numbers become int64 or
+    float tensors; strings stay lists. Audio of unequal length: ``audio="pad"``
+    zero-pads to ``[B, C_max, S_max]`` (dicts also get ``audio_lengths``, tuples
+    get it appended as a fourth element when ``audio_lengths=True``);
+    ``audio="list"`` keeps a list of ``[C, S]`` tensors.
+    """
+    if isinstance(samples[0], dict):
+        batch: dict[str, Any] = {}
+        for key in samples[0]:
+            values = [s[key] for s in samples]
+            if key == "audio":
+                batch["audio"], lengths = _audio(values, audio, alloc)
+                if lengths is not None:
+                    batch["audio_lengths"] = lengths
+            elif isinstance(values[0], torch.Tensor):
+                batch[key] = stack(values, alloc)
+            elif isinstance(values[0], Number) and not isinstance(values[0], bool):
+                batch[key] = _tensor(values, alloc)
+            else:
+                batch[key] = values
+        return batch
+    videos, audios, labels = zip(*samples)
+    video = stack(videos, alloc)
+    sound, lengths = _audio(audios, audio, alloc)
+    out = (video, sound, _tensor(labels, alloc))
+    return out + (lengths,) if audio_lengths and lengths is not None else out
+
+
+class ClipBuffers:
+    """Per-clip video tensors reused from batch to batch (for transforms)."""
+
+    def __init__(self) -> None:
+        self._free: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        self._lent: list[torch.Tensor] = []
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        free = self._free.setdefault(shape, [])
+        tensor = free.pop() if free else torch.empty(shape, dtype=torch.uint8)
+        self._lent.append(tensor)
+        return tensor
+
+    def give_back(self) -> None:
+        """All tensors taken are free again: their batch has been collated (copied)."""
+        for tensor in self._lent:
+            self._free[tuple(tensor.shape)].append(tensor)
+        self._lent = []
+
+
+def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
+                    audio_lengths: bool = False, alloc: Alloc = empty,
+                    buffers: ClipBuffers | None = None) -> Any:
+    """Read and batch clips as :func:`collate` batches the items of ``ds`` (a
+    ``ShardDataset``: its transform, output format and dict choice apply).
+
+    Without a transform each video is read straight into its place in the batch
+    (stored ``[T, H, W, C]`` layout; the batch is then a permuted view). With one,
+    videos are read into ``buffers`` (reused once the batch is made: transforms
+    must not keep references to their input), transformed, then stacked.
+    """
+    if ds.transform is not None:
+        def take(r: ClipRef) -> torch.Tensor | None:
+            raw = buffers is not None and isinstance(r.video, Array)
+            return buffers.take(r.video.shape) if raw else None
+
+        items = [ds.sample(load_clip(r, take(r))) for r in refs]
+        return collate(items, audio, audio_lengths, alloc)
+    if all(isinstance(r.video, Array) for r in refs):
+        _same_shapes({r.video.shape for r in refs})
+        video = alloc((len(refs), *refs[0].video.shape), torch.uint8)  # [B, T, H, W, C]
+        for i, r in enumerate(refs):
+            read_array(r.video, video[i])
+    else:  # compressed: decoded, then stacked
+        video = stack([read_video(r.video) for r in refs], alloc)
+    sound, lengths = _audio([read_array(r.audio) for r in refs], audio, alloc)
+    labels = _tensor([r.label for r in refs], alloc)
+    if ds.return_dict:
+        indices = [parse_key(r.key) for r in refs]
+        batch = {"video": video.permute(0, 4, 1, 2, 3), "audio": sound}
+        if lengths is not None:
+            batch["audio_lengths"] = lengths
+        batch.update(label=labels,
+                     video_name=[os.path.basename(r.meta["path"]) for r in refs],
+                     video_index=_tensor([v for v, _ in indices], alloc),
+                     clip_index=_tensor([k for _, k in indices], alloc))
+        return batch
+    if ds.output_format == "TCHW":
+        video = video.permute(0, 1, 4, 2, 3)
+    out = (video, sound, labels)
+    return out + (lengths,) if audio_lengths and lengths is not None else out

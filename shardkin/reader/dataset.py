@@ -1,0 +1,268 @@
+"""``ShardDataset``: clips of a shardkin build as an iterable PyTorch dataset.
+
+Each epoch is cut across ranks, DataLoader workers and lanes by :mod:`.partition`
+(pure functions of the manifest's counts, ``seed`` and ``epoch``); lanes are read by
+:mod:`.lanes` and mixed through a shuffle buffer; clips are decoded by :mod:`.records`.
+
+Reading: lanes walk their shards by tar headers, reading only each payload's npy
+header, so the shuffle buffer holds clip locations (a few hundred bytes each), not
+pixels; a clip's arrays are read when it leaves the buffer, with one positioned read
+straight into their destination (the batch, with :func:`shardkin.make_loader`).
+Compressed video members (``zstd``, ``jpeg`` codecs) wait in the buffer compressed
+and are decoded when read.
+
+Memory: the buffer is nearly free, so the default 1024 costs about 1 MB a worker;
+clips are read only into the batches (see :mod:`.loader`). Each worker keeps open the
+shards its buffered clips lie in (``interleave`` at a time, a few more briefly). At
+the defaults, on Kinetics-like data (18 clips a video stored together), about 1% of
+consecutive clips come from the same video and runs are at most 3 long.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import IterableDataset
+
+from ..format.options import parse_size
+from ..format.sample import META
+from ..format.samples import ALL_MEMBERS
+from ..store.cache import ShardCache
+from ..store.split import open_split
+from .env import dist_rank, worker_id
+from .items import check_output_format, make_item
+from .lanes import DELIVERED, read_lane, substitute
+from .partition import Span, mix, per_rank, worker_lanes
+from .records import ClipRef, LoadedClip, check_on_error, load_clip
+
+STATE_VERSION = 1
+
+
+class ResumePoint(NamedTuple):
+    """Clips each of ``num_workers`` workers had handed out of ``epoch``."""
+
+    epoch: int
+    num_workers: int
+    delivered: tuple[int, ...]
+
+
+class ShardDataset(IterableDataset):
+    """Shuffled clips of a shardkin build, split exactly across ranks and workers.
+
+    ``source``: a build folder (with ``split``), a split folder, or a
+    ``manifest.json``; local, or a URL on object storage (``s3://``, ``gs://``,
+    ``https://``, any fsspec URL; ``storage_options`` go to fsspec); or shard
+    paths or URLs (a list, or a brace pattern ``.../train-{000000..000009}.tar``)
+    of one split folder, whose manifest gives their clip counts. Items are like
+    ``torchvision.datasets.Kinetics``: ``(video, audio, label)`` with ``video`` a
+    uint8 tensor ``[T, C, H, W]`` (``output_format="TCHW"``, a permuted view) or
+    ``[T, H, W, C]`` (``"THWC"``), ``audio`` float32 ``[C, S]``, ``label`` an int;
+    ``transform`` is applied to ``video``. ``return_dict=True`` gives PyTorchVideo's
+    dict instead (``video`` ``[C, T, H, W]``, ``audio``, ``label``, ``video_name``,
+    ``video_index``, ``clip_index``), ``transform`` applied to the dict.
+
+    ``rank``/``world_size`` default to ``torch.distributed``'s when it is
+    initialised, else 0 and 1. ``len(ds)`` is the exact number of clips this rank
+    yields an epoch, whatever the number of DataLoader workers (module docstring:
+    and :mod:`.partition`: how the epoch is cut, what is dropped or repeated, memory). Call
+    :meth:`set_epoch` before each epoch; it reaches persistent workers too.
+
+    ``on_error="raise"`` (default) stops at a truncated or corrupt shard or
+    sample with :class:`ShardError`; ``"skip"`` warns and hands out, in place of
+    each unreadable clip, a repeat of a readable one from the same worker, so
+    every rank keeps the same count (no DDP hang). Damage found only when a clip
+    is read (a compressed member that does not decode, a shard changed during the
+    epoch) raises in both modes.
+
+    Object storage: each lane streams its shard range in range requests of up to
+    8 MiB, one ahead in flight; a failed read (connection reset, 5xx, timeout) is
+    retried from its first byte with exponential backoff, ``attempts`` times, then
+    raises :class:`ShardError` naming the shard and range. Streamed clips wait in the
+    shuffle buffer with their bytes (about ``shuffle_buffer`` clips' worth a
+    worker). ``cache_dir`` keeps the shards read on local disk (by sha256, verified,
+    at most ``cache_size`` bytes, least recently used removed first, shared by all
+    processes of the machine); later epochs read them like local files.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | Sequence[str],
+        split: str | None = "train",
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        output_format: str = "TCHW",
+        transform: Callable[[Any], Any] | None = None,
+        return_dict: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_remainder: bool = True,
+        shuffle_buffer: int = 1024,
+        interleave: int = 32,
+        on_error: str = "raise",
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        cache_size: str | int = "100GB",
+        attempts: int = 5,
+    ) -> None:
+        check_output_format(output_format)
+        check_on_error(on_error)
+        if shuffle_buffer < 1 or interleave < 1:
+            raise ValueError("shuffle_buffer and interleave must be >= 1")
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither (torch.distributed's)")
+        rank, world_size = (rank, world_size) if rank is not None else dist_rank()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in range(world_size={world_size})")
+        self.split_source = open_split(source, split, storage_options=storage_options,
+                                       attempts=attempts)
+        where = self.split_source.where
+        remote = self.split_source.folder.remote
+        if cache_dir is not None and remote:
+            self.split_source.cache = ShardCache(cache_dir, parse_size(cache_size))
+        elif cache_dir is not None:
+            warnings.warn(f"shardkin: {where} is local: its shards are read in place, "
+                          "cache_dir is not used", stacklevel=2)
+        self.cache = self.split_source.cache
+        self.split = self.split_source.manifest.split
+        self.classes: list[str] = self.split_source.manifest.classes
+        self._clips = [s.clips for s in self.split_source.shards]
+        self.total_clips = sum(self._clips)
+        if per_rank(self.total_clips, world_size, drop_remainder) == 0:
+            raise ValueError(f"{where} holds {self.total_clips} clips, fewer than world_size="
+                             f"{world_size}: use fewer ranks or a larger dataset")
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
+        self.output_format, self.transform, self.return_dict = output_format, transform, return_dict
+        self.drop_remainder, self.on_error = drop_remainder, on_error
+        self.shuffle_buffer = shuffle_buffer if shuffle else 1
+        self.interleave = interleave if shuffle else 1
+        self._wanted = ALL_MEMBERS if return_dict else tuple(m for m in ALL_MEMBERS if m != META)
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._resume: ResumePoint | None = None
+        self._progress: ResumePoint | None = None
+
+    # -- epochs and resume ---------------------------------------------------------
+
+    def __len__(self) -> int:
+        return per_rank(self.total_clips, self.world_size, self.drop_remainder)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's order (seen by persistent workers too); drops a resume for another."""
+        self._epoch[0] = int(epoch)
+        if self._resume is not None and self._resume.epoch != epoch:
+            self._resume = None
+
+    def _identity(self) -> dict[str, Any]:
+        shards = json.dumps([[s.name, s.clips] for s in self.split_source.shards])
+        return {"version": STATE_VERSION, "shards": hashlib.sha256(shards.encode()).hexdigest(),
+                "seed": self.seed, "shuffle": self.shuffle, "world_size": self.world_size,
+                "drop_remainder": self.drop_remainder, "shuffle_buffer": self.shuffle_buffer,
+                "interleave": self.interleave}
+
+    def make_state(self, epoch: int, num_workers: int, delivered: Sequence[int]) -> dict[str, Any]:
+        """A resumable state: clips of ``epoch`` each worker has handed out."""
+        return {**self._identity(), "epoch": epoch, "num_workers": num_workers,
+                "delivered": list(delivered)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the epoch being iterated in this process (or num_workers=0).
+
+        With DataLoader workers, take the state from :func:`shardkin.make_loader`'s
+        loader instead: this process does not see what workers hand out.
+        """
+        for p in (self._resume, self._progress):
+            if p is not None and p.epoch == self.epoch:
+                return self.make_state(p.epoch, p.num_workers, p.delivered)
+        return self.make_state(self.epoch, 1, [0])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue ``state``'s epoch where it stopped (same world size and workers)."""
+        mine = self._identity()
+        diff = sorted(k for k in mine if state.get(k) != mine[k])
+        if diff:
+            shown = ", ".join(f"{k}: saved {state.get(k)!r}, now {mine[k]!r}" for k in diff)
+            raise ValueError(f"cannot resume: the state was taken with other settings ({shown}); "
+                             "resume with the same dataset, options and world size")
+        self._resume = ResumePoint(int(state["epoch"]), int(state["num_workers"]),
+                                   tuple(int(d) for d in state["delivered"]))
+        self._epoch[0] = self._resume.epoch
+
+    def resume_point(self) -> ResumePoint | None:
+        """The state loaded by :meth:`load_state_dict` for the current epoch, until an
+        iteration takes it (a loader reads it before starting its workers)."""
+        p = self._resume
+        return p if p is not None and p.epoch == self.epoch else None
+
+    def clear_resume(self) -> None:
+        """Forget the loaded state: the workers that resume from it have taken their copy."""
+        self._resume = None
+
+    def _take_resume(self, epoch: int, worker: int, num_workers: int) -> int:
+        """Clips this worker already handed out this epoch; consumes the resume."""
+        resume, self._resume = self._resume, None
+        if resume is None or resume.epoch != epoch:
+            return 0
+        if resume.num_workers != num_workers:
+            raise ValueError(f"cannot resume: the state was taken with {resume.num_workers} "
+                             f"worker(s), this loader has {num_workers}; use the same num_workers")
+        return resume.delivered[worker]
+
+    # -- reading -------------------------------------------------------------------
+
+    def lanes(self, epoch: int, worker: int, num_workers: int) -> list[list[Span]]:
+        return worker_lanes(self._clips, seed=self.seed, epoch=epoch, rank=self.rank,
+                            world_size=self.world_size, worker=worker, num_workers=num_workers,
+                            interleave=self.interleave, shuffle=self.shuffle,
+                            drop_remainder=self.drop_remainder,
+                            min_lane=max(1, self.shuffle_buffer // 8))
+
+    def stream(self, worker: int, num_workers: int) -> Iterator[tuple[ClipRef, bool]]:
+        """This worker's clips for the current epoch, as ``(ref, is_substitute)``; read
+        them with :func:`~shardkin.reader.records.load_clip`."""
+        epoch = self.epoch
+        skip = self._take_resume(epoch, worker, num_workers)
+        lanes = self.lanes(epoch, worker, num_workers)
+        lengths = [sum(s.stop - s.start for s in lane) for lane in lanes]
+        seed = f"shardkin/{self.seed}/{epoch}/{self.rank}/{worker}/{num_workers}"
+        done: set[tuple[int, int]] = set()
+        if skip:  # replay the draws over positions only
+            positions = [zip(itertools.repeat(lane), range(n)) for lane, n in enumerate(lengths)]
+            done = set(itertools.islice(
+                mix(positions, lengths, random.Random(seed), self.shuffle_buffer), skip))
+        readers = [read_lane(self.split_source, lane, spans, done, self._wanted, self.on_error)
+                   for lane, spans in enumerate(lanes)]
+        items = mix(readers, lengths, random.Random(seed), self.shuffle_buffer)
+        for _ in range(skip):
+            if next(items) is not DELIVERED:
+                raise RuntimeError("shardkin: resume replay diverged")  # a bug, not bad data
+        yield from substitute(items)
+
+    def sample(self, clip: LoadedClip) -> Any:
+        """The user-facing item for ``clip`` (tuple or dict), transform applied."""
+        return make_item(clip.video, clip.audio, clip.label, clip.key,
+                         clip.meta["path"] if clip.meta else None, self.output_format,
+                         self.transform, self.return_dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        worker, num_workers = worker_id()
+        epoch = self.epoch
+        pending = self._resume
+        delivered = [0] * num_workers
+        if pending is not None and pending.epoch == epoch and pending.num_workers == num_workers:
+            delivered = list(pending.delivered)
+        for ref, _ in self.stream(worker, num_workers):
+            clip = load_clip(ref)
+            delivered[worker] += 1
+            self._progress = ResumePoint(epoch, num_workers, tuple(delivered))
+            yield self.sample(clip)

@@ -1,0 +1,105 @@
+"""``shardkin.Kinetics``: a map-style dataset over a build, indexed like torchvision's.
+
+Index ``i`` is the clip torchvision's ``Kinetics`` gives at ``i`` on the same tree and
+options (class order, video order within a class, clip order within a video). Start-up
+reads the manifest's head and ``index.npy`` only; each item is one positioned read
+(``preadv``, safe in forked DataLoader workers) or one range request on object storage,
+retried with backoff when it fails (:func:`shardkin.store.folder.retried`). Its members
+are grouped and decoded by the same code as ``ShardDataset``'s
+(:mod:`shardkin.format.samples`, :mod:`.records`), with the same checks and errors.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ..format.options import TORCHVISION_ARGS
+from ..format.sample import META
+from ..format.samples import ALL_MEMBERS, iter_samples
+from ..format.tar import ShardError
+from ..format.tarread import BlobReader
+from ..store.split import open_split
+from .items import check_output_format, make_item
+from .records import check_on_error, clip_ref, load_clip
+
+
+class Kinetics(Dataset):
+    """Clip ``i`` of a build, as ``torchvision.datasets.Kinetics(...)[i]`` returns it.
+
+    ``source``: a build folder or URL with ``split``, a split folder, or a manifest.
+    Clip arguments given (``frames_per_clip``, ``step_between_clips``, ``frame_rate``,
+    torchvision's ``_video_*``/``_audio_*``) must equal the build's options, or a
+    ``ValueError`` says which differ; left out, the build's are used.
+    ``output_format``, ``transform`` and ``return_dict`` are as in ``ShardDataset``.
+    A damaged clip raises :class:`~shardkin.format.tar.ShardError` naming the shard and
+    byte range; ``on_error="skip"`` warns and returns the next readable clip instead.
+    """
+
+    def __init__(self, source: str | os.PathLike, split: str | None = "train", *,
+                 output_format: str = "TCHW", transform: Callable[[Any], Any] | None = None,
+                 return_dict: bool = False, on_error: str = "raise",
+                 storage_options: dict | None = None, **clip_args: Any) -> None:
+        check_output_format(output_format)
+        check_on_error(on_error)
+        unknown = sorted(set(clip_args) - set(TORCHVISION_ARGS))
+        if unknown:
+            raise TypeError(f"unexpected arguments {', '.join(unknown)}")
+        self._split = open_split(source, split, storage_options=storage_options)
+        manifest, where = self._split.manifest, self._split.folder.url
+        if manifest.index is None:
+            raise ValueError(f"{where} has no index.npy (built by an older shardkin): "
+                             "re-run the build with --overwrite to add it")
+        options = manifest.options
+        differ = [f"{arg}={value!r} (built with {options.get(TORCHVISION_ARGS[arg])!r})"
+                  for arg, value in clip_args.items()
+                  if value is not None and value != (options.get(TORCHVISION_ARGS[arg]) or
+                                                     (None if arg == "frame_rate" else 0))]
+        if differ:
+            raise ValueError(f"{where} was built with other options: {'; '.join(differ)}. "
+                             "Rebuild with those options (shardkin build) or drop the arguments")
+        self.index = self._split.read_index()
+        self.classes: list[str] = manifest.classes
+        self.split = manifest.split
+        self.output_format, self.transform, self.return_dict = output_format, transform, return_dict
+        self.on_error = on_error
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Any:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"clip {i} out of range for {len(self)} clips")
+        for j in range(i % len(self), len(self)):
+            try:
+                clip = self._load(j)
+                break
+            except ShardError as e:
+                if self.on_error == "raise":
+                    raise
+                warnings.warn(f"shardkin: clip {j} is unreadable, handing out the next "
+                              f"readable one: {e}", stacklevel=2)
+        else:
+            raise ShardError(f"clip {i} and every clip after it are unreadable: run "
+                             "`shardkin verify` on the build")
+        return make_item(clip.video, clip.audio, clip.label, clip.key,
+                         clip.meta and clip.meta["path"], self.output_format, self.transform,
+                         self.return_dict)
+
+    def _load(self, i: int) -> Any:
+        """Clip ``i`` read and decoded; ShardError for any damage."""
+        shard, offset, length = (int(x) for x in self.index[i])
+        path = self._split.path(self._split.shards[shard].name)
+        where = f"{path}: clip {i} (bytes {offset}-{offset + length - 1})"
+        try:
+            blob = self._split.folder.read_range(self._split.shards[shard].name, offset, length)
+        except (OSError, EOFError, ValueError) as e:  # EOFError: the shard is shorter
+            raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
+        wanted = ALL_MEMBERS if self.return_dict else tuple(m for m in ALL_MEMBERS if m != META)
+        sample = next(iter_samples(BlobReader(blob, path, offset), stop=1, wanted=wanted))
+        if sample.length != length:
+            raise ShardError(f"{where}: the index row does not span exactly one sample")
+        return load_clip(clip_ref(sample.members, sample.key, path, offset))

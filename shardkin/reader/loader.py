@@ -1,0 +1,178 @@
+"""``make_loader``: a DataLoader over a :class:`ShardDataset` that batches inside workers.
+
+Each worker reads each clip's video straight into its batch (one read, no copy;
+with a transform, one read and the stacking copy). Batches are tagged with the
+worker's id and a memory slot (:mod:`.memory`), so the loader knows exactly which
+clips were consumed (:meth:`ShardLoader.state_dict` resumes an epoch exactly) and
+when a batch's memory may be reused. Map-style datasets go to :mod:`.maploader`.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader, IterableDataset
+
+from .collate import ClipBuffers, collate_refs
+from .dataset import ShardDataset
+from .env import worker_id
+from .maploader import MapLoader
+from .memory import BatchMemory, Held, hold
+from .partition import split_sizes
+from .records import ClipRef
+
+
+class _Batches(IterableDataset):
+    """A worker's clips as ``(worker, clips, substitutes, slot, batch)`` tuples."""
+
+    def __init__(self, ds: ShardDataset, batch_size: int, drop_last: bool, num_workers: int,
+                 audio: str, audio_lengths: bool, memory: BatchMemory) -> None:
+        self.ds, self.batch_size, self.drop_last = ds, batch_size, drop_last
+        self.num_workers, self.audio, self.audio_lengths = num_workers, audio, audio_lengths
+        self.memory = memory
+        self._buffers: ClipBuffers | None = None
+
+    def __len__(self) -> int:
+        b = self.batch_size
+        return sum(n // b if self.drop_last else -(-n // b)
+                   for n in split_sizes(len(self.ds), self.num_workers))
+
+    def _batch(self, worker: int, generation: int, refs: list[ClipRef], subs: int) -> tuple:
+        arena = self.memory.arena(worker, generation)
+        self._buffers = self._buffers or ClipBuffers()  # kept across epochs
+        batch = collate_refs(self.ds, refs, self.audio, self.audio_lengths, arena,
+                                self._buffers)
+        self._buffers.give_back()
+        return worker, len(refs), subs, arena.slot, batch
+
+    def __iter__(self) -> Iterator[tuple]:
+        worker, num_workers = worker_id()
+        generation = int(self.memory.generation)
+        refs: list[ClipRef] = []
+        subs = 0
+        for ref, substitute in self.ds.stream(worker, num_workers):
+            refs.append(ref)
+            subs += substitute
+            if len(refs) == self.batch_size:
+                yield self._batch(worker, generation, refs, subs)
+                refs, subs = [], 0
+        if refs and not self.drop_last:
+            yield self._batch(worker, generation, refs, subs)
+
+
+class ShardLoader:
+    """Iterate batches of a :class:`ShardDataset`; ``state_dict`` resumes mid-epoch.
+
+    ``len(loader)`` is the exact number of batches each rank yields an epoch
+    (the same on every rank). ``substitutes`` counts clips handed out this epoch
+    in place of unreadable ones (``on_error="skip"``).
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
+                 drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
+                 memory_slots: int = 5, **dataloader_kwargs: Any) -> None:
+        if audio not in ("pad", "list"):
+            raise ValueError(f"audio must be 'pad' or 'list', got {audio!r}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._memory = BatchMemory(max(1, num_workers), memory_slots)
+        self._batches = _Batches(dataset, batch_size, drop_last, max(1, num_workers), audio,
+                                 audio_lengths, self._memory)
+        self._kwargs = dataloader_kwargs
+        self._held: Held = []
+        self._loader = self._make()
+        self._progress: tuple[int, list[int]] | None = None
+        self.substitutes = 0
+
+    def _make(self) -> DataLoader:
+        self._memory.reset()
+        self._held = []
+        return DataLoader(self._batches, batch_size=None, num_workers=self.num_workers,
+                          **self._kwargs)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def _hold(self, worker: int, slot: int, batch: Any) -> None:
+        self._held = hold(self._memory, self._held, worker, slot, batch)
+
+    def __iter__(self) -> Iterator[Any]:
+        ds = self.dataset
+        epoch, workers = ds.epoch, max(1, self.num_workers)
+        resume = ds.resume_point()
+        delivered = (list(resume.delivered) if resume is not None and resume.num_workers == workers
+                     else [0] * workers)
+        self._progress = (epoch, delivered)
+        self.substitutes = 0
+        self._memory.new_generation({(w, s) for _, w, s in self._held})
+        batches = iter(self._loader)
+        if self.num_workers:
+            ds.clear_resume()  # the workers took their copy
+        try:
+            for worker, n, subs, slot, batch in batches:
+                self._hold(worker, slot, batch)
+                delivered[worker] += n
+                self.substitutes += subs
+                yield batch
+        except Exception:
+            # Stop the workers now: torch takes 5 s a worker when a failed
+            # iterator is only collected later (the traceback keeps it alive).
+            getattr(batches, "_shutdown_workers", lambda: None)()
+            self._loader = self._make()
+            raise
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this epoch stands: restore with :meth:`load_state_dict` after a restart.
+
+        Ranks stepping in lockstep (DDP) have equal states, so saving rank 0's is enough.
+        """
+        ds, workers = self.dataset, max(1, self.num_workers)
+        if self._progress is not None and self._progress[0] == ds.epoch:
+            return ds.make_state(ds.epoch, workers, self._progress[1])
+        resume = ds.resume_point()
+        if resume is not None:
+            return ds.make_state(ds.epoch, workers, resume.delivered)
+        return ds.make_state(ds.epoch, workers, [0] * workers)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next iteration continue ``state``'s epoch (same world size and workers)."""
+        workers = max(1, self.num_workers)
+        if int(state.get("num_workers", -1)) != workers:
+            raise ValueError(f"cannot resume: the state was taken with {state.get('num_workers')} "
+                             f"worker(s), this loader has {workers}; use the same num_workers")
+        self.dataset.load_state_dict(state)
+        self._loader = self._make()  # persistent workers must see the new state
+        self._progress = None
+
+
+def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
+                drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
+                pin_memory: bool = False, persistent_workers: bool | None = None,
+                prefetch_factor: int | None = None, **dataloader_kwargs: Any) -> ShardLoader:
+    """A loader of ``(video [B,T,C,H,W], audio [B,C,S], label [B])`` batches (or dicts).
+
+    Batches are made in the workers. ``drop_last`` drops each worker's last partial
+    batch (at most ``num_workers * (batch_size - 1)`` clips an epoch). Audio: see
+    :func:`collate`. ``persistent_workers`` defaults to True with workers.
+
+    Memory: each worker keeps up to ``prefetch_factor + 3`` batches' worth of memory
+    for reuse (:class:`BatchMemory`), allocated as needed: about as many as are in
+    flight (queued, being made, held by the loop), which a DataLoader needs anyway,
+    plus one or two. E.g. 32 clips of 16x128x171 RGB are 34 MB a batch. Other
+    keyword arguments go to ``torch.utils.data.DataLoader``.
+    """
+    if not isinstance(dataset, ShardDataset):
+        if prefetch_factor is not None and num_workers:
+            dataloader_kwargs["prefetch_factor"] = prefetch_factor
+        return MapLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
+                         audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
+                         memory_slots=(prefetch_factor or 2) + 3, **dataloader_kwargs)
+    if num_workers:
+        dataloader_kwargs["persistent_workers"] = (True if persistent_workers is None
+                                                   else persistent_workers)
+        if prefetch_factor is not None:
+            dataloader_kwargs["prefetch_factor"] = prefetch_factor
+    return ShardLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
+                       audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
+                       memory_slots=(prefetch_factor or 2) + 3, **dataloader_kwargs)

@@ -1,0 +1,135 @@
+"""The epoch partition of ``ShardDataset``: pure functions of the counts, seed and epoch.
+
+How an epoch is cut:
+
+1. The shard order is shuffled with ``(seed, epoch)``; all clips in that order form
+   one sequence of ``M`` clips (counts from the manifest, nothing is scanned).
+2. Rank ``r`` of ``W`` takes the contiguous slice of ``n = M // W`` clips starting at
+   ``r * n`` (at most ``W - 1`` clips an epoch are left out, a different few each
+   epoch). With ``drop_remainder=False``, ``n = ceil(M / W)`` and the slices wrap
+   around, so every clip is seen and at most ``W - 1`` are seen twice.
+3. DataLoader worker ``w`` of ``K`` takes the ``w``-th of ``K`` near-equal contiguous
+   parts of the rank's slice; every rank splits the same ``n`` the same way, so
+   all ranks yield the same number of samples and batches.
+4. A worker deals its part out, in whole shards, to ``interleave`` lanes read side
+   by side (halving shards only when the part has too few, never below
+   ``shuffle_buffer // 8`` clips): each next clip comes from a lane drawn at random
+   in proportion to what it has left, into a shuffle buffer of ``shuffle_buffer``
+   clips that hands out a random one. Clips of one video, stored together, so come
+   out far apart.
+
+Every random draw depends only on ``(seed, epoch, rank, worker, num_workers)``
+and the counts, never on the data, so the order of an epoch is reproducible and
+a resumed epoch replays the draws over headers alone, reading no skipped payload.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Span:
+    """Samples ``start <= i < stop`` of shard number ``shard`` (manifest order)."""
+
+    shard: int
+    start: int
+    stop: int
+
+
+def per_rank(total: int, world_size: int, drop_remainder: bool = True) -> int:
+    """Clips each rank gets in an epoch."""
+    return total // world_size if drop_remainder else -(-total // world_size)
+
+
+def split_sizes(n: int, parts: int) -> list[int]:
+    """``n`` cut into ``parts`` sizes differing by at most one, larger first."""
+    return [n // parts + (i < n % parts) for i in range(parts)]
+
+
+def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
+    order = list(range(num_shards))
+    if shuffle:
+        random.Random(f"shardkin/{seed}/{epoch}/shards").shuffle(order)
+    return order
+
+
+def spans(clips: Sequence[int], order: Sequence[int], start: int, count: int) -> list[Span]:
+    """Positions ``start .. start + count`` of the epoch sequence (wrapping) as shard spans."""
+    total = sum(clips)
+    ends = list(itertools.accumulate(clips[s] for s in order))
+    out: list[Span] = []
+    pos, left = start % total, count
+    while left:
+        k = bisect_right(ends, pos)
+        first = ends[k] - clips[order[k]]
+        take = min(left, ends[k] - pos)
+        out.append(Span(order[k], pos - first, pos - first + take))
+        pos, left = (pos + take) % total, left - take
+    return out
+
+
+def split_pieces(pieces: list[Span], count: int, min_size: int = 1) -> list[Span]:
+    """Halve the largest spans until there are ``count``, none under ``min_size``."""
+    pieces = list(pieces)
+    while pieces and len(pieces) < count:
+        i = max(range(len(pieces)), key=lambda j: pieces[j].stop - pieces[j].start)
+        s = pieces[i]
+        if s.stop - s.start < 2 * min_size:
+            break
+        mid = (s.start + s.stop) // 2
+        pieces[i : i + 1] = [Span(s.shard, s.start, mid), Span(s.shard, mid, s.stop)]
+    return pieces
+
+
+def worker_lanes(
+    clips: Sequence[int], *, seed: int, epoch: int, rank: int, world_size: int, worker: int,
+    num_workers: int, interleave: int, shuffle: bool = True, drop_remainder: bool = True,
+    min_lane: int = 1,
+) -> list[list[Span]]:
+    """The lanes (lists of spans) one DataLoader worker of one rank reads in an epoch.
+
+    The worker's part of the epoch is dealt out to the lanes in whole shards, so
+    a lane starts mid-shard (walking headers to get there) only at the ends of the
+    part or where shards are split to make ``interleave`` lanes, into pieces of at
+    least ``min_lane`` clips.
+    """
+    n = per_rank(sum(clips), world_size, drop_remainder)
+    sizes = split_sizes(n, num_workers)
+    order = shard_order(len(clips), seed, epoch, shuffle)
+    part = spans(clips, order, rank * n + sum(sizes[:worker]), sizes[worker])
+    pieces = split_pieces(part, interleave, min_lane)
+    return [pieces[lane::interleave] for lane in range(min(interleave, len(pieces)))]
+
+
+def mix(lanes: Sequence[Iterator[T]], lengths: Sequence[int], rng: random.Random,
+        buffer_size: int) -> Iterator[T]:
+    """Interleave lanes at random, then shuffle through a buffer of ``buffer_size``.
+
+    Each read takes lane ``l`` with probability ``left[l] / total left``. The buffer
+    starts handing out items once it holds ``buffer_size // 8`` and grows by one an
+    item up to ``buffer_size``. Draws depend on ``lengths`` and ``rng`` only.
+    """
+    left = list(lengths)
+    total = sum(left)
+    buf: list[T] = []
+    target = max(1, buffer_size // 8)
+    while total or buf:
+        while total and len(buf) < target:
+            r, lane = rng.randrange(total), 0
+            while r >= left[lane]:
+                r -= left[lane]
+                lane += 1
+            buf.append(next(lanes[lane]))
+            left[lane] -= 1
+            total -= 1
+        i = rng.randrange(len(buf))
+        buf[i], buf[-1] = buf[-1], buf[i]
+        yield buf.pop()
+        target = min(buffer_size, target + 1)

@@ -1,0 +1,158 @@
+"""From a sample's members to tensors: the one decoding path of both readers.
+
+:func:`clip_ref` checks a sample's members (npy headers, dtypes, shapes, label, json)
+and returns a :class:`ClipRef`: where the clip's arrays are (left in a local shard
+file, or in bytes already fetched) and its small members. :func:`load_clip` then reads
+the arrays, straight into a destination when one is given (a slot of a batch).
+Every kind of damage raises :class:`~shardkin.format.tar.ShardError` naming the shard
+and the byte offset; ``on_error`` decides what the reader does with it.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from ..format.codecs import decode_video, video_member
+from ..format.npy import parse_header
+from ..format.sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta, parse_key
+from ..format.samples import Deferred
+from ..format.tar import ShardError
+from ..store.split import LocalShard
+
+HINT = ("rebuild it (re-run the same `shardkin build`, which rewrites missing or changed "
+        "shards) or pass on_error='skip' to skip unreadable clips")
+ON_ERROR = ("raise", "skip")
+_TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
+
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+class Array(NamedTuple):
+    """An npy array left in its shard file, or in the member's bytes when they were
+    fetched, to be read straight into its destination."""
+
+    source: LocalShard | bytearray | memoryview
+    offset: int  # of the array data in the file (or the bytes)
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+class Encoded(NamedTuple):
+    """A compressed video member (zstd, jpeg), decoded when its clip is read."""
+
+    member: str
+    data: bytearray | memoryview
+    where: str  # shard and sample, for errors
+    offset: int  # of the sample in the shard
+
+
+class ClipRef(NamedTuple):
+    """A clip not yet read: where its arrays are, and its small members."""
+
+    video: Array | Encoded  # uint8 [T, H, W, 3] once read
+    audio: Array  # float32 [C, S]
+    label: int
+    key: str
+    meta: dict[str, Any] | None
+
+
+class LoadedClip(NamedTuple):
+    """One clip, read."""
+
+    video: torch.Tensor  # uint8 [T, H, W, 3]
+    audio: torch.Tensor  # float32 [C, S]
+    label: int
+    key: str
+    meta: dict[str, Any] | None
+
+
+def npy_layout(head: bytes, size: int) -> tuple[int, torch.dtype, tuple[int, ...]]:
+    """(data offset, dtype, shape) of an npy payload of ``size`` bytes from its first bytes."""
+    offset, dtype, shape = parse_header(head)
+    if dtype not in _TORCH:
+        raise ValueError(f"unsupported npy dtype {dtype}")
+    if offset + math.prod(shape) * dtype.itemsize != size:
+        raise ValueError(f"npy payload of {size} bytes does not hold {shape} {dtype}")
+    return offset, _TORCH[dtype], shape
+
+
+def _array(part: Deferred | bytearray | memoryview, local: LocalShard | None) -> Array:
+    if isinstance(part, Deferred):  # left in the shard file
+        offset, dtype, shape = npy_layout(part.head, part.size)
+        return Array(local, part.offset + offset, dtype, shape)
+    offset, dtype, shape = npy_layout(part[:4096], len(part))
+    return Array(part, offset, dtype, shape)
+
+
+def clip_ref(members: Mapping[str, Any], key: str, shard: str, offset: int,
+             local: LocalShard | None = None) -> ClipRef:
+    """The checked clip of a sample's members (data, or :class:`Deferred` in ``local``)
+    at byte ``offset`` of ``shard`` (named in errors)."""
+    try:
+        member = video_member(members)
+        video = (_array(members[VIDEO], local) if member == VIDEO
+                 else Encoded(member, members[member], f"{shard}: sample {key}", offset))
+        audio = _array(members[AUDIO], local)
+        if isinstance(video, Array) and (video.dtype != torch.uint8 or len(video.shape) != 4
+                                         or video.shape[3] != 3):
+            raise ValueError(f"video is {video.dtype} {video.shape}, not uint8 [T,H,W,3]")
+        if audio.dtype != torch.float32 or len(audio.shape) != 2:
+            raise ValueError(f"audio is {audio.dtype} {audio.shape}, not float32 [C,S]")
+        meta = decode_meta(members[META]) if META in members else None
+        parse_key(key)
+        return ClipRef(video, audio, decode_label(members[LABEL]), key, meta)
+    except ValueError as e:  # also bad UTF-8 and JSON
+        raise ShardError(f"{shard}: corrupt sample {key}: {e} at byte {offset}") from None
+
+
+def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``array`` read into ``out`` (contiguous, of its shape) or a new tensor: one read.
+    Bytes already in memory are used in place when there is no ``out``."""
+    if not isinstance(array.source, LocalShard):
+        count = math.prod(array.shape)
+        data = torch.frombuffer(array.source, dtype=array.dtype, count=count,
+                                offset=array.offset) if count else torch.empty(0, dtype=array.dtype)
+        data = data.view(array.shape)
+        return data if out is None else out.copy_(data)
+    out = torch.empty(array.shape, dtype=array.dtype) if out is None else out
+    if not out.is_contiguous():
+        raise ValueError("read_array needs a contiguous destination")
+    view = memoryview(out.numpy().reshape(-1).view(np.uint8))
+    fd, done = array.source.file.fileno(), 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], array.offset + done)
+        if not got:
+            raise ShardError(f"{array.source.path}: truncated at byte {array.offset + done} while "
+                             "reading a clip: the shard changed during the epoch")
+        done += got
+    return out
+
+
+def read_video(video: Array | Encoded, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A clip's frames, uint8 ``[T, H, W, 3]``, read (or decoded) into ``out`` if given."""
+    if isinstance(video, Array):
+        return read_array(video, out)
+    try:
+        array = decode_video(video.member, video.data)
+    except Exception as e:  # any decoder failure on a damaged member
+        raise ShardError(f"{video.where}: corrupt {video.member} member "
+                         f"({type(e).__name__}: {e}) at byte {video.offset}: {HINT}") from None
+    frames = torch.from_numpy(array if array.flags.writeable else array.copy())
+    if frames.dim() != 4 or frames.shape[3] != 3:
+        raise ShardError(f"{video.where}: corrupt {video.member} member (frames of shape "
+                         f"{tuple(frames.shape)}) at byte {video.offset}: {HINT}")
+    return frames if out is None else out.copy_(frames)
+
+
+def load_clip(ref: ClipRef, video: torch.Tensor | None = None) -> LoadedClip:
+    """The clip of ``ref``, its video read into ``video`` when given."""
+    return LoadedClip(read_video(ref.video, video), read_array(ref.audio), ref.label, ref.key,
+                      ref.meta)

@@ -1,0 +1,298 @@
+"""Where a build lives: a local folder or an fsspec URL (``s3://``, ``gs://``, ...).
+
+Local paths need only the standard library. URLs need fsspec and the store's own
+package (s3fs, gcsfs: ``pip install 'shardkin[s3]'``); credentials and endpoints
+come from the usual places (environment, config files) or ``storage_options``.
+Files are published atomically: a local file is renamed into place, an object is
+uploaded in one PUT or one multipart upload, which S3 makes visible only when complete.
+Every read from a store is retried on transient failures (:func:`retried`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+T = TypeVar("T")
+# not worth retrying: the object or the permission is missing, or the request is wrong
+PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
+             ValueError, TypeError, ImportError)
+
+
+class FetchError(OSError):
+    """A read from a store that failed on every attempt."""
+
+
+def retried(call: Callable[[], T], what: str, attempts: int = 5, backoff: float = 0.2) -> T:
+    """``call()``, tried again on a transient failure (connection reset, 5xx, timeout, short
+    read) after ``backoff`` seconds, doubled each time, with jitter; after ``attempts``
+    tries a :class:`FetchError` names ``what``. Permanent failures are raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except PERMANENT:
+            raise
+        except Exception as e:
+            if attempt == attempts:
+                raise FetchError(f"{what} could not be read in {attempts} attempts; last "
+                                 f"error: {type(e).__name__}: {e}") from e
+            time.sleep(backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+_INHERITED: list = []  # filesystems a forked child inherited, never to be collected there
+
+
+def _hold_filesystems() -> None:
+    """Before a fork: hold every fsspec filesystem, so that the child keeps them alive.
+
+    Collecting one in the child closes its pooled connections, which unregisters their
+    sockets from the epoll instance the child shares with the parent's event loop: the
+    parent's next request on such a connection would then wait forever for its answer.
+    (Taken before the fork: fsspec empties its instance caches in the child.)
+    """
+    spec = sys.modules.get("fsspec.spec")
+    classes = [spec.AbstractFileSystem] if spec else []
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        _INHERITED.extend(cls.__dict__.get("_cache", {}).values())
+
+
+os.register_at_fork(before=_hold_filesystems, after_in_parent=_INHERITED.clear)
+INSTALL_HINT = ("install object-storage support with: pip install 'shardkin[s3]' "
+                "(or shardkin[gcs] for gs://, shardkin[http] for http(s)://)")
+
+
+def local_path(target: str | os.PathLike) -> str:
+    """The path of a plain path or ``file://`` URL."""
+    text = os.fspath(target)
+    return unquote(urlparse(text).path) if text.startswith("file://") else text
+
+
+def is_url(target: str | os.PathLike) -> bool:
+    """True for ``scheme://`` targets other than ``file://``."""
+    text = os.fspath(target)
+    return "://" in text and urlparse(text).scheme not in ("", "file")
+
+
+def filesystem(url: str, storage_options: dict[str, Any] | None = None):
+    """(fsspec filesystem, path inside it) for ``url``.
+
+    http(s): a server silent for 30 s (connecting, or mid-answer) is given up on, so the
+    request is retried, where aiohttp would wait 5 minutes; ``client_kwargs={"timeout":
+    aiohttp.ClientTimeout(...)}`` in ``storage_options`` sets another. (s3fs's own
+    defaults are 5 s to connect, 15 s to read.)"""
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(f"{url} is a URL: {INSTALL_HINT}") from None
+    options = dict(storage_options or {})
+    if urlparse(url).scheme in ("http", "https"):
+        try:
+            import aiohttp
+        except ImportError:
+            raise ImportError(f"{url} is a URL: {INSTALL_HINT}") from None
+
+        client = dict(options.get("client_kwargs") or {})
+        client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=30,
+                                                           sock_read=30))
+        options["client_kwargs"] = client
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except ImportError as e:
+        raise ImportError(f"{url}: {e}; {INSTALL_HINT}") from None
+
+
+class Folder:
+    """Files by name under a local folder or a URL prefix, with the same interface; reads
+    from a store are tried ``attempts`` times (:func:`retried`)."""
+
+    def __init__(self, target: str | os.PathLike, storage_options: dict[str, Any] | None = None,
+                 attempts: int = 5):
+        text = os.fspath(target)
+        self.storage_options, self.attempts = storage_options, attempts
+        self.remote = is_url(text)
+        self._pid, self._fs_of_pid = 0, None
+        if self.remote:
+            self.url = text.rstrip("/")
+            self._root = filesystem(self.url, storage_options)[1].rstrip("/")
+        else:
+            self.url = local_path(text)
+
+    @property
+    def _fs(self):
+        """The fsspec filesystem, made again in a forked child (fsspec's are not fork-safe);
+        the parent's is kept there (see :func:`_hold_filesystems`)."""
+        if self._pid != os.getpid():
+            if self._fs_of_pid is not None:
+                _INHERITED.append(self._fs_of_pid)
+            self._fs_of_pid, self._pid = filesystem(self.url, self.storage_options)[0], os.getpid()
+        return self._fs_of_pid
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pid": 0, "_fs_of_pid": None}
+
+    def __repr__(self) -> str:
+        return f"Folder({self.url!r})"
+
+    def child(self, name: str) -> Folder:
+        return Folder(self.path(name), self.storage_options, self.attempts)
+
+    def path(self, name: str) -> str:
+        """The URL or local path of ``name``."""
+        return f"{self.url}/{name}" if self.remote else os.path.join(self.url, name)
+
+    def _key(self, name: str) -> str:
+        return f"{self._root}/{name}"
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` exists; a store's other errors (refused certificate or credentials,
+        unreachable host) are raised, not taken for a missing file (fsspec's ``exists`` would)."""
+        if not self.remote:
+            return os.path.exists(self.path(name))
+
+        def exists() -> bool:
+            try:
+                self._fs.info(self._key(name))
+                return True
+            except FileNotFoundError as e:
+                cause = e.__cause__  # fsspec's http reports every failure as a missing file
+                if type(cause).__module__.startswith("aiohttp") and getattr(
+                        cause, "status", None) not in (404, 410):
+                    raise cause from None
+                return False
+
+        return retried(exists, self.path(name), self.attempts)
+
+    def size(self, name: str) -> int | None:
+        try:
+            if self.remote:
+                return retried(lambda: self._fs.size(self._key(name)), self.path(name),
+                               self.attempts)
+            return os.path.getsize(self.path(name))
+        except FileNotFoundError:
+            return None
+
+    def fingerprint(self, name: str) -> str | None:
+        """What identifies this version of ``name`` without reading it: its size and the
+        store's checksum (S3 ETag, GCS md5 or crc32c) or, for a local file, its modification
+        time. None if it is missing or the store keeps no checksum."""
+        try:
+            if not self.remote:
+                st = os.stat(self.path(name))
+                return f"{st.st_size}:{st.st_mtime_ns}"
+            info = retried(lambda: self._fs.info(self._key(name)), self.path(name),
+                           self.attempts)
+        except FileNotFoundError:
+            return None
+        for key in ("ETag", "etag", "md5Hash", "crc32c", "checksum"):
+            if info.get(key):
+                return f"{info.get('size')}:{key}:{str(info[key]).strip(chr(34))}"
+        return None
+
+    def read_bytes(self, name: str) -> bytes:
+        if self.remote:
+            return retried(lambda: self._fs.cat_file(self._key(name)), self.path(name),
+                           self.attempts)
+        return Path(self.path(name)).read_bytes()
+
+    def read_range(self, name: str, offset: int, length: int,
+                   writable: bool = True) -> bytes | bytearray:
+        """``length`` bytes of ``name`` from ``offset``: one positioned read (``preadv``,
+        safe in forked workers) or one range request, retried from its first byte. A
+        bytearray, or with ``writable=False`` possibly the store's bytes (no copy)."""
+        if self.remote:
+            def get() -> bytes | bytearray:
+                data = self._fs.cat_file(self._key(name), start=offset, end=offset + length)
+                if len(data) != length:  # a cut answer, or the object changed
+                    raise EOFError(f"got {len(data)} bytes")
+                return bytearray(data) if writable else data
+
+            return retried(get, f"{self.path(name)}: bytes {offset}-{offset + length - 1}",
+                           self.attempts)
+        data = bytearray(length)
+        fd = os.open(self.path(name), os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [data], offset)
+        finally:
+            os.close(fd)
+        if got != length:
+            raise EOFError(f"{self.path(name)}: wanted {length} bytes at {offset}, got {got}")
+        return data
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.read_bytes(name).decode("utf-8"))
+
+    def names(self, prefix: str = "") -> list[str]:
+        """Names of the files directly in this folder that start with ``prefix`` (none from
+        a web server that does not list its folders)."""
+        if self.remote:
+            try:
+                found = self._fs.ls(self._root, detail=False, refresh=True)
+            except FileNotFoundError:
+                return []
+            except Exception as e:
+                if urlparse(self.url).scheme in ("http", "https") and getattr(e, "status", 0):
+                    return []  # an HTTP error status: no listing here
+                raise
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in found]
+        else:
+            names = os.listdir(self.url) if os.path.isdir(self.url) else []
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def make(self) -> None:
+        """Create the local folder; on object storage, prove we can write there."""
+        if not self.remote:
+            os.makedirs(self.url, exist_ok=True)
+            return
+        probe = ".shardkin-write-check"
+        self._fs.pipe_file(self._key(probe), b"ok")
+        self._fs.rm(self._key(probe))
+
+    def temp_path(self, name: str) -> str:
+        """A local path to write ``name`` to before :meth:`publish`."""
+        if self.remote:
+            return os.path.join(tempfile.mkdtemp(prefix="shardkin-"), os.path.basename(name))
+        os.makedirs(os.path.dirname(self.path(name)) or ".", exist_ok=True)
+        head, tail = os.path.split(self.path(name))
+        return os.path.join(head, f".{tail}.tmp-{os.getpid()}")
+
+    def publish(self, local_file: str, name: str) -> None:
+        """Make a finished local file visible as ``name``, atomically."""
+        if self.remote:
+            try:
+                self._fs.put_file(local_file, self._key(name))
+            finally:
+                shutil.rmtree(os.path.dirname(local_file), ignore_errors=True)
+        else:
+            os.replace(local_file, self.path(name))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        tmp = self.temp_path(name)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self.publish(tmp, name)
+
+    def write_json(self, name: str, data: Any) -> None:
+        text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        self.write_bytes(name, text.encode("utf-8"))
+
+    def delete(self, name: str) -> None:
+        if self.remote:
+            if self._fs.exists(self._key(name)):
+                self._fs.rm(self._key(name), recursive=True)
+        elif os.path.isdir(self.path(name)):
+            shutil.rmtree(self.path(name))
+        elif os.path.exists(self.path(name)):
+            os.unlink(self.path(name))

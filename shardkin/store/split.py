@@ -1,0 +1,231 @@
+"""One way to open a built split and its shards: local, cached or remote, retried.
+
+:func:`open_split` finds the manifest of a source (a manifest file or URL, a split
+folder, a build folder with ``split``, or shard paths of one split folder) and
+returns a :class:`Split`; :meth:`Split.open` opens a shard, or the byte range of some
+of its samples, for reading: a local file (unbuffered, positioned reads safe in
+forked workers), a copy in the local shard cache, or a :class:`~.ranges.RangeStream`
+of retried range requests that fills the cache as it streams. ``ShardDataset``,
+``Kinetics``, ``info``, ``verify``, ``show`` and ``--classes-from`` all open builds here.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..format.manifest import INDEX, MANIFEST, Manifest, ShardInfo
+from ..format.npy import decode_npy
+from ..format.tar import BLOCK
+from .cache import CacheWriter, ShardCache
+from .folder import Folder, is_url
+from .ranges import RangeStream
+
+
+class LocalShard:
+    """A shard file open for positioned reads (closed when the last clip read from it is)."""
+
+    def __init__(self, path: str, file: BinaryIO | None = None) -> None:
+        self.path, self.file = path, None
+        self.file = open(path, "rb", buffering=0) if file is None else file
+
+    def __del__(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+class Opened:
+    """A shard opened by :meth:`Split.open`: ``file`` reads from sample ``first`` on,
+    which starts at byte ``offset`` of the shard.
+
+    ``local`` is the shard file when its payloads can be read later by position
+    (local or cached); otherwise ``file`` is a stream. Call :meth:`finish` once the
+    samples wanted are read (a whole shard streaming into the cache is then completed
+    and published), and :meth:`close` in the end.
+    """
+
+    def __init__(self, file: BinaryIO, local: LocalShard | None, first: int = 0,
+                 offset: int = 0, cache: CacheWriter | None = None) -> None:
+        self.file, self.local, self.first, self.offset = file, local, first, offset
+        self._cache = cache
+
+    def finish(self) -> None:
+        if self._cache is not None:
+            self.file.drain()
+            self._cache.commit()
+            self._cache = None
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.abort()
+            self._cache = None
+        if self.local is None:
+            self.file.close()
+
+
+@dataclass
+class Split:
+    """A built split: its folder, manifest, the shards chosen (all by default) and an
+    optional local shard cache for remote builds."""
+
+    folder: Folder
+    manifest_name: str
+    manifest: Manifest
+    shards: list[ShardInfo]
+    cache: ShardCache | None = None
+
+    def __post_init__(self) -> None:
+        self._starts: dict[str, np.ndarray] | None = None
+
+    @property
+    def where(self) -> str:
+        """The manifest's path or URL, for messages."""
+        return self.folder.path(self.manifest_name)
+
+    def path(self, name: str) -> str:
+        return self.folder.path(name)
+
+    def read_index(self) -> np.ndarray:
+        """``index.npy``: int64 ``[clips, 3]`` (shard number, offset, length)."""
+        name = self.manifest.index.name if self.manifest.index else INDEX
+        return decode_npy(self.folder.read_bytes(name))
+
+    def open(self, shard: int, start: int = 0, stop: int | None = None) -> Opened:
+        """Shard number ``shard`` (of :attr:`shards`), to read samples ``start..stop``."""
+        info = self.shards[shard]
+        path = self.path(info.name)
+        if not self.folder.remote:
+            local = LocalShard(path)
+            return Opened(local.file, local)
+        cached = self.cache and info.sha256 and self.cache.open(info.sha256, info.bytes)
+        if cached:
+            local = LocalShard(path, cached)
+            return Opened(local.file, local)
+        # With a cache, the first process to claim the shard streams all of it (walking to
+        # the samples wanted, fetching the rest once they are read) and caches it.
+        writer = self.cache.writer(info.sha256, info.bytes) if (
+            self.cache and info.sha256) else None
+        stop = info.clips if stop is None else stop
+        starts = None if writer is not None or (start == 0 and stop == info.clips) else (
+            self._sample_starts(info.name))
+        first = 0 if starts is None else start
+        begin = 0 if starts is None else int(starts[start])
+        end = (info.bytes if starts is None or stop == info.clips
+               else int(starts[stop]) + BLOCK)  # the next header ends the last sample
+        return Opened(RangeStream(self.folder, info.name, begin, end, sink=writer), None, first,
+                      begin, writer)
+
+    def _sample_starts(self, name: str) -> np.ndarray | None:
+        """Byte offsets of the samples of shard ``name``, from ``index.npy`` (fetched once a
+        process); None for builds without one (then streams walk from the start)."""
+        if self._starts is None:
+            try:
+                index = self.read_index()
+            except FileNotFoundError:
+                self._starts = {}
+                return None
+            index = index[np.lexsort((index[:, 1], index[:, 0]))]
+            names = [s.name for s in self.manifest.shards]  # index.npy numbers these
+            bounds = np.searchsorted(index[:, 0], np.arange(len(names) + 1))
+            mine = {s.name for s in self.shards}
+            self._starts = {n: index[bounds[k] : bounds[k + 1], 1]
+                            for k, n in enumerate(names) if n in mine}
+        return self._starts.get(name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_starts": None}  # fetched again where needed
+
+
+def splits_in(folder: Folder) -> list[str]:
+    """Sub-folders of a local build folder holding a manifest: its splits."""
+    if folder.remote or not os.path.isdir(folder.url):
+        return []
+    return sorted(d.name for d in os.scandir(folder.url)
+                  if d.is_dir() and os.path.isfile(os.path.join(d.path, MANIFEST)))
+
+
+def locate(source: Any, split: str | None = None, storage_options: dict | None = None,
+           attempts: int = 5) -> tuple[Folder, str, list[str] | None]:
+    """(folder, manifest name, shard names chosen or None for all) of a source: a manifest
+    file or URL, a split folder, a build folder with ``split`` (which a local build of one
+    split may leave out), or shard paths or URLs of one split folder (a list, or a brace
+    pattern ``.../train-{000000..000009}.tar``)."""
+    if isinstance(source, (list, tuple)) or os.fspath(source).endswith(".tar"):
+        return _locate_shards(source, storage_options, attempts)
+    text = os.fspath(source)
+    if text.endswith(".json"):
+        head, _, name = text.rstrip("/").rpartition("/") if is_url(text) else (
+            os.path.dirname(text) or ".", "", os.path.basename(text))
+        return Folder(head, storage_options, attempts), name, None
+    folder = Folder(text, storage_options, attempts)
+    if folder.exists(MANIFEST):
+        return folder, MANIFEST, None
+    found = splits_in(folder)
+    if split is None and len(found) == 1:
+        split = found[0]
+    elif split is None and found:
+        raise FileNotFoundError(f"{text} holds the splits {', '.join(found)}: choose one with "
+                                f"--split NAME, or pass a split folder such as "
+                                f"{folder.child(found[0]).url}")
+    elif split is not None and found and split not in found:
+        raise FileNotFoundError(f"{text} has no split {split!r}; its splits: {', '.join(found)}")
+    if split is not None and folder.child(split).exists(MANIFEST):
+        return folder.child(split), MANIFEST, None
+    where = folder.child(split).path(MANIFEST) if split else folder.path(MANIFEST)
+    raise FileNotFoundError(f"no shardkin manifest at {where}: build one with `shardkin build ROOT "
+                            f"{text}{' --split ' + split if split else ''}`")
+
+
+def _locate_shards(source: Any, storage_options: dict | None,
+                   attempts: int) -> tuple[Folder, str, list[str]]:
+    from braceexpand import braceexpand
+
+    urls = ([os.fspath(u) for u in source] if isinstance(source, (list, tuple))
+            else list(braceexpand(os.fspath(source))))
+    heads = {u.rstrip("/").rpartition("/")[0] if is_url(u) else os.path.dirname(u) or "."
+             for u in urls}
+    if len(heads) != 1:
+        raise ValueError(f"shards must all be in one split folder (with its manifest); "
+                         f"these are in {', '.join(sorted(heads))}")
+    folder = Folder(heads.pop(), storage_options, attempts)
+    if not folder.exists(MANIFEST):
+        raise FileNotFoundError(f"no shardkin manifest at {folder.path(MANIFEST)}: shards "
+                                "are read with the manifest of their split folder")
+    return folder, MANIFEST, [u.rstrip("/").rpartition("/")[2] for u in urls]
+
+
+def _choose(shards: list[ShardInfo], chosen: Sequence[str] | None, where: str) -> list[ShardInfo]:
+    """The shards ``chosen`` (all when None), in manifest order."""
+    if chosen is None:
+        return shards
+    unknown = sorted(set(chosen) - {s.name for s in shards})
+    if unknown:
+        raise ValueError(f"{where} lists no shard {', '.join(unknown)}")
+    keep = set(chosen)
+    return [s for s in shards if s.name in keep]
+
+
+def open_split(source: Any, split: str | None = None, *, storage_options: dict | None = None,
+               attempts: int = 5, head: bool = True, strict_split: bool = False,
+               cache: ShardCache | None = None) -> Split:
+    """The split of ``source`` (see :func:`locate`); ``head``: parse only the manifest's
+    head (what readers need: fast for a large split), else all of it."""
+    folder, name, chosen = locate(source, split, storage_options, attempts)
+    where = folder.path(name)
+    manifest = Manifest.parse(folder.read_bytes(name).decode("utf-8"), where, head=head)
+    if strict_split and split is not None and manifest.split != split:
+        raise FileNotFoundError(f"{where} is the manifest of split {manifest.split!r}, "
+                                f"not {split!r}: leave out --split or pass the build folder")
+    return Split(folder, name, manifest, _choose(manifest.shards, chosen, where), cache)
+
+
+def load_manifest(source: str | os.PathLike, split: str | None = None,
+                  storage_options: dict | None = None) -> dict[str, Any]:
+    """The whole ``manifest.json`` of ``source`` (local or a URL), checked, as parsed JSON."""
+    folder, name, _ = locate(source, split, storage_options)
+    data = folder.read_json(name)
+    Manifest.from_json(data, folder.path(name))
+    return data
