@@ -160,7 +160,8 @@ def _run_info(args: argparse.Namespace) -> int:
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check shard checksums and every sample against the manifest",
-                       description=VERIFY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=VERIFY_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_source(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -1,4 +1,5 @@
-"""Independent references for the tests: read shards with tarfile/np.load, decode with plain PyAV."""
+"""Independent references for the tests: read shards with tarfile/np.load, decode with
+plain PyAV."""
 from __future__ import annotations
 
 import io
@@ -75,7 +76,8 @@ def decode_audio(path: Path, rate: int = 0, channels: int = 0) -> tuple[np.ndarr
 
 def audio_span(start: Fraction, end: Fraction, origin: Fraction, rate: int) -> slice:
     """Samples whose presentation time lies in [start, end)."""
-    return slice(max(0, math.ceil((start - origin) * rate)), max(0, math.ceil((end - origin) * rate)))
+    return slice(max(0, math.ceil((start - origin) * rate)),
+                 max(0, math.ceil((end - origin) * rate)))
 
 
 def _fps(path: Path) -> Fraction:

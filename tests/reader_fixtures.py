@@ -38,7 +38,8 @@ def video_path(v: int) -> str:
 
 def sample_members(v: int, c: int, codec: str = "raw") -> list[tuple[str, bytes]]:
     meta = clip_metadata(path=video_path(v), class_name=CLASSES[v % 3], label=v % 3,
-                         video_index=v, clip_index=c, source_frames=list(range(c * FRAMES, (c + 1) * FRAMES)),
+                         video_index=v, clip_index=c,
+                         source_frames=list(range(c * FRAMES, (c + 1) * FRAMES)),
                          start_sec=c * FRAMES / 30, end_sec=(c + 1) * FRAMES / 30, fps=30.0,
                          source_fps=30.0, audio_rate=16000)
     key = sample_key(v, c)

@@ -49,7 +49,7 @@ def moto_server(require_auth: bool = False) -> Iterator[str]:
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start")
+                    raise RuntimeError("moto server did not start") from None
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -89,7 +89,9 @@ def _wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path) -> N
 
 def need_nginx() -> str:
     """The nginx binary; skips the test when it is missing, but fails under CI (CI set)."""
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+    )
     if nginx:
         return nginx
     message = "nginx not installed: apt-get install -y nginx-light"
@@ -105,11 +107,14 @@ def nginx_server(root: Path | str, tls: tuple[Path, Path] | None = None) -> Iter
     Its config, logs, pid and temp files live in a temp dir."""
     nginx = need_nginx()
     port, tls_port = free_ports(2)
-    https = f"listen 127.0.0.1:{tls_port} ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ""
+    https = (f"listen 127.0.0.1:{tls_port} ssl; ssl_certificate {tls[0]}; "
+             f"ssl_certificate_key {tls[1]};" if tls else "")
     with tempfile.TemporaryDirectory(prefix="nginx-") as tmp:
         log = Path(tmp, "error.log")
-        temps = " ".join(f"{k}_temp_path {tmp}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        user = "user root;" if os.geteuid() == 0 else ""  # else workers (nobody) can't read 0700 temp dirs
+        temps = " ".join(f"{k}_temp_path {tmp}/{k};"
+                         for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        # as root: else workers (nobody) can't read 0700 temp dirs
+        user = "user root;" if os.geteuid() == 0 else ""
         conf = Path(tmp, "nginx.conf")
         conf.write_text(f"""{user}
 worker_processes 1;
@@ -225,7 +230,8 @@ class Proxy:
             return True
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
-        sent: int | None = 0  # upstream-to-client bytes on this connection; None once past cut_after
+        # upstream-to-client bytes on this connection; None once past cut_after
+        sent: int | None = 0
         readers = [client, upstream]
         while readers:
             for src in select.select(readers, [], [])[0]:
@@ -243,7 +249,8 @@ class Proxy:
                     if self._take_cut():
                         client.sendall(data[:self._cut_after - sent])
                         _drain(client)
-                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                          struct.pack("ii", 1, 0))
                         return
                     sent = None
                 elif sent is not None:
@@ -252,7 +259,8 @@ class Proxy:
 
 
 def _drain(sock: socket.socket, seconds: float = 5.0) -> None:
-    """Wait (bounded) until the peer has acknowledged all that was sent, so a reset loses none of it."""
+    """Wait (bounded) until the peer has acknowledged all that was sent, so a reset loses
+    none of it."""
     deadline = time.monotonic() + seconds
     while (struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]
            and time.monotonic() < deadline):
@@ -284,13 +292,14 @@ def seaweedfs_server(data_dir: Path | str) -> Iterator[str]:
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     names = ["s3", "master", "volume", "filer", "admin"]
-    chosen = free_ports(2 * len(names))  # gRPC too: its default, port + 10000, may be taken or over 65535
+    # gRPC too: its default, port + 10000, may be taken or over 65535
+    chosen = free_ports(2 * len(names))
     ports, grpc = dict(zip(names, chosen)), dict(zip(names, chosen[len(names):]))
     log = data_dir / "weed.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [weed, "-logtostderr", "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
+            [weed, "-logtostderr", "mini", f"-dir={data_dir}", "-ip=127.0.0.1",
+             "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
              "-s3.port.iceberg=0", "-s3.port.lance=0",
              *(f"-{name}.port={port}" for name, port in ports.items()),
              *(f"-{name}.port.grpc={port}" for name, port in grpc.items())],
@@ -302,7 +311,8 @@ def seaweedfs_server(data_dir: Path | str) -> Iterator[str]:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(5)
-        except subprocess.TimeoutExpired:  # its graceful stop takes 2-4 s, or hangs after range reads
+        except subprocess.TimeoutExpired:
+            # its graceful stop takes 2-4 s, or hangs after range reads
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         for port in [*ports.values(), *grpc.values()]:  # it leaves unix sockets in /tmp

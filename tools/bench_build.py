@@ -34,7 +34,8 @@ def floor_decode(paths: list[Path], min_dimension: int) -> int:
         with av.open(str(path)) as c:
             s = c.streams.video[0]
             s.codec_context.thread_count = 1
-            w, h = output_size(s.codec_context.width, s.codec_context.height, 0, 0, min_dimension, 0)
+            w, h = output_size(s.codec_context.width, s.codec_context.height,
+                               0, 0, min_dimension, 0)
             for frame in c.decode(s):
                 if min_dimension:
                     frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
@@ -54,22 +55,26 @@ def timed(fn, repeat: int):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=REAL if (REAL / "train").is_dir() else None)
     ap.add_argument("--split", default="train")
     ap.add_argument("--frames-per-clip", type=int, default=16)
     ap.add_argument("--min-dimension", type=int, default=128)
-    ap.add_argument("--shard-size", default="8MB", help="small shards so the pool has work to share")
+    ap.add_argument("--shard-size", default="8MB",
+                    help="small shards so the pool has work to share")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--executor", choices=("local", "ray"), default="local",
-                    help="ray: also time the build on a local 2-CPU Ray cluster against local processes")
+                    help="ray: also time the build on a local 2-CPU Ray cluster "
+                         "against local processes")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root
         if root is None:
             root = Path(tmp) / "videos"
             for i in range(12):
-                make_video(root / args.split / f"class_{i % 4}" / f"v{i}.mp4", 150, 30, (320, 240), seed=i)
+                make_video(root / args.split / f"class_{i % 4}" / f"v{i}.mp4", 150, 30, (320, 240),
+                           seed=i)
         paths = sorted(p for p in (root / args.split).rglob("*")
                        if p.suffix.lower().lstrip(".") in DEFAULT_EXTENSIONS)
         t_floor, frames = timed(lambda: floor_decode(paths, args.min_dimension), args.repeat)
@@ -101,7 +106,8 @@ def main() -> None:
             t_ray, _ = timed(lambda: run(2, "ray"), args.repeat)
             ray.shutdown()
             print(f"{'shardkin build --executor ray':<32}{frames / t_ray:9.0f} frames/s   "
-                  f"ratio to local processes {t2 / t_ray:.2f}  (local {os.cpu_count()}-CPU Ray cluster)")
+                  f"ratio to local processes {t2 / t_ray:.2f}  "
+                  f"(local {os.cpu_count()}-CPU Ray cluster)")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def psnr(a: Kinetics, b: Kinetics) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=REAL if (REAL / "train").is_dir() else None)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -96,7 +97,8 @@ def main() -> None:
     raw = rows["raw"]
     print(f"{len(clips)} clips of 16 frames at short side 128 from {root / 'train'}; "
           f"{args.workers} workers, batch {args.batch_size}, {os.cpu_count()} cores")
-    print(f"audio (float32, stored as is by every codec): {raw['audio'] / 1e3:.0f} KB/clip on average")
+    print(f"audio (float32, stored as is by every codec): "
+          f"{raw['audio'] / 1e3:.0f} KB/clip on average")
     print(f"{'codec':<7}{'video KB':>9}{'smaller':>9}{'all KB':>8}{'smaller':>9}{'build fr/s':>12}"
           f"{'vs raw':>8}{'read clips/s':>14}{'vs raw':>8}{'vs on-the-fly':>15}{'PSNR dB':>9}")
     for codec, r in rows.items():
@@ -105,7 +107,8 @@ def main() -> None:
               f"{r['build']:>12.0f}{r['build'] / raw['build']:>8.2f}{r['read']:>14.0f}"
               f"{r['read'] / raw['read']:>8.2f}{r['read'] / fly:>14.0f}x{r['psnr']:>9.2f}")
     print(f"on-the-fly PyAV decoding (torchvision-style): {fly:.1f} clips/s")
-    print("goal: one codec >= 8x smaller than raw with PSNR >= 38 dB, read >= 10x faster than on the fly")
+    print("goal: one codec >= 8x smaller than raw with PSNR >= 38 dB, "
+          "read >= 10x faster than on the fly")
 
 
 if __name__ == "__main__":

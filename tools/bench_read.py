@@ -169,7 +169,8 @@ def main() -> None:
     native = build(args.root, args.out / "native", "train", classes=NATIVE_CLASSES, **common)
     s128, nat = args.out / "s128" / "train", args.out / "native" / "train"
     print(f"cores: {os.cpu_count()}, DataLoader workers: {w}, batch size: {b}")
-    print(f"training size: {small['totals']['clips']} clips, {small['totals']['bytes'] / 1e6:.0f} MB;"
+    print(f"training size: {small['totals']['clips']} clips, "
+          f"{small['totals']['bytes'] / 1e6:.0f} MB;"
           f" native 340x256: {native['totals']['clips']} clips, "
           f"{native['totals']['bytes'] / 1e6:.0f} MB")
 

@@ -15,7 +15,8 @@ from shardkin.synth import make_dataset  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
@@ -29,7 +30,8 @@ def main() -> None:
     manifest = shardkin.load_manifest(args.out / "shards", "train")
     t = manifest["totals"]
     print(f"2. built {t['clips']} train clips of 8 frames at 15 fps, short side 64, into "
-          f"{t['shards']} shards ({t['bytes'] / 1e6:.1f} MB) + manifest.json under {args.out / 'shards'}")
+          f"{t['shards']} shards ({t['bytes'] / 1e6:.1f} MB) "
+          f"+ manifest.json under {args.out / 'shards'}")
     ds = shardkin.ShardDataset(args.out / "shards", split="train", shuffle=True, seed=0)
     loader = shardkin.make_loader(ds, batch_size=4, num_workers=2)
     print(f"3. streaming {len(ds)} clips with 2 loader workers, batches of 4:")

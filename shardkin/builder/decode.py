@@ -23,7 +23,9 @@ class DecodeError(Exception):
 
 
 @dataclass
-class Clip:
+class CutClip:
+    """A clip cut from a video, ready to be encoded as a sample."""
+
     index: int
     video: np.ndarray  # uint8 [T, H, W, 3]
     audio: np.ndarray  # float32 [C, S]
@@ -189,7 +191,11 @@ class VideoCutter:
             cc.width, cc.height, r.width, r.height, r.min_dimension, r.max_dimension
         )
         self._resize = (out_w, out_h) != (cc.width, cc.height)
-        self._audio = _AudioTrack(path, a.audio_rate, a.audio_channels) if self._container.streams.audio else None
+        self._audio = (
+            _AudioTrack(path, a.audio_rate, a.audio_channels)
+            if self._container.streams.audio
+            else None
+        )
         self.stats = VideoStats(
             fps=float(self._fps),
             width=cc.width,
@@ -200,7 +206,9 @@ class VideoCutter:
             audio_channels=self._audio.channels if self._audio else max(1, a.audio_channels),
         )
         self._start = Fraction(0)  # presentation time of the first frame
-        self.rule = ClipRule(c.frames_per_clip, c.step_between_clips, float(self._fps), c.frame_rate)
+        self.rule = ClipRule(
+            c.frames_per_clip, c.step_between_clips, float(self._fps), c.frame_rate
+        )
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
         w, h = self.stats.out_width, self.stats.out_height
@@ -208,7 +216,7 @@ class VideoCutter:
             return frame.to_ndarray(format="rgb24")
         return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
 
-    def _make_clip(self, k: int, frames: dict[int, np.ndarray]) -> Clip:
+    def _make_clip(self, k: int, frames: dict[int, np.ndarray]) -> CutClip:
         sources = self.rule.clip_sources(k)
         start = self._start + sources[0] / self._fps
         end = self._start + (sources[-1] + 1) / self._fps
@@ -217,9 +225,9 @@ class VideoCutter:
         else:
             audio = np.zeros((self.stats.audio_channels, 0), np.float32)
         video = np.stack([frames[j] for j in sources])
-        return Clip(k, video, audio, sources, start, end)
+        return CutClip(k, video, audio, sources, start, end)
 
-    def __iter__(self) -> Iterator[Clip]:
+    def __iter__(self) -> Iterator[CutClip]:
         rule, stats = self.rule, self.stats
         frames: dict[int, np.ndarray] = {}
         position = 0  # first resampled position whose source frame is not yet seen
@@ -241,7 +249,8 @@ class VideoCutter:
                         frames[j] = self._rgb(frame)
                     while True:
                         last = rule.clip_positions(next_clip)[-1]
-                        if rule.num_positions(stats.frames) <= last or rule.source_index(last) >= stats.frames:
+                        if (rule.num_positions(stats.frames) <= last
+                                or rule.source_index(last) >= stats.frames):
                             break
                         yield self._make_clip(next_clip, frames)
                         next_clip += 1

@@ -110,7 +110,7 @@ def read_annotations(
     if all(label.lstrip("-").isdigit() for _, label in rows):
         top = max((int(label) for _, label in rows), default=-1)
         names = classes or [str(i) for i in range(top + 1)]
-        return [VideoEntry(p, names[int(l)], int(l)) for p, l in rows], names
+        return [VideoEntry(p, names[int(lab)], int(lab)) for p, lab in rows], names
     names = classes or sorted({label for _, label in rows})
     index = {c: i for i, c in enumerate(names)}
     missing = sorted({label for _, label in rows if label not in index})

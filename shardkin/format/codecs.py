@@ -4,7 +4,9 @@
 |-------|-------------------|---------------------------------------------------------------|
 | raw   | ``video.npy``     | npy v1.0, uint8 ``[T, H, W, 3]`` (the default)                 |
 | zstd  | ``video.npy.zst`` | a zstd frame whose content is exactly the raw ``video.npy``   |
-| jpeg  | ``video.jpgs``    | ``b"SKJ1"``, uint32 T, H, W, T uint32 sizes (all little-endian), then T baseline JPEGs (4:4:4) |
+| jpeg  | ``video.jpgs``    | a header, then T baseline JPEGs (4:4:4)                       |
+
+The jpeg header is ``b"SKJ1"``, uint32 T, H, W, then T uint32 sizes (all little-endian).
 
 zstd is lossless (bit-identical to raw after decoding); jpeg is lossy (its PSNR is
 measured by ``tools/bench_codecs.py``). zstd needs ``zstandard`` and jpeg needs

@@ -27,10 +27,12 @@ torchvision's order -- class, video within class, clip within video -- so clip
 """
 from __future__ import annotations
 
+import codecs
+import gc
 import json
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypedDict
 
 from .sample import FORMAT_VERSION
 
@@ -40,8 +42,7 @@ REQUIRED_KEYS = ("classes", "format_version", "shards", "split")
 HEAD_KEYS = (*REQUIRED_KEYS, "index", "options")  # what readers parse at start-up
 
 
-@dataclass(frozen=True)
-class ShardInfo:
+class ShardInfo(NamedTuple):
     """A shard of the split: its file name (relative to the manifest), clips, bytes, sha256."""
 
     name: str
@@ -50,8 +51,7 @@ class ShardInfo:
     sha256: str | None = None
 
 
-@dataclass(frozen=True)
-class IndexInfo:
+class IndexInfo(NamedTuple):
     """``index.npy``: its name, bytes and sha256."""
 
     name: str
@@ -101,9 +101,7 @@ class Manifest:
                              f"in {where}: this shardkin reads version {FORMAT_VERSION}")
         try:
             return cls(
-                split=data["split"], classes=data["classes"],
-                shards=[ShardInfo(s["name"], int(s["clips"]), int(s["bytes"]), s.get("sha256"))
-                        for s in data["shards"]],
+                split=data["split"], classes=data["classes"], shards=_shards(data["shards"]),
                 options=data.get("options") or {},
                 index=IndexInfo(**data["index"]) if data.get("index") else None,
                 videos=data.get("videos", []), skipped=data.get("skipped", []),
@@ -113,11 +111,22 @@ class Manifest:
             raise ValueError(f"{where} is not a valid shardkin manifest ({e})") from None
 
     @classmethod
-    def parse(cls, text: str, where: str = "manifest", head: bool = False) -> Manifest:
-        """The manifest of ``manifest.json``'s text; with ``head``, its head only (fast)."""
+    def parse(cls, raw: bytes, where: str = "manifest", head: bool = False) -> Manifest:
+        """The manifest of ``manifest.json``'s bytes; with ``head``, its head only (fast:
+        only the first bytes are decoded when they hold it)."""
         try:
-            data = _head(text, where, HEAD_KEYS) if head else json.loads(text)
-        except json.JSONDecodeError as e:
+            if not head:
+                return cls.from_json(json.loads(raw.decode("utf-8")), where)
+            for limit in (*_HEAD_PREFIXES, len(raw)):
+                try:
+                    data = _head(_decode(raw, limit), where, HEAD_KEYS)
+                except ValueError:  # a value cut by the prefix
+                    if limit >= len(raw):
+                        raise
+                    continue
+                if all(k in data for k in REQUIRED_KEYS) or limit >= len(raw):
+                    break
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{where} is not valid JSON ({e})") from None
         return cls.from_json(data, where)
 
@@ -125,12 +134,32 @@ class Manifest:
         """The ``manifest.json`` object (written with sorted keys)."""
         return {"format_version": self.format_version, "split": self.split,
                 "options": self.options, "classes": self.classes,
-                "shards": [asdict(s) for s in self.shards], "videos": self.videos,
+                "shards": [s._asdict() for s in self.shards], "videos": self.videos,
                 "skipped": self.skipped, "skipped_extensions": self.skipped_extensions,
-                "index": asdict(self.index) if self.index else None, "totals": self.totals}
+                "index": self.index._asdict() if self.index else None, "totals": self.totals}
 
 
 _WS = re.compile(r"[ \t\n\r]*")
+
+
+def _shards(entries: list[dict[str, Any]]) -> list[ShardInfo]:
+    """The shard records, made with the garbage collector paused: tens of thousands of
+    new tuples would otherwise set off full collections of the caller's whole heap."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return [ShardInfo(s["name"], s["clips"], s["bytes"], s.get("sha256")) for s in entries]
+    finally:
+        if paused:
+            gc.enable()
+
+
+_HEAD_PREFIXES = (1 << 22, 1 << 25)  # bytes decoded to find the head, before all of them
+
+
+def _decode(raw: bytes, limit: int) -> str:
+    """The text of ``raw``'s first ``limit`` bytes (a character cut at the end left out)."""
+    return codecs.getincrementaldecoder("utf-8")().decode(raw[:limit])
 
 
 def _head(text: str, where: str, keys: tuple[str, ...]) -> dict[str, Any]:

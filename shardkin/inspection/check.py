@@ -34,7 +34,8 @@ def size_problem(width: int, height: int, options: dict[str, Any]) -> str | None
         ok = (not w or width == w) and (not h or height == h)
         want = f"width={w or 'any'} height={h or 'any'}"
     elif short and long:
-        ok, want = sorted((width, height)) == sorted((short, long)), f"{long}x{short} or {short}x{long}"
+        ok = sorted((width, height)) == sorted((short, long))
+        want = f"{long}x{short} or {short}x{long}"
     elif short:
         ok, want = min(width, height) == short, f"short side {short}"
     elif long:
@@ -80,7 +81,8 @@ class SplitCheck:
         for what, value in (("clips", sum(s.clips for s in shards)),
                             ("bytes", sum(s.bytes for s in shards)), ("shards", len(shards))):
             if t.get(what) != value:
-                self.problem("manifest", f"totals.{what} is {t.get(what)}, its shards add up to {value}")
+                self.problem("manifest",
+                             f"totals.{what} is {t.get(what)}, its shards add up to {value}")
         per_shard: dict[str, int] = defaultdict(int)
         for v in self.manifest.videos:
             per_shard[v["shard"]] += v["clips"]
@@ -97,7 +99,8 @@ class SplitCheck:
         name = self.shards[shard].name
         where = f"{name} {s.key}"
         if s.key in self._where:
-            self.problem(where, f"duplicate key (also in {self.shards[self._where[s.key][0]].name})")
+            other = self.shards[self._where[s.key][0]].name
+            self.problem(where, f"duplicate key (also in {other})")
             return
         self._where[s.key] = (shard, s.offset, s.length)
         counts = Counter(s.extensions)
@@ -137,11 +140,13 @@ class SplitCheck:
             self._check_frames(where, vi, video.shape)
         if audio.dtype != np.float32 or audio.ndim != 2:
             self.problem(where, f"audio is {audio.dtype} {list(audio.shape)}, not float32 [C,S]")
-        elif self.options.get("audio_channels") and audio.shape[0] != self.options["audio_channels"]:
+        elif (self.options.get("audio_channels")
+              and audio.shape[0] != self.options["audio_channels"]):
             self.problem(where, f"audio has {audio.shape[0]} channels, "
                                 f"audio_channels is {self.options['audio_channels']}")
         if self.options.get("frame_rate") and meta.get("fps") != self.options["frame_rate"]:
-            self.problem(where, f"json fps {meta.get('fps')}, frame_rate is {self.options['frame_rate']}")
+            self.problem(where, f"json fps {meta.get('fps')}, "
+                                f"frame_rate is {self.options['frame_rate']}")
         if not 0 <= label < len(self.classes):
             self.problem(where, f"cls {label} is beyond the {len(self.classes)} classes")
         elif meta.get("class") != self.classes[label]:
@@ -155,7 +160,8 @@ class SplitCheck:
             self.problem(where, f"label mismatch: cls {label}, json {meta.get('label')}, "
                                 f"manifest {v['label']} for {v['path']}")
         if meta.get("path") != v["path"]:
-            self.problem(where, f"json path {meta.get('path')!r}, the manifest's video {vi} is {v['path']!r}")
+            self.problem(where, f"json path {meta.get('path')!r}, "
+                                f"the manifest's video {vi} is {v['path']!r}")
         if v["shard"] != shard:
             self.problem(where, f"the manifest puts video {vi} in {v['shard'] or 'no shard'}")
         self._clips[vi].append(ci)
@@ -231,7 +237,8 @@ class SplitCheck:
                 continue
             where = f"{v['shard'] or 'manifest'} video {vi} ({v['path']})"
             if len(seen) != len(want):
-                self.problem(where, f"{len(seen)} clips in the shards, the manifest says {v['clips']}")
+                self.problem(where,
+                             f"{len(seen)} clips in the shards, the manifest says {v['clips']}")
             else:
                 self.problem(where, f"clip indices {seen[:8]}{'...' if len(seen) > 8 else ''} "
                                     f"are not 0..{len(want) - 1} in order")

@@ -77,7 +77,8 @@ def format_info(summary: dict[str, Any], where: str, all_shards: bool = False) -
                            for c in summary["classes"]], {0, 2, 3, 4})]
     listed = shards if all_shards or len(shards) <= SHARDS_LISTED else shards[: SHARDS_LISTED // 2]
     lines += ["", *_table(("shard", "clips", "size"),
-                          [(s["name"], s["clips"], human_bytes(s["bytes"])) for s in listed], {1, 2})]
+                          [(s["name"], s["clips"], human_bytes(s["bytes"])) for s in listed],
+                          {1, 2})]
     if len(listed) < len(shards):
         clips, sizes = [s["clips"] for s in shards], [s["bytes"] for s in shards]
         lines.append(f"... {len(shards) - len(listed)} more (--all-shards lists them): clips "

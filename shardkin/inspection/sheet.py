@@ -28,7 +28,8 @@ from ..store.split import Split
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-MARGIN, GAP, ROW_GAP = 8, 4, 10  # pixels: around the sheet, under titles and between tiles, between rows
+# pixels: around the sheet, under titles and between tiles, between rows
+MARGIN, GAP, ROW_GAP = 8, 4, 10
 FONT_SIZE = 14  # pixels: Pillow's default font, scalable since Pillow 10.1
 TILE_MIN, TILE_MAX = 48, 160  # frames are scaled by whole factors into this height range
 BACKGROUND, INK = (24, 24, 24), (235, 235, 235)
@@ -47,7 +48,7 @@ def _pillow() -> Any:
 
 
 @dataclass(frozen=True)
-class Clip:
+class ShownClip:
     shard: str
     key: str
     label: int
@@ -59,7 +60,8 @@ def pick(shards: Sequence[ShardInfo], n: int, seed: int) -> list[tuple[int, int]
     """(shard number, sample number in it) of ``n`` clips drawn with ``seed``, in shard order."""
     starts = [0, *accumulate(s.clips for s in shards)]
     chosen = sorted(random.Random(seed).sample(range(starts[-1]), min(n, starts[-1])))
-    numbers = [bisect_right(starts, i) - 1 for i in chosen]  # the last shard starting at or before i
+    # the last shard starting at or before i
+    numbers = [bisect_right(starts, i) - 1 for i in chosen]
     return [(shard, i - starts[shard]) for shard, i in zip(numbers, chosen)]
 
 
@@ -83,7 +85,7 @@ def fit(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def read_clips(split: Split, picks: list[tuple[int, int]], frames: int) -> list[Clip]:
+def read_clips(split: Split, picks: list[tuple[int, int]], frames: int) -> list[ShownClip]:
     """The picked samples' labels and ``frames`` evenly spaced frames, reading only their
     shards (and of a remote shard, only the byte range from the first pick to the last)."""
     wanted: dict[int, set[int]] = defaultdict(set)
@@ -96,11 +98,12 @@ def read_clips(split: Split, picks: list[tuple[int, int]], frames: int) -> list[
         try:
             first = opened.first  # the sample the file starts at
             for s in iter_samples(TarReader(opened.file, split.path(name)), min(indices) - first,
-                                  max(indices) + 1 - first, load=lambda i: i + first in indices,
+                                  max(indices) + 1 - first,
+                                  load=lambda i, first=first, indices=indices: i + first in indices,
                                   wanted=(*VIDEO_MEMBERS, LABEL)):
                 if s.members is not None:
                     video = decode_sample_video(s.members)
-                    clips.append(Clip(name, s.key, decode_label(s.members[LABEL]), len(video),
+                    clips.append(ShownClip(name, s.key, decode_label(s.members[LABEL]), len(video),
                                       video[frame_positions(len(video), frames)]))
             opened.finish()
         finally:
@@ -134,7 +137,7 @@ def compose(header: str, rows: list[tuple[str, list[np.ndarray]]]) -> Image:
     return image
 
 
-def title(clip: Clip, classes: list[str]) -> str:
+def title(clip: ShownClip, classes: list[str]) -> str:
     name = classes[clip.label] if 0 <= clip.label < len(classes) else "(not a class)"
     return f"{clip.label} {name}  {clip.key}  {clip.shard}"
 

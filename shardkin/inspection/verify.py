@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, BinaryIO
 
 from tqdm import tqdm
@@ -57,9 +56,8 @@ def _read_shard(split: Split, n: int, check: SplitCheck, bar: tqdm) -> None:
     if size is None:
         check.shard_missing(n, split.path(info.name))
         return
-    opened = replace(split, shards=[replace(info, bytes=size)], cache=None).open(0)
-    try:
-        hashed = HashingFile(opened.file, bar.update)
+    with split.open_file(info.name, size) as f:
+        hashed = HashingFile(f, bar.update)
         samples, error = 0, None
         try:
             for sample in iter_samples(TarReader(hashed, split.path(info.name)),
@@ -69,9 +67,6 @@ def _read_shard(split: Split, n: int, check: SplitCheck, bar: tqdm) -> None:
         except ShardError as e:
             error = e
         hashed.drain()
-        opened.finish()
-    finally:
-        opened.close()
     check.shard_read(n, samples, hashed.size, hashed.sha256.hexdigest(), error)
 
 

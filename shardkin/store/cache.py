@@ -6,11 +6,11 @@ A shard enters the cache as it streams for the first time: its chunks are writte
 a temporary file and hashed, and the file is renamed into place only when its size
 and sha256 match the manifest. The temporary file's name is the shard's, created
 exclusively: one process of the machine fills a shard, the others stream meanwhile
-(the claim of a process that died filling it expires after an hour untouched). The least recently used files are then removed until
-the cache fits ``max_bytes`` (under an ``flock``, so concurrent workers do not race);
-a file removed while another worker reads it stays readable to that worker. A cache
-that cannot be written (disk full, permissions) warns and is skipped: the data still
-streams, training goes on.
+(the claim of a process that died filling it expires after an hour untouched). The
+least recently used files are then removed until the cache fits ``max_bytes`` (under
+an ``flock``, so concurrent workers do not race); a file removed while another worker
+reads it stays readable to that worker. A cache that cannot be written (disk full,
+permissions) warns and is skipped: the data still streams, training goes on.
 """
 from __future__ import annotations
 

@@ -93,6 +93,13 @@ class Split:
         name = self.manifest.index.name if self.manifest.index else INDEX
         return decode_npy(self.folder.read_bytes(name))
 
+    def open_file(self, name: str, size: int) -> BinaryIO:
+        """File ``name`` of the split (``size`` bytes) for one front-to-back read: a local
+        file, or a stream of retried range requests."""
+        if self.folder.remote:
+            return RangeStream(self.folder, name, 0, size)
+        return open(self.path(name), "rb", buffering=0)
+
     def open(self, shard: int, start: int = 0, stop: int | None = None) -> Opened:
         """Shard number ``shard`` (of :attr:`shards`), to read samples ``start..stop``."""
         info = self.shards[shard]
@@ -215,7 +222,7 @@ def open_split(source: Any, split: str | None = None, *, storage_options: dict |
     head (what readers need: fast for a large split), else all of it."""
     folder, name, chosen = locate(source, split, storage_options, attempts)
     where = folder.path(name)
-    manifest = Manifest.parse(folder.read_bytes(name).decode("utf-8"), where, head=head)
+    manifest = Manifest.parse(folder.read_bytes(name), where, head=head)
     if strict_split and split is not None and manifest.split != split:
         raise FileNotFoundError(f"{where} is the manifest of split {manifest.split!r}, "
                                 f"not {split!r}: leave out --split or pass the build folder")

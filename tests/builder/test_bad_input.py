@@ -43,7 +43,8 @@ def bad_root(tmp_path_factory) -> Path:
     (d / "good" / "zero.mp4").write_bytes(b"")
     (d / "good" / "random.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     _audio_only(d / "good" / "sound_only.mp4")
-    full = make_video(root / "src.mp4", 90, 30, (32, 32), container_options={"movflags": "faststart"})
+    full = make_video(root / "src.mp4", 90, 30, (32, 32),
+                      container_options={"movflags": "faststart"})
     data = full.read_bytes()
     (d / "good" / "truncated.mp4").write_bytes(data[: len(data) * 6 // 10])
     (d / "good" / "moov_missing.mp4").write_bytes(
@@ -59,7 +60,8 @@ def test_bad_files_are_recorded_and_valid_ones_kept(bad_root, tmp_path):
     assert "no video stream" in reasons["train/good/sound_only.mp4"]
     assert all(reasons.values())
     videos = {v["path"]: v for v in m["videos"]}
-    assert videos["train/good/ok.mp4"]["clips"] == 3 and videos["train/good/ok.mp4"]["status"] == "ok"
+    assert (videos["train/good/ok.mp4"]["clips"] == 3
+            and videos["train/good/ok.mp4"]["status"] == "ok")
     # a file that decodes part-way keeps exactly the clips of the frames that decoded
     t = videos["train/good/truncated.mp4"]
     assert 8 <= t["frames"] < 90 and t["clips"] == ClipRule(8, 8, 30).num_clips(t["frames"])
@@ -71,7 +73,9 @@ def test_bad_files_are_recorded_and_valid_ones_kept(bad_root, tmp_path):
     kept = [s for s in samples if s["json"]["path"] == "train/good/truncated.mp4"]
     assert len(kept) == t["clips"]
     for s in kept:
-        np.testing.assert_array_equal(s["video.npy"], np.stack([frames[j] for j in s["json"]["source_frames"]]))
+        np.testing.assert_array_equal(
+            s["video.npy"], np.stack([frames[j] for j in s["json"]["source_frames"]])
+        )
     assert m["classes"] == ["empty_class", "good"]
 
 

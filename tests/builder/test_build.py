@@ -30,7 +30,8 @@ def test_clips_pixels_audio_labels(made_root, tmp_path):
     assert manifest["skipped_extensions"] == {".txt": 1}
     status = {v["path"]: v["status"] for v in manifest["videos"]}
     assert status["train/café au lait/short.mp4"] == "too_short"
-    assert manifest["totals"]["clips"] == len(samples) == sum(s["clips"] for s in manifest["shards"])
+    assert (manifest["totals"]["clips"] == len(samples)
+            == sum(s["clips"] for s in manifest["shards"]))
     keys = [s["key"] for s in samples]
     assert len(set(keys)) == len(keys) and all(k.isascii() and "." not in k for k in keys)
     assert len(manifest["shards"]) > 2
@@ -69,7 +70,8 @@ def test_options_are_one_record_from_flags_to_manifest():
     storage_options, a flag; the manifest records all but the execution options."""
     defaults = {f.name: f.default for g in option_groups().values() for f in fields(g)}
     params = inspect.signature(build).parameters
-    assert {k: p.default for k, p in params.items() if k not in ("root", "out", "split")} == defaults
+    assert {k: p.default for k, p in params.items()
+            if k not in ("root", "out", "split")} == defaults
     assert [f.dest for f in command_line()] == [n for n in defaults if n != "storage_options"]
     assert set(EXECUTORS) == set(EXECUTOR_NAMES)
     options = BuildOptions.from_kwargs(frames_per_clip=8, extensions=[".MP4", "avi"],
@@ -91,7 +93,8 @@ def test_same_inputs_give_same_bytes(made_root, tmp_path):
     kw = dict(frames_per_clip=4, step_between_clips=3, clips_per_shard=5, progress=False)
     build(made_root, tmp_path / "a", "train", workers=1, **kw)
     build(made_root, tmp_path / "b", "train", workers=2, **kw)
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files = sorted(p.relative_to(tmp_path / "a")
+                   for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) > 3
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
@@ -138,7 +141,8 @@ def test_other_options_refused_unless_overwrite(made_root, tmp_path):
     m = build(made_root, tmp_path, "val", frames_per_clip=4, workers=1, overwrite=True,
               progress=False)
     _, samples = read_split(tmp_path / "val")
-    assert {s["video.npy"].shape[0] for s in samples} == {4} and len(samples) == m["totals"]["clips"]
+    assert ({s["video.npy"].shape[0] for s in samples} == {4}
+            and len(samples) == m["totals"]["clips"])
 
 
 def test_webdataset_reads_shards_unaided(made_root, tmp_path):

@@ -16,8 +16,8 @@ def test_resume_after_kill_gives_same_bytes(made_root, tmp_path):
     args = ["--split", "train", "--frames-per-clip", "2", "--step-between-clips", "1",
             "--clips-per-shard", "20", "--workers", "1", "--quiet"]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "shardkin", "build", str(made_root), str(out), *args],
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "shardkin", "build", str(made_root), str(out),
+                             *args], start_new_session=True)
     deadline = time.monotonic() + 60
     records = out / "train" / ".build" / "shards"
     while not list(records.glob("*.json")) and time.monotonic() < deadline:

@@ -29,7 +29,9 @@ def test_build_to_bucket_equals_local_build(made_root, tmp_path, bucket):
     remote = build(made_root, f"{bucket}/k400", "train", **KW)
     local = build(made_root, tmp_path, "train", **KW)
     assert remote == local
-    assert _objects(f"{bucket}/k400") == {f"train/{k}": v for k, v in tree_bytes(tmp_path / "train").items()}
+    assert _objects(f"{bucket}/k400") == {
+        f"train/{k}": v for k, v in tree_bytes(tmp_path / "train").items()
+    }
     again = build(made_root, f"{bucket}/k400", "train", **KW)  # finished: nothing to do
     assert again == remote
 

@@ -75,7 +75,8 @@ def test_info_counts_match_manifest_and_shards(built):
     assert info["options"]["frames_per_clip"] == FPC and info["left_out"] == []
     text = cli("info", built / "train")
     assert text.returncode == 0
-    rows = [line.split() for line in text.stdout.splitlines() if line.lstrip().startswith(("0 ", "1 ", "2 "))]
+    rows = [line.split() for line in text.stdout.splitlines()
+            if line.lstrip().startswith(("0 ", "1 ", "2 "))]
     assert rows == [[str(i), f"class_{i}", "2", str(clips[i]), "0"] for i in range(3)]
     assert "frames_per_clip: 4" in text.stdout and "train-000000.tar" in text.stdout
 
@@ -164,7 +165,8 @@ def test_verify_wrong_count_in_manifest(copy):
     _edit_manifest(copy, lambda m: m["shards"][2].update(clips=m["shards"][2]["clips"] + 1))
     r = cli("verify", copy, "--quiet")
     assert r.returncode == 1
-    assert any(p.startswith("train-000002.tar: 6 samples, the manifest says 7") for p in problems(r))
+    assert any(p.startswith("train-000002.tar: 6 samples, the manifest says 7")
+               for p in problems(r))
     assert "totals.clips" in r.stdout
 
 
@@ -325,7 +327,8 @@ def test_verify_truncated_shard(copy):
     found = verify_split(open_split(copy, head=False), progress=False)
     assert len(found) == 2
     assert found[0].startswith("train-000003.tar: checksum mismatch: 200000 bytes")
-    assert found[1].startswith("train-000003.tar: unreadable after 4 samples") and "truncated" in found[1]
+    assert (found[1].startswith("train-000003.tar: unreadable after 4 samples")
+            and "truncated" in found[1])
 
 
 def test_verify_index_rows(copy):

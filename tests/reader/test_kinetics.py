@@ -96,7 +96,8 @@ def test_samplers_with_worker_processes(built, sampler):
             keys += [(d["video_index"], d["clip_index"]) for b in loader for d in b]
         assert len(keys) == 2 * ((n + 1) // 2) and len(set(keys)) == n
         return
-    s = SequentialSampler(ds) if sampler == "sequential" else RandomSampler(ds, generator=torch.Generator().manual_seed(0))
+    s = (SequentialSampler(ds) if sampler == "sequential"
+         else RandomSampler(ds, generator=torch.Generator().manual_seed(0)))
     loader = DataLoader(ds, batch_size=4, sampler=s, num_workers=2, collate_fn=list)
     keys = [(d["video_index"], d["clip_index"]) for b in loader for d in b]
     assert sorted(keys) == keys if sampler == "sequential" else sorted(keys) != keys
@@ -154,7 +155,7 @@ def test_make_loader_on_kinetics_follows_the_sampler_and_keeps_held_batches(buil
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(3)).tolist()
     loader = make_loader(ds, 3, num_workers=2, sampler=order)
     assert len(loader) == -(-len(ds) // 3)
-    for epoch in range(2):
+    for _ in range(2):
         held = list(loader)  # every batch kept: their memory must stay theirs
         assert len(held) == len(loader)
         for n, batch in enumerate(held):

@@ -213,7 +213,10 @@ def test_epoch_split_is_exact(drop):
 
 def test_mix_is_a_seeded_permutation():
     lengths = [5, 0, 17, 3]
-    lanes = lambda: [iter([(l, k) for k in range(n)]) for l, n in enumerate(lengths)]
+
+    def lanes():
+        return [iter([(i, k) for k in range(n)]) for i, n in enumerate(lengths)]
+
     a = list(mix(lanes(), lengths, random.Random("s"), 8))
     assert sorted(a) == sorted(k for lane in lanes() for k in lane)
     assert a == list(mix(lanes(), lengths, random.Random("s"), 8))
@@ -256,12 +259,12 @@ def test_manifest_head_leaves_videos_unparsed(tmp_path):
     text = json.dumps({**good, "videos": [1, 2]}, sort_keys=True, indent=1)
     (tmp_path / "m.json").write_text(text.replace("[\n  1,", "[ oops"))  # broken, after the keys
     head = Manifest(split="train", classes=["a"], shards=[], options={})
-    assert Manifest.parse((tmp_path / "m.json").read_text(), head=True) == head
+    assert Manifest.parse((tmp_path / "m.json").read_bytes(), head=True) == head
     (tmp_path / "m.json").write_text(json.dumps({"videos": [], **good}))  # any key order
-    assert Manifest.parse((tmp_path / "m.json").read_text(), head=True) == head
+    assert Manifest.parse((tmp_path / "m.json").read_bytes(), head=True) == head
     (tmp_path / "m.json").write_text(json.dumps({**good, "format_version": 2}))
     with pytest.raises(ValueError, match="format_version 2"):
-        Manifest.parse((tmp_path / "m.json").read_text(), head=True)
+        Manifest.parse((tmp_path / "m.json").read_bytes(), head=True)
 
 
 def test_stack_in_memory_order():
@@ -454,7 +457,8 @@ def test_unfinished_epochs_do_not_leak_batch_memory(split_dir, monkeypatch):
 # -- order -------------------------------------------------------------------------
 
 def order(split_dir, **kw) -> list[tuple[int, int]]:
-    return [(d["video_index"], d["clip_index"]) for d in ShardDataset(split_dir, return_dict=True, **kw)]
+    return [(d["video_index"], d["clip_index"])
+            for d in ShardDataset(split_dir, return_dict=True, **kw)]
 
 
 def test_order_depends_on_seed_and_epoch(split_dir):

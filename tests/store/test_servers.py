@@ -44,7 +44,8 @@ def test_proxy_cuts_once_then_forwards(site):
             with pytest.raises(ConnectionResetError):
                 while chunk := s.recv(1 << 16):
                     received += chunk
-        assert len(received) == 100_000  # exactly cut_after bytes (headers + part of the body), then a reset
+        # exactly cut_after bytes (headers + part of the body), then a reset
+        assert len(received) == 100_000
         assert received.startswith(b"HTTP/1.1 200")
         assert proxy.cut == 1
         with LOCAL.open(f"{proxy.url}/blob.bin", timeout=5) as response:
