@@ -18,6 +18,7 @@ demo: setup
 	$(BIN)/python tools/demo.py
 
 test: setup
+	$(BIN)/ruff check shardkin tests tools
 	$(BIN)/python -m pytest -q
 
 bench: setup
