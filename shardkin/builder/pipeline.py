@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..format.codecs import MEMBER as VIDEO_CODECS
-from ..format.manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo
+from ..format.manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, ShardTable
 from ..format.npy import encode_npy
 from ..format.options import DEFAULT_EXTENSIONS, BuildOptions
 from ..store.folder import Folder
@@ -239,7 +239,7 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifes
               "skipped": len(skipped), "partial": status["partial"],
               "too_short": status["too_short"],
               "skipped_extensions": sum(plan["skipped_extensions"].values())}
-    return Manifest(split=plan["split"], classes=plan["classes"], shards=shards,
+    return Manifest(split=plan["split"], classes=plan["classes"], shards=ShardTable.of(shards),
                     options=plan["options"], index=index, videos=videos, skipped=skipped,
                     skipped_extensions=plan["skipped_extensions"], totals=totals)
 

@@ -28,9 +28,9 @@ torchvision's order -- class, video within class, clip within video -- so clip
 from __future__ import annotations
 
 import codecs
-import gc
 import json
 import re
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
 
@@ -49,6 +49,44 @@ class ShardInfo(NamedTuple):
     clips: int
     bytes: int
     sha256: str | None = None
+
+
+class ShardTable(Sequence[ShardInfo]):
+    """The shards of a split, stored by column: a Kinetics-700 manifest lists 40k shards,
+    and 40k record objects would be traversed by every full garbage collection of every
+    DataLoader worker, where four lists of strings and ints are not. Indexing and
+    iterating give :class:`ShardInfo` records."""
+
+    def __init__(self, names: list[str], clips: list[int], nbytes: list[int],
+                 sha256: list[str | None]) -> None:
+        self.names, self.clips, self.bytes, self.sha256 = names, clips, nbytes, sha256
+
+    @classmethod
+    def of(cls, shards: Iterable[ShardInfo]) -> ShardTable:
+        rows = list(shards)
+        return cls([s.name for s in rows], [s.clips for s in rows], [s.bytes for s in rows],
+                   [s.sha256 for s in rows])
+
+    @classmethod
+    def from_json(cls, entries: list[dict[str, Any]]) -> ShardTable:
+        return cls([s["name"] for s in entries], [s["clips"] for s in entries],
+                   [s["bytes"] for s in entries], [s.get("sha256") for s in entries])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> ShardInfo:  # type: ignore[override]
+        return ShardInfo(self.names[i], self.clips[i], self.bytes[i], self.sha256[i])
+
+    def __iter__(self) -> Iterator[ShardInfo]:
+        return map(ShardInfo, self.names, self.clips, self.bytes, self.sha256)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def select(self, keep: Collection[str]) -> ShardTable:
+        """The shards named in ``keep``, in this table's order."""
+        return ShardTable.of(s for s in self if s.name in keep)
 
 
 class IndexInfo(NamedTuple):
@@ -79,7 +117,7 @@ class Manifest:
 
     split: str
     classes: list[str]
-    shards: list[ShardInfo]
+    shards: ShardTable
     options: dict[str, Any]
     index: IndexInfo | None = None
     videos: list[VideoRecord] = field(default_factory=list)
@@ -101,7 +139,8 @@ class Manifest:
                              f"in {where}: this shardkin reads version {FORMAT_VERSION}")
         try:
             return cls(
-                split=data["split"], classes=data["classes"], shards=_shards(data["shards"]),
+                split=data["split"], classes=data["classes"],
+                shards=ShardTable.from_json(data["shards"]),
                 options=data.get("options") or {},
                 index=IndexInfo(**data["index"]) if data.get("index") else None,
                 videos=data.get("videos", []), skipped=data.get("skipped", []),
@@ -140,18 +179,6 @@ class Manifest:
 
 
 _WS = re.compile(r"[ \t\n\r]*")
-
-
-def _shards(entries: list[dict[str, Any]]) -> list[ShardInfo]:
-    """The shard records, made with the garbage collector paused: tens of thousands of
-    new tuples would otherwise set off full collections of the caller's whole heap."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        return [ShardInfo(s["name"], s["clips"], s["bytes"], s.get("sha256")) for s in entries]
-    finally:
-        if paused:
-            gc.enable()
 
 
 _HEAD_PREFIXES = (1 << 22, 1 << 25)  # bytes decoded to find the head, before all of them

@@ -133,7 +133,7 @@ class ShardDataset(IterableDataset):
         self.cache = self.split_source.cache
         self.split = self.split_source.manifest.split
         self.classes: list[str] = self.split_source.manifest.classes
-        self._clips = [s.clips for s in self.split_source.shards]
+        self._clips = self.split_source.shards.clips
         self.total_clips = sum(self._clips)
         if per_rank(self.total_clips, world_size, drop_remainder) == 0:
             raise ValueError(f"{where} holds {self.total_clips} clips, fewer than world_size="

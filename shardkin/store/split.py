@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..format.manifest import INDEX, MANIFEST, Manifest, ShardInfo
+from ..format.manifest import INDEX, MANIFEST, Manifest, ShardTable
 from ..format.npy import decode_npy
 from ..format.tar import BLOCK
 from .cache import CacheWriter, ShardCache
@@ -74,7 +74,7 @@ class Split:
     folder: Folder
     manifest_name: str
     manifest: Manifest
-    shards: list[ShardInfo]
+    shards: ShardTable
     cache: ShardCache | None = None
 
     def __post_init__(self) -> None:
@@ -135,9 +135,9 @@ class Split:
                 self._starts = {}
                 return None
             index = index[np.lexsort((index[:, 1], index[:, 0]))]
-            names = [s.name for s in self.manifest.shards]  # index.npy numbers these
+            names = self.manifest.shards.names  # index.npy numbers these
             bounds = np.searchsorted(index[:, 0], np.arange(len(names) + 1))
-            mine = {s.name for s in self.shards}
+            mine = set(self.shards.names)
             self._starts = {n: index[bounds[k] : bounds[k + 1], 1]
                             for k, n in enumerate(names) if n in mine}
         return self._starts.get(name)
@@ -204,15 +204,14 @@ def _locate_shards(source: Any, storage_options: dict | None,
     return folder, MANIFEST, [u.rstrip("/").rpartition("/")[2] for u in urls]
 
 
-def _choose(shards: list[ShardInfo], chosen: Sequence[str] | None, where: str) -> list[ShardInfo]:
+def _choose(shards: ShardTable, chosen: Sequence[str] | None, where: str) -> ShardTable:
     """The shards ``chosen`` (all when None), in manifest order."""
     if chosen is None:
         return shards
-    unknown = sorted(set(chosen) - {s.name for s in shards})
+    unknown = sorted(set(chosen) - set(shards.names))
     if unknown:
         raise ValueError(f"{where} lists no shard {', '.join(unknown)}")
-    keep = set(chosen)
-    return [s for s in shards if s.name in keep]
+    return shards.select(set(chosen))
 
 
 def open_split(source: Any, split: str | None = None, *, storage_options: dict | None = None,
