@@ -79,6 +79,7 @@ class Split:
 
     def __post_init__(self) -> None:
         self._starts: dict[str, np.ndarray] | None = None
+        self._clips_per_video: np.ndarray | None = None
 
     @property
     def where(self) -> str:
@@ -92,6 +93,17 @@ class Split:
         """``index.npy``: int64 ``[clips, 3]`` (shard number, offset, length)."""
         name = self.manifest.index.name if self.manifest.index else INDEX
         return decode_npy(self.folder.read_bytes(name))
+
+    def clips_per_video(self) -> np.ndarray:
+        """int64 clip counts of the split's videos in ``video_index`` order (torchvision's),
+        videos too short for a clip included with 0: what clip samplers need. Read from the
+        whole manifest once (about a second for Kinetics-700's)."""
+        if self._clips_per_video is None:
+            videos = Manifest.parse(self.folder.read_bytes(self.manifest_name), self.where).videos
+            order = sorted(videos, key=lambda v: v["video_index"])
+            self._clips_per_video = np.fromiter((v["clips"] for v in order), np.int64,
+                                                len(order))
+        return self._clips_per_video
 
     def open_file(self, name: str, size: int) -> BinaryIO:
         """File ``name`` of the split (``size`` bytes) for one front-to-back read: a local
