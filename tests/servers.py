@@ -153,12 +153,13 @@ class Proxy:
     upstream-to-client bytes pass ``cut_after`` get exactly ``cut_after`` of them, then a reset
     (both sockets closed); later connections are forwarded whole. ``cut``: connections cut so far.
     Before that, the first ``errors`` connections are answered ``503 Service Unavailable``
-    (``errored``: how many were)."""
+    (``errored``: how many were). ``forwarded``: upstream-to-client bytes passed on in all."""
 
     def __init__(self, port: int, cut_after: int, cuts: int, errors: int = 0) -> None:
         self._port, self._cut_after, self._cuts = port, cut_after, cuts
         self._cut = 0
         self._errors, self.errored = errors, 0
+        self._forwarded = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
@@ -171,6 +172,11 @@ class Proxy:
     def cut(self) -> int:
         with self._lock:
             return self._cut
+
+    @property
+    def forwarded(self) -> int:
+        with self._lock:
+            return self._forwarded
 
     def close(self) -> None:
         """Stop accepting and end every connection (shutdown wakes the threads, which close)."""
@@ -256,6 +262,8 @@ class Proxy:
                 elif sent is not None:
                     sent += len(data)
                 client.sendall(data)
+                with self._lock:
+                    self._forwarded += len(data)
 
 
 def _drain(sock: socket.socket, seconds: float = 5.0) -> None:

@@ -41,6 +41,7 @@ from .items import check_output_format, make_item
 from .lanes import DELIVERED, read_lane, substitute
 from .partition import Span, mix, per_rank, worker_lanes
 from .records import ClipRef, LoadedClip, check_on_error, load_clip
+from .selection import ClipSelection
 
 STATE_VERSION = 1
 
@@ -104,6 +105,8 @@ class ShardDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         drop_remainder: bool = True,
+        clips_per_video: int | None = None,
+        clip_sampler: str = "random",
         shuffle_buffer: int = 1024,
         interleave: int = 32,
         on_error: str = "raise",
@@ -133,8 +136,11 @@ class ShardDataset(IterableDataset):
         self.cache = self.split_source.cache
         self.split = self.split_source.manifest.split
         self.classes: list[str] = self.split_source.manifest.classes
-        self._clips = self.split_source.shards.clips
-        self.total_clips = sum(self._clips)
+        self.clips_per_video, self.clip_sampler = clips_per_video, clip_sampler
+        self._selection = None if clips_per_video is None else self._select(clip_sampler, seed)
+        self._counts = (self.split_source.shards.clips if self._selection is None
+                        else self._selection.counts)  # clips read from each shard an epoch
+        self.total_clips = sum(self._counts)
         if per_rank(self.total_clips, world_size, drop_remainder) == 0:
             raise ValueError(f"{where} holds {self.total_clips} clips, fewer than world_size="
                              f"{world_size}: use fewer ranks or a larger dataset")
@@ -147,6 +153,17 @@ class ShardDataset(IterableDataset):
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._resume: ResumePoint | None = None
         self._progress: ResumePoint | None = None
+
+    def _select(self, sampler: str, seed: int) -> ClipSelection:
+        """The per-epoch choice of ``clips_per_video`` clips of each video."""
+        split = self.split_source
+        if split.manifest.index is None:
+            raise ValueError(f"{split.where} has no index.npy (built by an older shardkin), "
+                             "which clips_per_video needs: rebuild with --overwrite")
+        numbers = {n: i for i, n in enumerate(split.manifest.shards.names)}
+        return ClipSelection(split.read_index(), split.clips_per_video(),
+                             [numbers[n] for n in split.shards.names], self.clips_per_video,
+                             sampler, seed)
 
     # -- epochs and resume ---------------------------------------------------------
 
@@ -165,10 +182,14 @@ class ShardDataset(IterableDataset):
 
     def _identity(self) -> dict[str, Any]:
         shards = json.dumps([[s.name, s.clips] for s in self.split_source.shards])
-        return {"version": STATE_VERSION, "shards": hashlib.sha256(shards.encode()).hexdigest(),
-                "seed": self.seed, "shuffle": self.shuffle, "world_size": self.world_size,
-                "drop_remainder": self.drop_remainder, "shuffle_buffer": self.shuffle_buffer,
-                "interleave": self.interleave}
+        identity = {"version": STATE_VERSION,
+                    "shards": hashlib.sha256(shards.encode()).hexdigest(), "seed": self.seed,
+                    "shuffle": self.shuffle, "world_size": self.world_size,
+                    "drop_remainder": self.drop_remainder,
+                    "shuffle_buffer": self.shuffle_buffer, "interleave": self.interleave}
+        if self.clips_per_video is not None:  # states of older versions resume as before
+            identity.update(clips_per_video=self.clips_per_video, clip_sampler=self.clip_sampler)
+        return identity
 
     def make_state(self, epoch: int, num_workers: int, delivered: Sequence[int]) -> dict[str, Any]:
         """A resumable state: clips of ``epoch`` each worker has handed out."""
@@ -221,7 +242,7 @@ class ShardDataset(IterableDataset):
     # -- reading -------------------------------------------------------------------
 
     def lanes(self, epoch: int, worker: int, num_workers: int) -> list[list[Span]]:
-        return worker_lanes(self._clips, seed=self.seed, epoch=epoch, rank=self.rank,
+        return worker_lanes(self._counts, seed=self.seed, epoch=epoch, rank=self.rank,
                             world_size=self.world_size, worker=worker, num_workers=num_workers,
                             interleave=self.interleave, shuffle=self.shuffle,
                             drop_remainder=self.drop_remainder,
@@ -240,8 +261,10 @@ class ShardDataset(IterableDataset):
             positions = [zip(itertools.repeat(lane), range(n)) for lane, n in enumerate(lengths)]
             done = set(itertools.islice(
                 mix(positions, lengths, random.Random(seed), self.shuffle_buffer), skip))
-        readers = [read_lane(self.split_source, lane, spans, done, self._wanted, self.on_error)
-                   for lane, spans in enumerate(lanes)]
+        picks = None if self._selection is None else (
+            lambda span: self._selection.picks(span.shard, epoch)[span.start : span.stop])
+        readers = [read_lane(self.split_source, lane, spans, done, self._wanted, self.on_error,
+                             picks) for lane, spans in enumerate(lanes)]
         items = mix(readers, lengths, random.Random(seed), self.shuffle_buffer)
         for _ in range(skip):
             if next(items) is not DELIVERED:

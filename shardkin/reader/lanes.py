@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from ..format.sample import AUDIO, VIDEO
 from ..format.samples import iter_samples
 from ..format.tar import ShardError
 from ..format.tarread import TarReader
-from ..store.split import Opened, Split
+from ..store.split import LocalShard, Split
 from .partition import Span
 from .records import HINT, ClipRef, clip_ref
 
@@ -27,36 +27,28 @@ BAD = object()  # an unreadable clip (on_error="skip")
 
 
 def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[int, int]],
-              wanted: Collection[str], on_error: str) -> Iterator[Any]:
+              wanted: Collection[str], on_error: str,
+              picks: Callable[[Span], Sequence[int]] | None = None) -> Iterator[Any]:
     """:class:`ClipRef` (or :data:`DELIVERED` / :data:`BAD`) of one lane's positions, in
-    order; ``done`` holds the (lane, position) pairs a resumed epoch already handed out."""
+    order; ``done`` holds the (lane, position) pairs a resumed epoch already handed out.
+
+    A span's positions are its samples ``start..stop``, or with ``picks`` the sorted
+    sample numbers it gives for the span (a sample picked twice is read once)."""
     k = 0
     for span in lane_spans:
-        n = span.stop - span.start
-        base = k - span.start
-        if done and all((lane, base + i) in done for i in range(span.start, span.stop)):
+        chosen = range(span.start, span.stop) if picks is None else picks(span)
+        n = len(chosen)
+        pending = [(lane, k + j) not in done for j in range(n)]
+        k += n
+        if not any(pending):
             yield from itertools.repeat(DELIVERED, n)
-            k += n
             continue
-        info = split.shards[span.shard]
-        path = split.path(info.name)
-        got, opened = 0, None
+        path = split.path(split.shards[span.shard].name)
+        got = 0
         try:
-            opened = split.open(span.shard, span.start, span.stop)
-            reader = TarReader(opened.file, path, opened.offset)
-            if reader.size is not None and reader.size != info.bytes:
-                raise reader.error(f"has {reader.size} bytes, the manifest says {info.bytes} "
-                                   "(truncated or replaced)", 0)
-            first = opened.first
-            for sample in iter_samples(reader, span.start - first, span.stop - first,
-                                       lambda i, at=base + first: (lane, at + i) not in done,
-                                       wanted,
-                                       defer=(VIDEO, AUDIO) if opened.local else ()):
+            for item in _read_span(split, span.shard, chosen, pending, wanted, on_error,
+                                   sparse=picks is not None):
                 got += 1
-                item = DELIVERED if sample.members is None else _ref(
-                    sample.members, sample.key, path, sample.offset, opened, on_error)
-                if got == n:  # mix() draws no further from this span
-                    opened.finish()
                 yield item
         except (ShardError, OSError) as e:
             error = str(e) if path in str(e) else f"{path}: {type(e).__name__}: {e}"
@@ -64,18 +56,53 @@ def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[i
                 raise ShardError(f"{error}: {HINT}") from e
             warnings.warn(f"shardkin: skipping {n - got} clip(s): {error}", stacklevel=2)
             yield from itertools.repeat(BAD, n - got)
-        finally:
-            if opened is not None:
-                opened.close()
-        k += n
 
 
-def _ref(members: dict[str, Any], key: str, path: str, offset: int, opened: Opened,
+def _read_span(split: Split, shard: int, chosen: Sequence[int], pending: list[bool],
+               wanted: Collection[str], on_error: str, sparse: bool) -> Iterator[Any]:
+    """The items of one span's positions (``chosen`` samples of ``shard``, sorted)."""
+    info = split.shards[shard]
+    path = split.path(info.name)
+    load = {i for i, p in zip(chosen, pending) if p}
+    opened = None
+    try:
+        if sparse and split.folder.remote and split.cache is None:  # fetch only these
+            samples = split.fetch_samples(shard, sorted(load), wanted)
+        else:
+            opened = split.open(shard, chosen[0], chosen[-1] + 1)
+            reader = TarReader(opened.file, path, opened.offset)
+            if reader.size is not None and reader.size != info.bytes:
+                raise reader.error(f"has {reader.size} bytes, the manifest says {info.bytes} "
+                                   "(truncated or replaced)", 0)
+            first = opened.first
+            samples = iter_samples(reader, chosen[0] - first, chosen[-1] + 1 - first,
+                                   lambda i: i + first in load, wanted,
+                                   defer=(VIDEO, AUDIO) if opened.local else ())
+        sample, item = None, DELIVERED
+        for j, i in enumerate(chosen):
+            if j == 0 or i != chosen[j - 1]:  # the next sample picked
+                item = DELIVERED
+                if i in load:
+                    while sample is None or sample.index + (opened.first if opened else 0) < i:
+                        sample = next(samples, None)
+                        if sample is None:
+                            raise ShardError(f"{path}: sample {i} is missing")
+                    item = _ref(sample.members, sample.key, path, sample.offset,
+                                opened.local if opened else None, on_error)
+            if j == len(chosen) - 1 and opened is not None:
+                opened.finish()  # mix() draws no further from this span
+            yield item if pending[j] else DELIVERED
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _ref(members: dict[str, Any], key: str, path: str, offset: int, local: LocalShard | None,
          on_error: str) -> Any:
     """The sample's :class:`ClipRef`; with ``on_error="skip"`` a damaged one is :data:`BAD`
     and the shard reads on."""
     try:
-        return clip_ref(members, key, path, offset, opened.local)
+        return clip_ref(members, key, path, offset, local)
     except ShardError as e:
         if on_error == "raise":
             raise

@@ -11,7 +11,7 @@ of retried range requests that fills the cache as it streams. ``ShardDataset``,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -19,7 +19,9 @@ import numpy as np
 
 from ..format.manifest import INDEX, MANIFEST, Manifest, ShardTable
 from ..format.npy import decode_npy
+from ..format.samples import TarSample, iter_samples
 from ..format.tar import BLOCK
+from ..format.tarread import BlobReader
 from .cache import CacheWriter, ShardCache
 from .folder import Folder, is_url
 from .ranges import RangeStream
@@ -128,8 +130,9 @@ class Split:
         writer = self.cache.writer(info.sha256, info.bytes) if (
             self.cache and info.sha256) else None
         stop = info.clips if stop is None else stop
-        starts = None if writer is not None or (start == 0 and stop == info.clips) else (
-            self._sample_starts(info.name))
+        ranges = None if writer is not None or (start == 0 and stop == info.clips) else (
+            self._sample_ranges(info.name))
+        starts = None if ranges is None else ranges[:, 0]
         first = 0 if starts is None else start
         begin = 0 if starts is None else int(starts[start])
         end = (info.bytes if starts is None or stop == info.clips
@@ -137,9 +140,29 @@ class Split:
         return Opened(RangeStream(self.folder, info.name, begin, end, sink=writer), None, first,
                       begin, writer)
 
-    def _sample_starts(self, name: str) -> np.ndarray | None:
-        """Byte offsets of the samples of shard ``name``, from ``index.npy`` (fetched once a
-        process); None for builds without one (then streams walk from the start)."""
+    def fetch_samples(self, shard: int, numbers: Sequence[int],
+                      wanted: Collection[str]) -> Iterator[TarSample]:
+        """Samples ``numbers`` (sorted, distinct) of remote shard number ``shard`` with their
+        ``wanted`` members, each run of consecutive samples in one retried range request:
+        only their bytes are fetched."""
+        name = self.shards[shard].name
+        ranges = self._sample_ranges(name)
+        if ranges is None:
+            raise FileNotFoundError(f"{self.path(INDEX)} is missing: it locates samples")
+        runs = np.split(np.asarray(numbers), np.flatnonzero(np.diff(numbers) != 1) + 1)
+        for run in runs:
+            a, b = int(run[0]), int(run[-1])
+            begin, end = int(ranges[a, 0]), int(ranges[b, 0] + ranges[b, 1])
+            blob = self.folder.read_range(name, begin, end - begin)
+            for sample in iter_samples(BlobReader(blob, self.path(name), begin),
+                                       stop=len(run), wanted=wanted):
+                sample.index += a
+                yield sample
+
+    def _sample_ranges(self, name: str) -> np.ndarray | None:
+        """(byte offset, byte length) of each sample of shard ``name``, from ``index.npy``
+        (fetched once a process); None for builds without one (streams then walk from
+        the start)."""
         if self._starts is None:
             try:
                 index = self.read_index()
@@ -150,7 +173,7 @@ class Split:
             names = self.manifest.shards.names  # index.npy numbers these
             bounds = np.searchsorted(index[:, 0], np.arange(len(names) + 1))
             mine = set(self.shards.names)
-            self._starts = {n: index[bounds[k] : bounds[k + 1], 1]
+            self._starts = {n: index[bounds[k] : bounds[k + 1], 1:]
                             for k, n in enumerate(names) if n in mine}
         return self._starts.get(name)
 

@@ -1,0 +1,80 @@
+"""Which stored clips an epoch of ``ShardDataset`` reads with ``clips_per_video=k``.
+
+Per video and epoch: ``"random"`` takes ``min(k, n)`` distinct clips of its ``n``, drawn
+afresh from ``(seed, epoch, shard)``; ``"uniform"`` takes torchvision's
+``UniformClipSampler`` picks, ``floor(linspace(s, s + n - 1, k))`` in float32 over the
+global clip numbers (repeats when ``n < k``; videos without clips give none). Either way
+a shard's count of picks is the same every epoch, so the epoch partition and ``len()``
+stay exact. Picks are sample numbers within their shard, sorted (a repeated clip is
+read once and handed out again). Pure functions of the index, counts, seed and epoch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+CLIP_SAMPLERS = ("random", "uniform")
+
+
+class ClipSelection:
+    """The picks of every shard of a split, per epoch.
+
+    ``index``: ``index.npy`` (rows in video order: manifest shard number, offset,
+    length); ``clips_per_video``: stored clips of each video in that order;
+    ``shard_numbers``: the manifest number of each shard read (in reading order).
+    """
+
+    def __init__(self, index: np.ndarray, clips_per_video: np.ndarray,
+                 shard_numbers: list[int], k: int, sampler: str, seed: int) -> None:
+        if sampler not in CLIP_SAMPLERS:
+            raise ValueError(f"clip_sampler must be 'random' or 'uniform', got {sampler!r}")
+        if k < 1:
+            raise ValueError(f"clips_per_video must be >= 1, got {k}")
+        self.k, self.sampler, self.seed, self._numbers = k, sampler, seed, shard_numbers
+        n = np.asarray(clips_per_video, np.int64)
+        first_row = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+        has = n > 0
+        rows = first_row[has]
+        mine = {m: i for i, m in enumerate(shard_numbers)}
+        shard = np.full(len(n), -1, np.int64)
+        shard[has] = [mine.get(int(s), -1) for s in index[rows, 0]]
+        offset = np.zeros(len(n), np.int64)
+        offset[has] = index[rows, 1]
+        # a shard's samples are its videos' clips, video after video, in byte order
+        self._videos: list[np.ndarray] = []  # per shard: its videos in stored order
+        self._first: list[np.ndarray] = []  # per shard: sample number of each one's clip 0
+        order = np.lexsort((offset, shard))
+        order = order[shard[order] >= 0]
+        bounds = np.searchsorted(shard[order], np.arange(len(shard_numbers) + 1))
+        for s in range(len(shard_numbers)):
+            videos = order[bounds[s] : bounds[s + 1]]
+            self._videos.append(videos)
+            self._first.append(np.concatenate([[0], np.cumsum(n[videos])[:-1]]).astype(np.int64))
+        self._n, self._first_row = n, first_row
+        take = np.minimum(n, k) if sampler == "random" else np.where(n > 0, k, 0)
+        self.counts = [int(take[v].sum()) for v in self._videos]
+
+    def picks(self, shard: int, epoch: int) -> np.ndarray:
+        """Sorted sample numbers of shard number ``shard`` (reading order) read in ``epoch``."""
+        videos, first = self._videos[shard], self._first[shard]
+        n = self._n[videos]
+        if self.sampler == "uniform":
+            out = [first[i] + _uniform(int(self._first_row[v]), int(n[i]), self.k)
+                   for i, v in enumerate(videos) if n[i]]
+            return np.concatenate(out) if out else np.zeros(0, np.int64)
+        # random: per video the k smallest of random keys over its clips
+        total = int(n.sum())
+        rng = np.random.default_rng([self.seed, epoch, self._numbers[shard]])
+        keys = rng.random(total)
+        video_of = np.repeat(np.arange(len(videos)), n)
+        order = np.lexsort((keys, video_of))  # clips grouped by video, shuffled within
+        starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+        rank = np.arange(total) - np.repeat(starts, n)
+        return np.sort(order[rank < self.k])
+
+
+def _uniform(start: int, n: int, k: int) -> np.ndarray:
+    """torchvision's ``UniformClipSampler`` picks of a video whose clips are the global
+    numbers ``start .. start + n - 1``, as clip numbers within the video."""
+    picks = torch.linspace(start, start + n - 1, steps=k).floor().to(torch.int64)
+    return picks.numpy() - start
