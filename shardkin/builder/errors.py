@@ -1,5 +1,19 @@
-"""The one error of a build."""
+"""The errors of a build."""
+from __future__ import annotations
+
+import errno
+
+# what retrying a shard cannot fix: the disk or quota is full, writing is not allowed
+PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 class BuildError(RuntimeError):
     """The build cannot go on; the message says what to do."""
+
+
+class PermanentError(BuildError):
+    """A shard failed in a way retrying cannot fix; the build stops at once."""
+
+
+def is_permanent(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in PERMANENT_ERRNOS

@@ -3,7 +3,10 @@
 An executor calls ``fn(task, decode_threads=..., **kwargs)`` for each task and yields
 ``(task, result, error)`` as tasks finish; a task that raises, or whose process dies,
 is tried ``retries`` more times before its error is yielded, and the others finish.
-``on_progress(clips, bytes)`` is called after each video. :data:`EXECUTORS` names them.
+An error retrying cannot fix (a full disk, a refused permission: :func:`is_permanent`)
+is yielded at once as a :class:`PermanentError`, untried again. ``on_progress(clips,
+bytes)`` is called once per video, also when its shard is tried again.
+:data:`EXECUTORS` names them.
 
 With Ray (``--executor ray``) the plan is still made once on the driver; each task
 names its input videos (under a ROOT every node can read: a shared file system) and
@@ -21,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..format.options import ExecutionOptions
+from .errors import PermanentError, is_permanent
 
 Progress = Callable[[int, int], None]  # (clips, bytes) after each video
 Outcome = tuple[Any, Any, BaseException | None]  # (task, result, error)
@@ -53,12 +57,38 @@ def _init(q: Any) -> None:
     _progress_queue = q
 
 
-def _report(clips: int, nbytes: int) -> None:
-    _progress_queue.put((clips, nbytes))
+def _call(fn: Callable, task: Any, run: int, kwargs: dict) -> Any:
+    def report(clips: int, nbytes: int) -> None:
+        _progress_queue.put((task["name"], run, clips, nbytes))
+
+    return _attempt(fn, task, progress=report, **kwargs)
 
 
-def _call(fn: Callable, task: Any, kwargs: dict) -> Any:
-    return fn(task, progress=_report, **kwargs)
+def _attempt(fn: Callable, task: Any, **kwargs: Any) -> Any:
+    """``fn(task, **kwargs)``; an error retrying cannot fix is returned, not raised, so
+    that no executor retries it."""
+    try:
+        return fn(task, **kwargs)
+    except OSError as e:
+        if is_permanent(e):
+            return PermanentError(f"{type(e).__name__}: {e}")
+        raise
+
+
+class _Videos:
+    """Progress of tasks that may run more than once: each video counts once (a video
+    of a later attempt counts only past where earlier attempts got)."""
+
+    def __init__(self, on_progress: Progress) -> None:
+        self._on_progress = on_progress
+        self._shown: dict[str, int] = {}
+        self._now: dict[tuple[str, int], int] = {}  # videos so far of (task, run)
+
+    def __call__(self, name: str, run: int, clips: int, nbytes: int) -> None:
+        now = self._now[name, run] = self._now.get((name, run), 0) + 1
+        if now > self._shown.get(name, 0):
+            self._shown[name] = now
+            self._on_progress(clips, nbytes)
 
 
 def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,
@@ -70,20 +100,25 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
     ctx = mp.get_context(_START)
     q = ctx.Queue()
     attempts = {id(t): 0 for t in tasks}
+    runs = dict(attempts)
     todo = list(tasks)
+    videos = _Videos(on_progress)
     while todo:
         pool = ProcessPoolExecutor(max(1, min(workers, len(todo))), mp_context=ctx,
                                    initializer=_init, initargs=(q,))
-        running: dict[Future, Any] = {pool.submit(_call, fn, t, kwargs): t for t in todo}
+        for t in todo:
+            runs[id(t)] += 1  # progress is told apart by run
+        running: dict[Future, Any] = {pool.submit(_call, fn, t, runs[id(t)], kwargs): t
+                                      for t in todo}
         todo = []
         try:
             while running:
                 done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(q, on_progress)
+                _drain(q, videos)
                 for fut in done:
                     task = running.pop(fut)
                     try:
-                        yield task, fut.result(), None
+                        result = fut.result()
                     except BaseException as e:  # noqa: BLE001 - reported to the caller
                         attempts[id(task)] += 1
                         if attempts[id(task)] <= retries:
@@ -92,15 +127,21 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
                             yield task, None, e
                         if isinstance(e, BrokenProcessPool):
                             todo += [running.pop(f) for f in list(running)]
+                        continue
+                    _drain(q, videos)
+                    if isinstance(result, PermanentError):
+                        yield task, None, result
+                    else:
+                        yield task, result, None
         finally:
             pool.shutdown(cancel_futures=True)
-            _drain(q, on_progress)
+            _drain(q, videos)
 
 
-def _drain(q: Any, on_progress: Progress) -> None:
+def _drain(q: Any, videos: _Videos) -> None:
     while True:
         try:
-            on_progress(*q.get_nowait())
+            videos(*q.get_nowait())
         except queue.Empty:
             return
 
@@ -123,8 +164,8 @@ def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: Executi
     import ray
 
     kwargs["decode_threads"] = execution.decode_threads or 1
-    remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(fn)
-    pending = {remote.remote(task, **kwargs): task for task in tasks}
+    remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_attempt)
+    pending = {remote.remote(fn, task, **kwargs): task for task in tasks}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
@@ -134,6 +175,9 @@ def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: Executi
             except Exception as e:  # noqa: BLE001 - reported to the caller
                 cause = getattr(e, "cause", None)  # RayTaskError wraps the task's exception
                 yield task, None, cause if isinstance(cause, BaseException) else e
+                continue
+            if isinstance(record, PermanentError):
+                yield task, None, record
                 continue
             for video in record["videos"]:
                 on_progress(video["clips"], sum(size for _, size in video["samples"]))

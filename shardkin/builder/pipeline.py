@@ -24,8 +24,9 @@ from ..format.manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, S
 from ..format.npy import encode_npy
 from ..format.options import DEFAULT_EXTENSIONS, BuildOptions
 from ..store.folder import Folder
+from ..store.lock import BuildLock, LockedError
 from . import shard
-from .errors import BuildError
+from .errors import BuildError, PermanentError
 from .executors import EXECUTORS
 from .plan import make_plan
 
@@ -61,6 +62,7 @@ def build(
     workers: int | None = None,
     decode_threads: int | None = None,
     overwrite: bool = False,
+    break_lock: bool = False,
     progress: bool = True,
     storage_options: dict[str, Any] | None = None,
     executor: str = "local",
@@ -100,9 +102,26 @@ def build_split(root: str | os.PathLike, out: str | os.PathLike, split: str,
     folder = Folder(out, run.storage_options).child(split)
     try:
         folder.make()
-        finished = _check_existing(folder, split, options.to_manifest(), run.overwrite)
     except Exception as e:  # s3fs/gcsfs/botocore raise many kinds
         raise BuildError(f"cannot write to {folder.url}: {type(e).__name__}: {e} (check the "
+                         "path or bucket, the credentials and the endpoint)") from None
+    try:
+        with BuildLock(folder, run.break_lock):
+            return _build_locked(folder, root, split, options, t0)
+    except LockedError as e:
+        raise BuildError(str(e)) from None
+
+
+def _build_locked(folder: Folder, root: Path, split: str, options: BuildOptions,
+                  t0: float) -> dict[str, Any]:
+    """The build, while this process holds the split's lock."""
+    run = options.execution
+    try:
+        finished = _check_existing(folder, split, options.to_manifest(), run.overwrite)
+    except BuildError:
+        raise
+    except Exception as e:  # s3fs/gcsfs/botocore raise many kinds
+        raise BuildError(f"cannot read {folder.url}: {type(e).__name__}: {e} (check the "
                          "path or bucket, the credentials and the endpoint)") from None
     if finished is not None:
         if run.progress:
@@ -188,6 +207,11 @@ def _build_shards(folder: Folder, root: Path, plan: dict, options: BuildOptions)
     for task, record, error in run(shard.build_shard, todo, on_progress, options.execution,
                                    root=os.fspath(root.resolve()), out=folder.url,
                                    options=options):
+        if isinstance(error, PermanentError):
+            bar.close()
+            raise BuildError(f"{task['name']}: {error}. Retrying cannot fix this: free space, "
+                             "fix the permissions or choose another OUT, then re-run the same "
+                             "command (finished shards are kept)") from None
         if error is not None:
             errors.append(f"{task['name']}: {type(error).__name__}: {error}")
         else:
@@ -204,11 +228,28 @@ def _finish(folder: Folder, split: str, plan: dict, records: dict[str, dict]) ->
     index = encode_npy(_index(plan, records))
     folder.write_bytes(INDEX, index)
     info = IndexInfo(INDEX, len(index), hashlib.sha256(index).hexdigest())
-    manifest = _manifest(plan, records, info).to_json()
+    manifest = _manifest(plan, records, info)
+    _check_published(folder, manifest)
+    manifest = manifest.to_json()
     folder.write_json(MANIFEST, manifest)
     folder.delete(".build")
     _remove_temporaries(folder, split)
     return manifest
+
+
+def _check_published(folder: Folder, manifest: Manifest) -> None:
+    """Before the manifest is published: one listing shows every shard it names, and the
+    index, with the recorded size; BuildError (nothing published) if not."""
+    found = folder.sizes()
+    wrong = [f"{name}: {'missing' if found.get(name) is None else f'{found[name]} bytes'}, "
+             f"recorded {size}"
+             for name, size in [*zip(manifest.shards.names, manifest.shards.bytes),
+                                (manifest.index.name, manifest.index.bytes)]
+             if found.get(name) != size]
+    if wrong:
+        raise BuildError(f"{folder.url}: not published, the files differ from their records "
+                         "(removed or replaced by another process?): " + "; ".join(wrong[:5])
+                         + "; re-run the same command to rebuild them")
 
 
 def _index(plan: dict, records: dict[str, dict]) -> np.ndarray:

@@ -126,6 +126,9 @@ class ExecutionOptions:
         None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
               "(default: start a local Ray)")
     overwrite: bool = option(False, "replace a build made with other options")
+    break_lock: bool = option(
+        False, "remove the lease of a build that died on object storage (a live build renews "
+               "its lease; local builds need no breaking: their lock ends with the process)")
     progress: bool = option(True, "no progress bars or summary", flag="--quiet")
     storage_options: dict[str, Any] | None = option(None, None)
 

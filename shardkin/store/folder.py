@@ -284,6 +284,36 @@ class Folder:
             os.fsync(f.fileno())
         self.publish(tmp, name)
 
+    def create(self, name: str, data: bytes) -> None:
+        """Write ``name`` only if it does not exist yet, else FileExistsError: one exclusive
+        create (a local ``O_EXCL`` open; on S3 a conditional write, ``If-None-Match: *``,
+        so of two writers exactly one succeeds)."""
+        if not self.remote:
+            with open(self.path(name), "xb") as f:
+                f.write(data)
+            return
+        try:
+            self._fs.pipe_file(self._key(name), data, mode="create")
+        except OSError as e:
+            # s3fs reports a 412 answer without its Condition field as EINVAL
+            if isinstance(e, FileExistsError) or "precondition" in str(e).lower():
+                raise FileExistsError(f"{self.path(name)} exists") from None
+            raise
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Sizes of the files directly in this folder whose names start with ``prefix``,
+        from one listing."""
+        if self.remote:
+            try:
+                found = self._fs.ls(self._root, detail=True, refresh=True)
+            except FileNotFoundError:
+                return {}
+            entries = ((e["name"].rstrip("/").rsplit("/", 1)[-1], e.get("size") or 0)
+                       for e in found if e.get("type") != "directory")
+        else:
+            entries = ((e.name, e.stat().st_size) for e in os.scandir(self.url) if e.is_file())
+        return {name: size for name, size in entries if name.startswith(prefix)}
+
     def write_json(self, name: str, data: Any) -> None:
         text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
         self.write_bytes(name, text.encode("utf-8"))
