@@ -5,8 +5,9 @@ the process ends, however it ends (the file names its holder and is removed at t
 end). Object storage: a lease object ``.build.lease`` created with a conditional write
 (S3 ``If-None-Match: *``: of two builders only one can create it), holding its owner
 and an expiry ``LEASE_SECONDS`` ahead, renewed by a thread while the build runs and
-deleted at the end; a lease left by a builder that died expires, and ``break_lock``
-(``shardkin build --break-lock``) removes one at once.
+deleted at the end; a lease left by a builder that died expires (at once when it ran on
+this machine and its process is gone), and ``break_lock`` (``shardkin build
+--break-lock``) removes one at once.
 """
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ def _owner() -> dict[str, Any]:
 def _describe(owner: dict[str, Any]) -> str:
     return (f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
             f" ({owner.get('command') or 'shardkin.build'})")
+
+
+def _dead(owner: dict[str, Any]) -> bool:
+    """Whether the lease's builder ran on this machine and is gone (killed, say)."""
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 class BuildLock:
@@ -105,7 +119,7 @@ class BuildLock:
                 break
             except FileExistsError:
                 held = self._holder()
-                if held is not None and held.get("expires", 0) > time.time():
+                if held is not None and held.get("expires", 0) > time.time() and not _dead(held):
                     left = held["expires"] - time.time()
                     raise LockedError(
                         f"{self.folder.url} is being built by {_describe(held)}; its lease "
