@@ -32,7 +32,8 @@ class Member:
 
 
 class TarReader:
-    """Members of the tar in ``f`` from its current position; ``source`` names it in errors.
+    """Members of the tar in ``f`` from its current position; ``source`` names it in errors,
+    ``base`` is where an unseekable stream starts in it and ``end`` where it ends.
 
     Call :meth:`next` for each member header, then :meth:`read` to get the data of
     the member, or nothing to have it skipped: seeked over when large, else read
@@ -42,7 +43,7 @@ class TarReader:
     header or payload); wrap slow streams in a buffer.
     """
 
-    def __init__(self, f: BinaryIO, source: str, base: int = 0) -> None:
+    def __init__(self, f: BinaryIO, source: str, base: int = 0, end: int | None = None) -> None:
         self._f = f
         self.source = source
         self._seekable = f.seekable()
@@ -52,6 +53,7 @@ class TarReader:
             self._pos = f.tell()
             self.size = f.seek(0, io.SEEK_END)
             f.seek(self._pos)
+        self._end = self.size if end is None else end  # no member may run past it
         self._member: Member | None = None
         self._unread = 0  # bytes before the next header: the member's data and padding
 
@@ -116,6 +118,8 @@ class TarReader:
                 return None
             kind, name, size = self._parse(block, start, long_name, pax)
             self._member, self._unread = Member(name, size, self._pos), size + (-size % BLOCK)
+            if self._end is not None and self._pos + size > self._end:
+                raise self._truncated_member()  # before anything is allocated for it
             if kind in _FILE_TYPES:
                 return self._member
             if kind in (b"L", b"x"):

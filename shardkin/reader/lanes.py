@@ -70,7 +70,7 @@ def _read_span(split: Split, shard: int, chosen: Sequence[int], pending: list[bo
             samples = split.fetch_samples(shard, sorted(load), wanted)
         else:
             opened = split.open(shard, chosen[0], chosen[-1] + 1)
-            reader = TarReader(opened.file, path, opened.offset)
+            reader = TarReader(opened.file, path, opened.offset, info.bytes)
             if reader.size is not None and reader.size != info.bytes:
                 raise reader.error(f"has {reader.size} bytes, the manifest says {info.bytes} "
                                    "(truncated or replaced)", 0)
