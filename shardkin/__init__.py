@@ -23,6 +23,9 @@ _LAZY = {
     "ShardDataset": ("shardkin.reader.dataset", "ShardDataset"),
     "make_loader": ("shardkin.reader.loader", "make_loader"),
     "Kinetics": ("shardkin.reader.kinetics", "Kinetics"),
+    "RandomClipSampler": ("shardkin.samplers", "RandomClipSampler"),
+    "UniformClipSampler": ("shardkin.samplers", "UniformClipSampler"),
+    "wds_decoder": ("shardkin.format.wds", "decoder"),
 }
 __all__ = sorted(_LAZY)
 

@@ -1,13 +1,18 @@
-"""Codecs compared: bytes per clip, build frames/s, reader clips/s and PSNR, in one table.
+"""Whole samples compared, video and audio codecs together, in one table.
 
-    python tools/bench_codecs.py [--root ROOT] [--workers N]
+    python tools/bench_codecs.py [--root ROOT] [--splits train,val,odd] [--side 128]
 
-Every codec builds the same clips (ROOT/train, short side 128, 16-frame clips) with
-the same workers; reader clips/s are epochs through make_loader (as training reads,
-center crop 112); PSNR compares every decoded clip with the raw build's (lossless
-codecs: inf). The on-the-fly line is torchvision-style PyAV decoding of the same
-clips (tools/bench_read.py's baseline), the cost the shards replace. Without
-../shared/realvideos it makes videos first.
+Every row builds the same clips (16-frame clips at short side ``--side`` of each split
+of ROOT) with the same workers: raw+raw, zstd+raw, jpeg+raw, jpeg+flac, jpeg+none (jpeg
+at its default: a PSNR target for every clip) and jpeg at one fixed quality (+flac).
+Columns: video and audio KB a clip; the whole sample's size against raw+raw; video PSNR
+and audio SNR against the raw+raw build (every clip of every split); read clips/s per
+core (epochs of the first split through make_loader, one worker a core, center crop;
+the best of ``--rounds`` rounds taken in turn over the rows, so that a slow spell of
+the machine hits them all); build frames/s (source frames over build seconds, all
+splits). A second table gives PSNR and SNR by split: the JPEG default was chosen on
+train, so val and odd are videos it has not seen.
+Without ../shared/realvideos it makes videos first.
 """
 from __future__ import annotations
 
@@ -20,95 +25,179 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_read import REAL, OnTheFly, center_crop, scaled_manifest, throughput  # noqa: E402
+from bench_read import REAL, scaled_manifest, throughput  # noqa: E402
 
 from shardkin import Kinetics, ShardDataset, make_loader  # noqa: E402
 from shardkin.builder import build  # noqa: E402
+from shardkin.format.codecs import JPEG_PSNR  # noqa: E402
 from shardkin.synth import make_video  # noqa: E402
 
-CODECS = ("raw", "zstd", "jpeg")
+ROWS = {  # name: build options
+    "raw+raw": dict(video_codec="raw", audio_codec="raw"),
+    "zstd+raw": dict(video_codec="zstd", audio_codec="raw"),
+    "jpeg+raw": dict(video_codec="jpeg", audio_codec="raw"),
+    "jpeg+flac": dict(video_codec="jpeg", audio_codec="flac"),
+    "jpeg+none": dict(video_codec="jpeg", audio_codec="none"),
+    "jpeg q90+flac": dict(video_codec="jpeg", audio_codec="flac", jpeg_quality=90),
+}
+
+
+class Crop:
+    """``[..., H, W]`` -> ``[..., size, size]``, centred (a view)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        h, w = video.shape[-2:]
+        top, left = (h - self.size) // 2, (w - self.size) // 2
+        return video[..., top : top + self.size, left : left + self.size]
 
 
 def member_bytes(split: Path) -> dict[str, int]:
-    """Payload bytes per member extension over all shards of a split."""
+    """Payload bytes per member kind (``video``, ``audio``, ...) over a split's shards."""
     totals: dict[str, int] = {}
     for shard in sorted(split.glob("*.tar")):
         with tarfile.open(shard) as tar:
             for m in tar.getmembers():
-                ext = m.name.partition(".")[2]
-                totals[ext] = totals.get(ext, 0) + m.size
+                kind = m.name.partition(".")[2].split(".")[0]
+                totals[kind] = totals.get(kind, 0) + m.size
     return totals
 
 
-def psnr(a: Kinetics, b: Kinetics) -> float:
-    """PSNR of every clip of ``b`` against the same clip of ``a``, over all pixels."""
-    se, n = 0.0, 0
-    for i in range(len(a)):
-        x, y = a[i][0].double(), b[i][0].double()
-        se += float(((x - y) ** 2).sum())
-        n += x.numel()
-    return math.inf if se == 0 else 10 * math.log10(255**2 / (se / n))
+class Errors:
+    """Squared errors summed exactly, for an aggregate ratio in dB and per-clip minima."""
+
+    def __init__(self) -> None:
+        self.signal = self.error = 0.0
+        self.count = 0
+        self.worst = math.inf  # lowest per-clip value
+
+    def add(self, reference: np.ndarray, got: np.ndarray, peak: float | None) -> None:
+        x, y = reference.astype(np.float64), got.astype(np.float64)
+        error, signal = float(((x - y) ** 2).sum()), float((x**2).sum())
+        self.error += error
+        self.signal += signal
+        self.count += x.size
+        if x.size and (peak or signal):
+            self.worst = min(self.worst, _db(peak**2 * x.size if peak else signal, error))
+
+    def db(self, peak: float | None) -> float:
+        """PSNR (with ``peak``) or SNR in dB over everything added (NaN: nothing was)."""
+        if not self.count:
+            return math.nan
+        return _db(peak**2 * self.count if peak else self.signal, self.error)
+
+
+def _db(power: float, error: float) -> float:
+    return math.inf if error == 0 else 10 * math.log10(power / error)
+
+
+def compare(reference: Kinetics, other: Kinetics, video: Errors, sound: Errors) -> None:
+    """Every clip of ``other`` against the same clip of ``reference``."""
+    for i in range(len(reference)):
+        (x, a, _), (y, b, _) = reference[i], other[i]
+        video.add(x.numpy(), y.numpy(), 255.0)
+        if b.shape[-1]:  # none: no audio to compare
+            sound.add(a.numpy(), b.numpy(), None)
+
+
+def measure(name: str, root: Path, out: Path, splits: list[str], side: int, args) -> dict:
+    """Build ``splits`` with row ``name``'s options; bytes and build rate."""
+    frames = clips = 0
+    seconds, kinds = 0.0, {}
+    for split in splits:
+        t = time.perf_counter()
+        m = build(root, out / name, split, frames_per_clip=16, min_dimension=side,
+                  shard_size="16MB", workers=args.workers, decode_threads=1, progress=False,
+                  **ROWS[name])
+        seconds += time.perf_counter() - t
+        frames += sum(v["frames"] for v in m["videos"])
+        clips += m["totals"]["clips"]
+        for kind, n in member_bytes(out / name / split).items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    return {"video": kinds.get("video", 0) / clips, "audio": kinds.get("audio", 0) / clips,
+            "all": sum(kinds.values()) / clips, "build": frames / seconds, "read": 0.0}
+
+
+def read_rate(split: Path, side: int, args) -> float:
+    """Clips/s a core of ``split`` (lengthened to 2000 clips) through make_loader."""
+    long, _ = scaled_manifest(split, 2000)
+    ds = ShardDataset(long, transform=Crop(min(112, side)))
+    loader = make_loader(ds, args.batch_size, num_workers=args.workers)
+    return throughput(loader, ds, args.seconds) / args.workers
+
+
+def _fmt(db: float) -> str:
+    return "exact" if db == math.inf else "-" if math.isnan(db) else f"{db:.2f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=REAL if (REAL / "train").is_dir() else None)
+    ap.add_argument("--splits", default="train,val,odd")
+    ap.add_argument("--side", type=int, default=128, help="short side of the frames")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"some of {','.join(ROWS)}")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3, help="read rounds over the rows")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="shardkin-codecs-"))
-    root = args.root
+    root, splits = args.root, args.splits.split(",")
     if root is None:
-        root = tmp / "videos"
+        root, splits = tmp / "videos", ["train"]
         for i in range(12):
-            make_video(root / "train" / f"class_{i % 4}" / f"v{i}.mp4", 150, 30, (320, 240), seed=i)
-    rows, sets = {}, {}
-    for codec in CODECS:
-        t = time.perf_counter()
-        m = build(root, tmp / codec, "train", frames_per_clip=16, min_dimension=128,
-                  shard_size="16MB", workers=args.workers, decode_threads=1, video_codec=codec,
-                  progress=False)
-        seconds = time.perf_counter() - t
-        frames = sum(v["frames"] for v in m["videos"])
-        long, _ = scaled_manifest(tmp / codec / "train", 2000)
-        ds = ShardDataset(long, transform=center_crop)
-        loader = make_loader(ds, args.batch_size, num_workers=args.workers)
-        rate = max(throughput(loader, ds, args.seconds) for _ in range(2))
-        sets[codec] = Kinetics(tmp / codec, "train")
-        members = member_bytes(tmp / codec / "train")
-        n = m["totals"]["clips"]
-        rows[codec] = {"bytes": m["totals"]["bytes"] / n, "build": frames / seconds, "read": rate,
-                       "video": sum(v for k, v in members.items() if k.startswith("video.")) / n,
-                       "audio": members.get("audio.npy", 0) / n}
-    for codec in CODECS:
-        rows[codec]["psnr"] = psnr(sets["raw"], sets[codec]) if codec != "raw" else math.inf
-    clips = [(r.meta["path"], r.meta["source_frames"], r.label)
-             for r, _ in ShardDataset(tmp / "raw", return_dict=True, shuffle=False).stream(0, 1)]
-    fly_loader = torch.utils.data.DataLoader(OnTheFly(root, clips), args.batch_size, shuffle=True,
-                                             num_workers=args.workers)
-    t = time.perf_counter()
-    fly = sum(len(labels) for _, labels in fly_loader) / (time.perf_counter() - t)
-    raw = rows["raw"]
-    print(f"{len(clips)} clips of 16 frames at short side 128 from {root / 'train'}; "
-          f"{args.workers} workers, batch {args.batch_size}, {os.cpu_count()} cores")
-    print(f"audio (float32, stored as is by every codec): "
-          f"{raw['audio'] / 1e3:.0f} KB/clip on average")
-    print(f"{'codec':<7}{'video KB':>9}{'smaller':>9}{'all KB':>8}{'smaller':>9}{'build fr/s':>12}"
-          f"{'vs raw':>8}{'read clips/s':>14}{'vs raw':>8}{'vs on-the-fly':>15}{'PSNR dB':>9}")
-    for codec, r in rows.items():
-        print(f"{codec:<7}{r['video'] / 1e3:>9.0f}{raw['video'] / r['video']:>8.1f}x"
-              f"{r['bytes'] / 1e3:>8.0f}{raw['bytes'] / r['bytes']:>8.1f}x"
-              f"{r['build']:>12.0f}{r['build'] / raw['build']:>8.2f}{r['read']:>14.0f}"
-              f"{r['read'] / raw['read']:>8.2f}{r['read'] / fly:>14.0f}x{r['psnr']:>9.2f}")
-    print(f"on-the-fly PyAV decoding (torchvision-style): {fly:.1f} clips/s")
-    print("goal: one codec >= 8x smaller than raw with PSNR >= 38 dB, "
-          "read >= 10x faster than on the fly")
+            make_video(root / "train" / f"class_{i % 4}" / f"v{i}.mp4", 150, 30, (320, 240),
+                       audio_rate=44100, audio_channels=2, seed=i)
+    names = ["raw+raw", *(n for n in args.rows.split(",") if n != "raw+raw")]
+    rows = {n: measure(n, root, tmp, splits, args.side, args) for n in names}
+    for _ in range(args.rounds):
+        for name, row in rows.items():
+            row["read"] = max(row["read"], read_rate(tmp / name / splits[0], args.side, args))
+    by_split: dict[str, dict[str, tuple[Errors, Errors]]] = {}
+    for split in splits:
+        reference = Kinetics(tmp / "raw+raw", split)
+        for name in names[1:]:
+            errors = by_split.setdefault(name, {}).setdefault(split, (Errors(), Errors()))
+            compare(reference, Kinetics(tmp / name, split), *errors)
+    total, jpeg_raw = rows["raw+raw"]["all"], rows.get("jpeg+raw", {}).get("read")
+    print(f"{', '.join(splits)} of {root}: 16-frame clips at short side {args.side}, "
+          f"{args.workers} workers ({os.cpu_count()} cores), batch {args.batch_size}, "
+          f"jpeg: every clip >= {JPEG_PSNR:g} dB (the default) unless a quality is given")
+    print(f"{'row':<16}{'video KB':>9}{'audio KB':>9}{'all KB':>8}{'smaller':>9}{'PSNR dB':>9}"
+          f"{'SNR dB':>8}{'read/s/core':>12}{'vs jpeg+raw':>12}{'build fr/s':>11}")
+    for name, r in rows.items():
+        errs = by_split.get(name, {})
+        psnr = _merged(errs, 0, 255.0) if errs else math.inf
+        snr = _merged(errs, 1, None) if errs else math.inf
+        vs = f"{r['read'] / jpeg_raw:.2f}" if jpeg_raw and name.startswith("jpeg") else ""
+        print(f"{name:<16}{r['video'] / 1e3:>9.1f}{r['audio'] / 1e3:>9.1f}{r['all'] / 1e3:>8.1f}"
+              f"{total / r['all']:>8.2f}x{_fmt(psnr):>9}{_fmt(snr):>8}{r['read']:>12.0f}"
+              f"{vs:>12}{r['build']:>11.0f}")
+    print("\nby split: PSNR dB (lowest clip) | audio SNR dB (lowest clip with sound)")
+    for name, errs in by_split.items():
+        cells = [f"{s} {_fmt(v.db(255.0))} ({_fmt(v.worst)}) | {_fmt(a.db(None))} "
+                 f"({_fmt(a.worst if a.count else math.nan)})" for s, (v, a) in errs.items()]
+        print(f"  {name:<16}" + "; ".join(cells))
+    print("goals: jpeg+flac >= 5x smaller than raw+raw at >= 38 dB with audio SNR >= 80 dB; "
+          "jpeg+none >= 8x smaller; jpeg+flac reads >= 0.8 of jpeg+raw's clips/s")
+
+
+def _merged(errs: dict[str, tuple[Errors, Errors]], which: int, peak: float | None) -> float:
+    """The dB of every split's errors together."""
+    merged = Errors()
+    for pair in errs.values():
+        e = pair[which]
+        merged.signal, merged.error = merged.signal + e.signal, merged.error + e.error
+        merged.count += e.count
+    return merged.db(peak)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Memory is bounded by one clip span: a frame is converted to RGB only when some clip
 uses it and is dropped once no later clip can. Audio is read by a second demuxer over
-the same file, advanced in lockstep, so badly interleaved files cost no extra memory.
+the same file, advanced in lockstep, so badly interleaved files cost no extra memory;
+with ``audio_codec="none"`` it is not opened at all.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from ..format.audio import NONE
 from ..format.options import BuildOptions
 from .clips import ClipRule, output_size
 
@@ -193,7 +195,7 @@ class VideoCutter:
         self._resize = (out_w, out_h) != (cc.width, cc.height)
         self._audio = (
             _AudioTrack(path, a.audio_rate, a.audio_channels)
-            if self._container.streams.audio
+            if self._container.streams.audio and a.audio_codec != NONE
             else None
         )
         self.stats = VideoStats(

@@ -180,7 +180,7 @@ def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: Executi
                 yield task, None, record
                 continue
             for video in record["videos"]:
-                on_progress(video["clips"], sum(size for _, size in video["samples"]))
+                on_progress(video["clips"], sum(sample[1] for sample in video["samples"]))
             yield task, record, None
 
 

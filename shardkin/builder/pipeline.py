@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..format.codecs import JPEG_PSNR
 from ..format.codecs import MEMBER as VIDEO_CODECS
 from ..format.manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, ShardTable
 from ..format.npy import encode_npy
@@ -47,6 +48,7 @@ def build(
     max_dimension: int = 0,
     audio_rate: int = 0,
     audio_channels: int = 0,
+    audio_codec: str | None = None,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     classes: Sequence[str] | None = None,
     classes_from: str | os.PathLike | None = None,
@@ -58,7 +60,8 @@ def build(
     clips_per_shard: int | None = None,
     video_codec: str = "raw",
     zstd_level: int = 3,
-    jpeg_quality: int = 88,
+    jpeg_psnr: float | None = JPEG_PSNR,
+    jpeg_quality: int | None = None,
     workers: int | None = None,
     decode_threads: int | None = None,
     overwrite: bool = False,
@@ -146,11 +149,11 @@ def _check_existing(folder: Folder, split: str, recorded: dict, overwrite: bool)
     previous = next((folder.read_json(n) for n in (MANIFEST, PLAN) if folder.exists(n)), None)
     if previous is None:
         return None
-    if previous["options"] == recorded:
+    before = BuildOptions.from_manifest(previous["options"]).to_manifest()  # older: defaults
+    if before == recorded:
         return previous if folder.exists(MANIFEST) else None
     if not overwrite:
-        changed = sorted(k for k in set(recorded) | set(previous["options"])
-                         if recorded.get(k) != previous["options"].get(k))
+        changed = sorted(k for k in set(recorded) | set(before) if recorded.get(k) != before.get(k))
         raise BuildError(f"{folder.url} holds a build with other options ({', '.join(changed)}): "
                          f"pass --overwrite to replace it, or choose another OUT")
     for name in folder.names(f"{split}-"):
@@ -253,14 +256,14 @@ def _check_published(folder: Folder, manifest: Manifest) -> None:
 
 
 def _index(plan: dict, records: dict[str, dict]) -> np.ndarray:
-    """Rows (shard number, offset, length) of every clip, in torchvision's order."""
+    """Rows (shard number, offset, length, checksum) of every clip, in torchvision's order."""
     rows = []
     for n, s in enumerate(plan["shards"]):
         for v in records[s["name"]]["videos"]:
-            rows += [(v["video_index"], k, n, off, size)
-                     for k, (off, size) in enumerate(v["samples"])]
+            rows += [(v["video_index"], k, n, *sample) for k, sample in enumerate(v["samples"])]
     rows.sort()
-    return np.array([r[2:] for r in rows], dtype=np.int64).reshape(-1, 3)
+    width = min((len(r) - 2 for r in rows), default=4)  # 3: shards of an older version
+    return np.array([r[2 : 2 + width] for r in rows], dtype=np.int64).reshape(-1, width)
 
 
 def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifest:
@@ -282,7 +285,8 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifes
               "skipped_extensions": sum(plan["skipped_extensions"].values())}
     return Manifest(split=plan["split"], classes=plan["classes"], shards=ShardTable.of(shards),
                     options=plan["options"], index=index, videos=videos, skipped=skipped,
-                    skipped_extensions=plan["skipped_extensions"], totals=totals)
+                    skipped_extensions=plan["skipped_extensions"], totals=totals,
+                    format_version=plan["format_version"])
 
 
 def summary(manifest: dict, seconds: float) -> str:

@@ -16,9 +16,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..format.options import BuildOptions, parse_size
-from ..format.sample import FORMAT_VERSION
+from ..format.sample import format_version
 from ..store.folder import Folder
-from ..store.split import load_manifest, splits_in
+from ..store.locate import splits_in
+from ..store.split import load_manifest
 from .clips import ClipRule, output_size
 from .decode import probe_or_reason
 from .errors import BuildError
@@ -126,6 +127,7 @@ def make_plan(root: Path, split: str, options: BuildOptions) -> dict:
     storage = options.storage
     shards = assign_shards(videos, split, options.selection.seed, parse_size(storage.shard_size),
                            storage.clips_per_shard)
-    return {"format_version": FORMAT_VERSION, "split": split, "options": options.to_manifest(),
-            "classes": found["classes"], "videos": videos, "skipped": skipped,
-            "skipped_extensions": found["skipped_extensions"], "shards": shards}
+    return {"format_version": format_version(options.audio.audio_codec), "split": split,
+            "options": options.to_manifest(), "classes": found["classes"], "videos": videos,
+            "skipped": skipped, "skipped_extensions": found["skipped_extensions"],
+            "shards": shards}

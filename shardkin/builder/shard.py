@@ -31,15 +31,16 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
                 video_index=video["video_index"], clip_index=clip.index,
                 source_frames=clip.source_frames, start_sec=float(clip.start),
                 end_sec=float(clip.end), fps=cutter.rule.output_fps, source_fps=stats.fps,
-                audio_rate=stats.audio_rate,
+                audio_rate=stats.audio_rate, audio_codec=options.audio.audio_codec,
             )
             key = sample_key(video["video_index"], clip.index)
             start = writer.size
             members = encode_sample(clip.video, clip.audio, video["label"], meta,
-                                    codec.video_codec, codec.zstd_level, codec.jpeg_quality)
+                                    codec.video_codec, codec.zstd_level, codec.jpeg_quality,
+                                    codec.jpeg_psnr, options.audio.audio_codec)
             for ext, data in members:
                 writer.add(f"{key}.{ext}", data)
-            record["samples"].append([start, writer.size - start])
+            record["samples"].append([start, writer.size - start, writer.end_sample()])
     except OSError as e:
         if not isinstance(e, av.FFmpegError):
             raise  # the disk, not the video: fail the shard

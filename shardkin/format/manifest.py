@@ -1,10 +1,10 @@
 """``manifest.json``: the record of one built split, written last and atomically by the
 builder, as typed records (:class:`Manifest`, :class:`ShardInfo`, :class:`IndexInfo`).
 
-Schema (format version 1)::
+Schema (format versions 1 and 2: see :mod:`.sample`)::
 
     {
-      "format_version": 1,
+      "format_version": 1,                     # 2 for a build with flac or no audio
       "split": "train",
       "options": {...build options...},
       "classes": ["abseiling", ...],          # label = index in this list
@@ -20,10 +20,11 @@ Schema (format version 1)::
                  "skipped": 1, "partial": 0, "too_short": 0}
     }
 
-``index.npy`` (int64 ``[clips, 3]``: shard number in ``shards``, byte offset of the
-sample's first tar header, byte length of its members) lists every clip in
-torchvision's order -- class, video within class, clip within video -- so clip
-``i`` is one positioned read.
+``index.npy`` (int64 ``[clips, 4]``: shard number in ``shards``, byte offset of the
+sample's first tar header, byte length of its members, xxh3-64 of those bytes as made by
+:func:`~shardkin.format.tar.checksum`; ``[clips, 3]`` in builds from before checksums)
+lists every clip in torchvision's order -- class, video within class, clip within video
+-- so clip ``i`` is one positioned read.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
 
-from .sample import FORMAT_VERSION
+from .sample import FORMAT_VERSIONS
 
 MANIFEST = "manifest.json"
 INDEX = "index.npy"
@@ -124,7 +125,7 @@ class Manifest:
     skipped: list[dict[str, str]] = field(default_factory=list)
     skipped_extensions: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1  # 2 for builds with flac or no audio
 
     @classmethod
     def from_json(cls, data: Any, where: str = "manifest") -> Manifest:
@@ -134,9 +135,10 @@ class Manifest:
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
             raise ValueError(f"{where} is not a shardkin manifest: no {', '.join(missing)}")
-        if data["format_version"] != FORMAT_VERSION:
+        if data["format_version"] not in FORMAT_VERSIONS:
             raise ValueError(f"unsupported manifest format_version {data['format_version']!r} "
-                             f"in {where}: this shardkin reads version {FORMAT_VERSION}")
+                             f"in {where}: this shardkin reads versions "
+                             f"{', '.join(map(str, FORMAT_VERSIONS))} (a newer shardkin made it?)")
         try:
             return cls(
                 split=data["split"], classes=data["classes"],

@@ -6,7 +6,8 @@ Each option is a field of a group, and the field's metadata is its command-line 
 these fields (:func:`command_line`), so adding an option means adding its field here
 and its argument to :func:`shardkin.build`. The clips, resize, audio, selection and
 storage groups are recorded in the manifest (:meth:`BuildOptions.to_manifest`);
-execution options change how a build runs, never its bytes, and are not.
+execution options change how a build runs, never its bytes, and are not. An option
+added later says (``older``) what builds made before it, which lack it, did.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from dataclasses import astuple, dataclass, field, fields, replace
 from types import UnionType
 from typing import Any, ClassVar, NamedTuple, get_args, get_origin, get_type_hints
 
-from .codecs import JPEG, MEMBER, RAW, ZSTD
+from .audio import AUDIO_CODECS, FLAC, NONE
+from .audio import RAW as RAW_AUDIO
+from .codecs import JPEG, JPEG_PSNR, MEMBER, RAW, ZSTD
 
 DEFAULT_EXTENSIONS = ("mp4", "avi", "mkv", "webm", "mov")
 EXECUTOR_NAMES = ("local", "ray")
@@ -33,11 +36,13 @@ TORCHVISION_ARGS = {
 
 
 def option(default: Any, help: str | None, *, flag: str | None = None,
-           choices: tuple[str, ...] | None = None, title: str | None = None) -> Any:
+           choices: tuple[str, ...] | None = None, title: str | None = None,
+           older: Any = None) -> Any:
     """A field with its flag: ``help`` (None: no flag), ``flag`` (default ``--field-name``),
-    ``choices``, and ``title``, the flag's group in ``--help`` (default: its group's)."""
-    return field(default=default,
-                 metadata={"help": help, "flag": flag, "choices": choices, "title": title})
+    ``choices``, ``title``, the flag's group in ``--help`` (default: its group's), and
+    ``older``, the value of a manifest that lacks it (None: its default)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
+                                            "title": title, "older": older})
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,17 @@ class ResizeOptions:
 
 @dataclass(frozen=True)
 class AudioOptions:
-    """The audio: torchvision's ``_audio_*`` arguments (0: as in the video)."""
+    """The audio: torchvision's ``_audio_*`` arguments (0: as in the video), and how it is
+    stored (README: Codecs)."""
 
     TITLE: ClassVar[str] = "audio"
     audio_rate: int = option(0, "resample audio to this rate (Hz)")
     audio_channels: int = option(0, "mix audio to this many channels")
+    audio_codec: str | None = option(
+        None, "store audio as float32 npy (raw), 16-bit FLAC (flac: 5-10x smaller) or not "
+              "at all (none: not even decoded; readers give empty [1, 0] audio) "
+              "(default: flac with --video-codec jpeg, else raw)",
+        choices=AUDIO_CODECS, older=RAW_AUDIO)
 
 
 @dataclass(frozen=True)
@@ -102,9 +113,13 @@ class StorageOptions:
         RAW, "raw npy frames (default), lossless zstd of them, or one JPEG per frame",
         choices=tuple(MEMBER))
     zstd_level: int | None = option(3, "zstd level (default 3)")
+    jpeg_psnr: float | None = option(
+        JPEG_PSNR, "JPEG frames (4:4:4) at each clip's lowest quality whose PSNR over the "
+                   f"clip reaches this many dB (default {JPEG_PSNR:g}: frames 7-9x smaller than "
+                   "raw at short side 96-128, every clip of any video at least that)")
     jpeg_quality: int | None = option(
-        88, "JPEG quality, 4:4:4 chroma (default 88: frames about 8.5x smaller "
-            "than raw at ~39 dB PSNR on real Kinetics-like clips)")
+        None, "one JPEG quality (1-100) for every clip instead of the PSNR target "
+              "(builds about 1.3x faster, no floor on a clip's PSNR)")
     shard_size: str = option(
         "256MB", "target shard size, e.g. 256MB, 1GiB (default 256MB)", title=SHARDS_TITLE)
     clips_per_shard: int | None = option(
@@ -164,6 +179,7 @@ class BuildOptions:
         """The options a manifest records; those it lacks (an older build) get their
         defaults, and so do the execution options."""
         recorded = {f.name for name in RECORDED for f in fields(option_groups()[name])}
+        options = {**older_options(), **options}
         return cls.from_kwargs(**{k: v for k, v in options.items() if k in recorded})
 
     def to_manifest(self) -> dict[str, Any]:
@@ -177,14 +193,21 @@ class BuildOptions:
         return flat
 
     def _normalised(self) -> BuildOptions:
-        clips, sel, st = self.clips, self.selection, self.storage
+        clips, sel, st, audio = self.clips, self.selection, self.storage, self.audio
+        codec = audio.audio_codec or (FLAC if st.video_codec == JPEG else RAW_AUDIO)
+        if codec not in AUDIO_CODECS:
+            raise ValueError(f"unknown audio codec {codec!r}: use {', '.join(AUDIO_CODECS)}")
+        kept = codec != NONE  # without audio there is nothing to resample
+        quality = int(st.jpeg_quality) if st.jpeg_quality is not None else None
+        jpeg = st.video_codec == JPEG
         return replace(
             self,
             clips=ClipOptions(int(clips.frames_per_clip),
                               int(clips.step_between_clips or clips.frames_per_clip),
                               float(clips.frame_rate) if clips.frame_rate else None),
             resize=ResizeOptions(*(int(v) for v in astuple(self.resize))),
-            audio=AudioOptions(*(int(v) for v in astuple(self.audio))),
+            audio=AudioOptions(int(audio.audio_rate) if kept else 0,
+                               int(audio.audio_channels) if kept else 0, codec),
             selection=replace(
                 sel, extensions=tuple(sorted(e.lower().lstrip(".") for e in sel.extensions)),
                 classes=tuple(sorted(sel.classes)) if sel.classes else None,
@@ -194,7 +217,8 @@ class BuildOptions:
             storage=replace(
                 st, shard_size=str(st.shard_size),
                 zstd_level=int(st.zstd_level) if st.video_codec == ZSTD else None,
-                jpeg_quality=int(st.jpeg_quality) if st.video_codec == JPEG else None),
+                jpeg_quality=quality if jpeg else None,
+                jpeg_psnr=float(st.jpeg_psnr or JPEG_PSNR) if jpeg and quality is None else None),
         )
 
 
@@ -202,6 +226,12 @@ def option_groups() -> dict[str, type]:
     """The option groups of :class:`BuildOptions`, by attribute name, in order."""
     hints = get_type_hints(BuildOptions)
     return {f.name: hints[f.name] for f in fields(BuildOptions)}
+
+
+def older_options() -> dict[str, Any]:
+    """What builds made before an option was added did, by option (see :func:`option`)."""
+    return {f.name: f.metadata["older"] for group in option_groups().values()
+            for f in fields(group) if f.metadata["older"] is not None}
 
 
 def option_names() -> list[str]:

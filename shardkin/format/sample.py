@@ -1,12 +1,17 @@
-"""The sample format shared by the writer and the reader (format version 1).
+"""The sample format shared by the writer and the reader (format versions 1 and 2).
 
-One clip is one WebDataset sample, four tar members sharing a key:
+One clip is one WebDataset sample, tar members sharing a key:
 
 - ``KEY.video.npy``  uint8 ``[T, H, W, 3]`` RGB frames (npy v1.0, C order), or
-  ``KEY.video.npy.zst`` / ``KEY.video.jpgs`` for the other codecs (see :mod:`shardkin.codecs`)
-- ``KEY.audio.npy``  float32 ``[C, S]`` audio that plays during the clip
+  ``KEY.video.npy.zst`` / ``KEY.video.jpgs`` for the other codecs (see :mod:`.codecs`)
+- ``KEY.audio.npy``  float32 ``[C, S]`` audio that plays during the clip, or
+  ``KEY.audio.flac``, or no audio member at all (audio codecs: see :mod:`.audio`)
 - ``KEY.cls``        the label as an ASCII decimal integer
 - ``KEY.json``       UTF-8 metadata (see :func:`clip_metadata`)
+
+A build with raw audio is format version 1, as every build was before audio codecs;
+flac or no audio make it version 2, so that older readers refuse it by its version
+instead of taking every sample for incomplete.
 
 ``KEY`` is ``{video_index:08d}_{clip_index:06d}``: unique, ASCII, no dot.
 npy payloads are parsed (:mod:`shardkin.npy`) without ``numpy.load`` and only for
@@ -20,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import MEMBER, RAW, encode_video
-from .npy import encode_npy
+from . import audio as audio_codecs
+from .codecs import JPEG_PSNR, MEMBER, RAW, encode_video
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest; readers read every one of FORMAT_VERSIONS
+FORMAT_VERSIONS = (1, 2)
 VIDEO = MEMBER[RAW]
-AUDIO = "audio.npy"
+AUDIO = audio_codecs.AUDIO_MEMBER[audio_codecs.RAW]
 LABEL = "cls"
 META = "json"
 
@@ -40,6 +46,11 @@ def parse_key(key: str) -> tuple[int, int]:
     if not (sep and video.isdigit() and clip.isdigit()):
         raise ValueError(f"sample key {key!r} is not VIDEO_CLIP")
     return int(video), int(clip)
+
+
+def format_version(audio_codec: str) -> int:
+    """The format version of a build with this audio codec (see the module)."""
+    return 1 if audio_codec == audio_codecs.RAW else 2
 
 
 def split_member(name: str) -> tuple[str, str]:
@@ -61,10 +72,14 @@ def clip_metadata(
     fps: float,
     source_fps: float,
     audio_rate: int,
+    audio_codec: str = audio_codecs.RAW,
 ) -> dict[str, Any]:
-    """The ``json`` member: where a clip came from."""
+    """The ``json`` member: where a clip came from (and, from format version 2, how its
+    sound is stored)."""
+    version = format_version(audio_codec)
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
+        **({"audio_codec": audio_codec} if version > 1 else {}),
         "path": path,
         "class": class_name,
         "label": label,
@@ -81,16 +96,19 @@ def clip_metadata(
 
 def encode_sample(
     video: np.ndarray, audio: np.ndarray, label: int, meta: dict[str, Any],
-    codec: str = RAW, zstd_level: int = 3, jpeg_quality: int = 88,
+    codec: str = RAW, zstd_level: int = 3, jpeg_quality: int | None = None,
+    jpeg_psnr: float = JPEG_PSNR, audio_codec: str = audio_codecs.RAW,
 ) -> list[tuple[str, bytes]]:
-    """(member extension, payload) pairs, in the order they are written."""
+    """(member extension, payload) pairs, in the order they are written; the audio is
+    at ``meta["audio_rate"]`` Hz (no member for ``audio_codec="none"``)."""
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"video must be uint8 [T,H,W,3], got {video.dtype} {video.shape}")
     if audio.dtype != np.float32 or audio.ndim != 2:
         raise ValueError(f"audio must be float32 [C,S], got {audio.dtype} {audio.shape}")
+    sound = audio_codecs.encode_audio(audio, audio_codec, meta.get("audio_rate") or 0)
     return [
-        encode_video(video, codec, zstd_level, jpeg_quality),
-        (AUDIO, encode_npy(audio)),
+        encode_video(video, codec, zstd_level, jpeg_quality, jpeg_psnr),
+        *([sound] if sound else []),
         (LABEL, str(int(label)).encode("ascii")),
         (META, json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")),
     ]

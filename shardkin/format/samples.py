@@ -1,10 +1,11 @@
 """Tar members grouped into samples: the one grouping every reader and ``verify`` use.
 
 Consecutive members sharing a key (the name up to its first dot) form a sample. A
-shardkin sample has one video member (any codec) and ``audio.npy``, ``cls`` and
-``json``. Readers iterate with ``strict=True``: an incomplete sample or a repeated
-member raises :class:`~shardkin.format.tar.ShardError`. ``verify`` iterates with
-``strict=False`` to be shown such samples and report them.
+shardkin sample has one video member (any codec), at most one audio member (any
+codec; none when the build stores no audio), ``cls`` and ``json``. Readers iterate
+with ``strict=True``: an incomplete sample or a repeated member raises
+:class:`~shardkin.format.tar.ShardError`. ``verify`` iterates with ``strict=False`` to be
+shown such samples and report them, and checks the members against the build's codecs.
 """
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .audio import AUDIO_MEMBERS
 from .codecs import VIDEO_MEMBERS
-from .sample import AUDIO, LABEL, META, split_member
+from .sample import LABEL, META, split_member
 from .tar import BLOCK, ShardError
 
-ALL_MEMBERS = (*VIDEO_MEMBERS, AUDIO, LABEL, META)
+ALL_MEMBERS = (*VIDEO_MEMBERS, *AUDIO_MEMBERS, LABEL, META)
 
 
 class MemberReader(Protocol):
@@ -54,8 +56,9 @@ class TarSample:
 
 
 def missing_members(extensions: Collection[str]) -> list[str]:
-    """The members a sample with these extensions lacks (empty when complete)."""
-    missing = [ext for ext in (AUDIO, LABEL, META) if ext not in extensions]
+    """The members a sample with these extensions lacks (empty when complete). Its audio
+    member may be absent (a build without audio: ``verify`` checks which builds)."""
+    missing = [ext for ext in (LABEL, META) if ext not in extensions]
     if not any(ext in extensions for ext in VIDEO_MEMBERS):
         missing.insert(0, f"video ({' or '.join(VIDEO_MEMBERS)})")
     return missing

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tarfile
 
+import xxhash
+
 BLOCK = 512  # tar's block: headers and padded member data
 RECORD = 20 * BLOCK  # archives end on a record boundary, as tar writes them
 
@@ -11,6 +13,16 @@ RECORD = 20 * BLOCK  # archives end on a record boundary, as tar writes them
 class ShardError(Exception):
     """A shard or sample that cannot be read: truncated, corrupt or incomplete. The
     message names the shard and the byte offset or range."""
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    """xxh3-64 of a sample's bytes (first header to the end of its last member's padding)
+    as a signed int64, as ``index.npy`` keeps it (``ShardWriter.end_sample`` makes it)."""
+    return as_int64(xxhash.xxh3_64_intdigest(data))
+
+
+def as_int64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def member_header(name: str, size: int) -> bytes:

@@ -12,20 +12,25 @@ import os
 import queue
 import threading
 
-from .tar import BLOCK, RECORD, member_header
+import xxhash
+
+from .tar import BLOCK, RECORD, as_int64, member_header
 
 
 class ShardWriter:
     """Write tar members to the temporary local file ``path``.
 
     Writing and hashing run on a background thread (both release the GIL), so they
-    overlap with decoding; at most ``queue_size`` payloads wait in memory.
+    overlap with decoding; at most ``queue_size`` payloads wait in memory. Each sample's
+    bytes (its members' headers, data and padding) are also hashed with xxh3-64:
+    :meth:`end_sample` returns that checksum, which the index keeps.
     """
 
     def __init__(self, path: str | os.PathLike, queue_size: int = 16) -> None:
         self.path = path
         self._file = open(path, "wb")
         self._sha = hashlib.sha256()
+        self._sample = xxhash.xxh3_64()
         self.size = 0
         self._queue: queue.Queue = queue.Queue(queue_size)
         self._error: BaseException | None = None
@@ -44,8 +49,15 @@ class ShardWriter:
     def _write(self, data: bytes) -> None:
         if self._error is not None:
             raise self._error
+        self._sample.update(data)
         self._queue.put(data)
         self.size += len(data)
+
+    def end_sample(self) -> int:
+        """The checksum of the sample written since the last call (see :func:`checksum`)."""
+        value = as_int64(self._sample.intdigest())
+        self._sample.reset()
+        return value
 
     def add(self, name: str, data: bytes) -> None:
         self._write(member_header(name, len(data)))

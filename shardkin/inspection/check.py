@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from ..format.audio import AUDIO_MEMBER, decode_audio
 from ..format.codecs import MEMBER, RAW, decode_sample_video
 from ..format.manifest import Manifest
 from ..format.npy import decode_npy
-from ..format.sample import AUDIO, LABEL, META, decode_label, decode_meta, parse_key
+from ..format.sample import LABEL, META, decode_label, decode_meta, parse_key
 from ..format.samples import TarSample
 from ..format.tar import ShardError
 
@@ -52,14 +53,19 @@ class SplitCheck:
                  on_problem: Callable[[str], Any] = lambda line: None) -> None:
         self.manifest = manifest
         self.options = manifest.options
-        self.members = (MEMBER[self.options.get("video_codec") or RAW], AUDIO, LABEL, META)
+        self.audio_codec = self.options.get("audio_codec") or RAW  # older builds: raw
+        self._audio = AUDIO_MEMBER.get(self.audio_codec)  # None: no audio member
+        self.members = tuple(m for m in (MEMBER[self.options.get("video_codec") or RAW],
+                                         self._audio, LABEL, META) if m)
         self.classes = manifest.classes
         self.shards = manifest.shards
         self.videos = {v["video_index"]: v for v in manifest.videos}
         self.problems: list[str] = []
         self._on_problem = on_problem
         self._frames = self.options.get("frames_per_clip")
-        self._where: dict[str, tuple[int, int, int]] = {}  # key -> (shard number, offset, length)
+        # key -> (shard number, offset, length), and its checksum as read
+        self._where: dict[str, tuple[int, int, int]] = {}
+        self._checksums: dict[str, int] = {}
         self._clips: dict[int, list[int]] = defaultdict(list)  # video -> clip indices as read
         self._sizes: dict[int, tuple[int, int]] = {}  # video -> (width, height) of its frames
         self._unread: set[str] = set()  # shards not read to the end
@@ -94,7 +100,7 @@ class SplitCheck:
                 self.problem(s.name, f"the manifest says {s.clips} clips, its videos "
                                      f"there add up to {per_shard[s.name]}")
 
-    def sample(self, shard: int, s: TarSample) -> None:
+    def sample(self, shard: int, s: TarSample, checksum: int | None = None) -> None:
         """Check one sample of shard number ``shard`` (manifest order)."""
         name = self.shards[shard].name
         where = f"{name} {s.key}"
@@ -103,6 +109,8 @@ class SplitCheck:
             self.problem(where, f"duplicate key (also in {other})")
             return
         self._where[s.key] = (shard, s.offset, s.length)
+        if checksum is not None:
+            self._checksums[s.key] = checksum
         counts = Counter(s.extensions)
         for ext in (ext for ext, n in counts.items() if n > 1):
             self.problem(where, f"two {ext} members")
@@ -114,7 +122,9 @@ class SplitCheck:
             self.problem(where, f"incomplete: no {', '.join(missing)} member")
             return
         try:
-            video, audio = decode_sample_video(s.members), decode_npy(s.members[AUDIO])
+            video = decode_sample_video(s.members)
+            audio = (decode_audio(self._audio, s.members[self._audio], check_md5=True)
+                     if self._audio else np.zeros((1, 0), np.float32))
             label, meta = decode_label(s.members[LABEL]), decode_meta(s.members[META])
         except Exception as e:  # whatever a corrupt payload raises is a finding, not a crash
             self.problem(where, f"undecodable: {type(e).__name__}: {e}")
@@ -144,6 +154,9 @@ class SplitCheck:
               and audio.shape[0] != self.options["audio_channels"]):
             self.problem(where, f"audio has {audio.shape[0]} channels, "
                                 f"audio_channels is {self.options['audio_channels']}")
+        if meta.get("audio_codec", RAW) != self.audio_codec:
+            self.problem(where, f"json audio_codec {meta.get('audio_codec', RAW)}, "
+                                f"the build's is {self.audio_codec}")
         if self.options.get("frame_rate") and meta.get("fps") != self.options["frame_rate"]:
             self.problem(where, f"json fps {meta.get('fps')}, "
                                 f"frame_rate is {self.options['frame_rate']}")
@@ -216,16 +229,31 @@ class SplitCheck:
             self.problem(name, f"undecodable: {type(e).__name__}: {e}")
             return
         keys = sorted(self._where)
-        if rows.dtype != np.int64 or rows.shape != (clips, 3):
-            self.problem(name, f"{rows.dtype} {list(rows.shape)}, expected int64 [{clips}, 3]")
+        if rows.dtype != np.int64 or rows.ndim != 2 or rows.shape not in ((clips, 3), (clips, 4)):
+            self.problem(name, f"{rows.dtype} {list(rows.shape)}, expected int64 [{clips}, 4] "
+                               "(or [clips, 3] from older builds)")
         elif not self._unread and len(keys) == len(rows):
             want = np.array([self._where[k] for k in keys], np.int64).reshape(-1, 3)
-            bad = np.flatnonzero((rows != want).any(axis=1))
+            located = (rows[:, :3] == want).all(axis=1)
+            if rows.shape[1] == 4:  # rows that locate their clip: its checksum too
+                self._check_sums([k for k, ok in zip(keys, located) if ok], rows[located, 3])
+            rows = rows[:, :3]
+            bad = np.flatnonzero(~located)
             for i in bad[:INDEX_PROBLEMS_SHOWN]:
                 self.problem(name, f"row {i} is {rows[i].tolist()}, clip {keys[i]} is at "
                                    f"{want[i].tolist()} (shard number, offset, length)")
             if len(bad) > INDEX_PROBLEMS_SHOWN:
                 self.problem(name, f"... and {len(bad) - INDEX_PROBLEMS_SHOWN} more wrong rows")
+
+    def _check_sums(self, keys: list[str], sums: np.ndarray) -> None:
+        """Each clip's bytes against the checksum its index row keeps: names damaged clips."""
+        for key, want in zip(keys, sums.tolist()):
+            got = self._checksums.get(key)
+            if got is not None and got != want:
+                shard, offset, length = self._where[key]
+                self.problem(f"{self.shards[shard].name} {key}",
+                             f"damaged: bytes {offset}-{offset + length - 1} do not match "
+                             "the checksum in the index (rebuild the shard)")
 
     def finish(self) -> list[str]:
         """Check every video's clips (0..n-1, in order) against the manifest; all problems."""

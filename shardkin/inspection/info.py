@@ -5,6 +5,7 @@ import re
 from typing import Any
 
 from ..format.manifest import Manifest
+from ..format.options import older_options
 
 SHARDS_LISTED = 10  # shards listed by default; the rest are summarised
 
@@ -40,7 +41,8 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
     return {
         "split": manifest.split,
         "totals": manifest.totals,
-        "options": manifest.options,
+        "format_version": manifest.format_version,
+        "options": {**older_options(), **manifest.options},  # older builds: what they did
         "classes": classes,
         "shards": [{"name": s.name, "clips": s.clips, "bytes": s.bytes} for s in manifest.shards],
         "left_out": left_out,
@@ -69,7 +71,8 @@ def format_info(summary: dict[str, Any], where: str, all_shards: bool = False) -
     lines = [f"split {summary['split']}  ({where})",
              f"  {len(summary['classes'])} classes, {t['videos']} videos "
              f"({t['partial']} partial, {t['too_short']} too short), {t['clips']} clips, "
-             f"{t['shards']} shards, {human_bytes(t['bytes'])}", "", "options"]
+             f"{t['shards']} shards, {human_bytes(t['bytes'])}, format version "
+             f"{summary['format_version']}", "", "options"]
     lines += [f"  {k}: {'-' if v is None else ','.join(v) if isinstance(v, list) else v}"
               for k, v in sorted(summary["options"].items())]
     lines += ["", *_table(("label", "class", "videos", "clips", "too short"),

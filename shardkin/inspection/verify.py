@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from tqdm import tqdm
 
 from ..format.samples import iter_samples
-from ..format.tar import ShardError
+from ..format.tar import ShardError, checksum
 from ..format.tarread import TarReader
 from ..store.split import Split
 from .check import SplitCheck
@@ -28,6 +28,8 @@ class HashingFile:
         self._f, self._on_read = f, on_read
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._kept: bytearray | None = bytearray()  # bytes read from _kept_from on
+        self._kept_from = 0
 
     def seekable(self) -> bool:
         return False
@@ -35,12 +37,25 @@ class HashingFile:
     def readinto(self, buffer: bytearray | memoryview) -> int:
         n = self._f.readinto(buffer) or 0
         self.sha256.update(memoryview(buffer)[:n])
+        if self._kept is not None:
+            self._kept += memoryview(buffer)[:n]
         self.size += n
         self._on_read(n)
         return n
 
+    def sample_checksum(self, offset: int, length: int) -> int:
+        """The checksum of the sample at bytes ``offset..offset+length`` (read already);
+        the bytes before its end are then let go."""
+        start = offset - self._kept_from
+        with memoryview(self._kept) as view:
+            value = checksum(view[start : start + length])
+        del self._kept[: start + length]
+        self._kept_from = offset + length
+        return value
+
     def drain(self) -> None:
-        """Read (and hash) the rest of the file."""
+        """Read (and hash) the rest of the file, keeping none of it."""
+        self._kept = None
         buffer = bytearray(1 << 20)
         while self.readinto(buffer):
             pass
@@ -62,7 +77,7 @@ def _read_shard(split: Split, n: int, check: SplitCheck, bar: tqdm) -> None:
         try:
             for sample in iter_samples(TarReader(hashed, split.path(info.name)),
                                        wanted=check.members, strict=False):
-                check.sample(n, sample)
+                check.sample(n, sample, hashed.sample_checksum(sample.offset, sample.length))
                 samples += 1
         except ShardError as e:
             error = e

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..format.sample import parse_key
+from ..store.split import LocalShard
 from .memory import Alloc, empty
 from .records import Array, ClipRef, load_clip, read_array, read_video
 
@@ -45,14 +46,14 @@ def stack(tensors: Sequence[torch.Tensor], alloc: Alloc = empty) -> torch.Tensor
 
 def pad_audio(audios: Sequence[torch.Tensor], alloc: Alloc = empty
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, C, S]`` zero-padded to the most channels and samples, and each clip's ``S``."""
-    channels = max(a.shape[0] for a in audios)
-    samples = max(a.shape[1] for a in audios)
-    out = alloc((len(audios), channels, samples), torch.float32)
+    """``[B, C, S]`` (``[B, S]`` for 1-D audio) zero-padded to the most channels and
+    samples, and each clip's ``S``."""
+    shape = [max(a.shape[d] for a in audios) for d in range(audios[0].dim())]
+    out = alloc((len(audios), *shape), torch.float32)
     out.zero_()
     for i, a in enumerate(audios):
-        out[i, : a.shape[0], : a.shape[1]] = a
-    return out, _tensor([a.shape[1] for a in audios], alloc)
+        out[(i, *(slice(0, n) for n in a.shape))] = a
+    return out, _tensor([a.shape[-1] for a in audios], alloc)
 
 
 def _tensor(values: Sequence[Any], alloc: Alloc) -> torch.Tensor:
@@ -72,9 +73,9 @@ def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = Fa
 
     Videos (and any other tensors) are stacked; labels and numbers become int64 or
     float tensors; strings stay lists. Audio of unequal length: ``audio="pad"``
-    zero-pads to ``[B, C_max, S_max]`` (dicts also get ``audio_lengths``, tuples
-    get it appended as a fourth element when ``audio_lengths=True``);
-    ``audio="list"`` keeps a list of ``[C, S]`` tensors.
+    zero-pads to ``[B, C_max, S_max]`` (dicts' 1-D audio to ``[B, S_max]``; dicts also
+    get ``audio_lengths``, tuples get it appended as a fourth element when
+    ``audio_lengths=True``); ``audio="list"`` keeps a list of the clips' tensors.
     """
     if isinstance(samples[0], dict):
         batch: dict[str, Any] = {}
@@ -118,15 +119,47 @@ class ClipBuffers:
         self._lent = []
 
 
+def _scratch(ref: ClipRef, buffers: ClipBuffers | None) -> torch.Tensor | None:
+    """A reused tensor to read a clip's stored video into, when it lies in a local file
+    (bytes already in memory are converted in place)."""
+    video = ref.video
+    local = isinstance(video, Array) and isinstance(video.source, LocalShard)
+    return buffers.take(video.shape) if buffers is not None and local else None
+
+
+def read_videos(refs: Sequence[ClipRef], dtype: torch.dtype, alloc: Alloc = empty,
+                buffers: ClipBuffers | None = None) -> torch.Tensor:
+    """The clips' videos as one ``[B, T, H, W, C]`` batch of ``dtype``: uint8 read straight
+    into place; float32 converted from the stored uint8 into place (one pass), stored
+    clips read first into ``buffers``; compressed clips decoded, then copied."""
+    if all(isinstance(r.video, Array) for r in refs):
+        frames = None
+        shapes = {r.video.shape for r in refs}
+    else:
+        frames = [read_video(r.video) for r in refs]
+        shapes = {tuple(f.shape) for f in frames}
+    _same_shapes(shapes)
+    out = alloc((len(refs), *next(iter(shapes))), dtype)
+    for i, r in enumerate(refs):
+        if frames is not None:
+            out[i].copy_(frames[i])
+        elif dtype == torch.uint8:
+            read_array(r.video, out[i])
+        else:
+            out[i].copy_(read_array(r.video, _scratch(r, buffers)))
+    return out
+
+
 def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
-                    audio_lengths: bool = False, alloc: Alloc = empty,
-                    buffers: ClipBuffers | None = None) -> Any:
+                 audio_lengths: bool = False, alloc: Alloc = empty,
+                 buffers: ClipBuffers | None = None) -> Any:
     """Read and batch clips as :func:`collate` batches the items of ``ds`` (a
-    ``ShardDataset``: its transform, output format and dict choice apply).
+    ``ShardDataset``: its transform, output format, dict choice and video dtype apply).
 
     Without a transform each video is read straight into its place in the batch
-    (stored ``[T, H, W, C]`` layout; the batch is then a permuted view). With one,
-    videos are read into ``buffers`` (reused once the batch is made: transforms
+    (stored ``[T, H, W, C]`` layout; the batch is then a permuted view), or for a
+    float32 batch converted into it from the stored uint8 (:func:`read_videos`). With
+    one, videos are read into ``buffers`` (reused once the batch is made: transforms
     must not keep references to their input), transformed, then stacked.
     """
     if ds.transform is not None:
@@ -136,26 +169,21 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
 
         items = [ds.sample(load_clip(r, take(r))) for r in refs]
         return collate(items, audio, audio_lengths, alloc)
-    if all(isinstance(r.video, Array) for r in refs):
-        _same_shapes({r.video.shape for r in refs})
-        video = alloc((len(refs), *refs[0].video.shape), torch.uint8)  # [B, T, H, W, C]
-        for i, r in enumerate(refs):
-            read_array(r.video, video[i])
-    else:  # compressed: decoded, then stacked
-        video = stack([read_video(r.video) for r in refs], alloc)
-    sound, lengths = _audio([read_array(r.audio) for r in refs], audio, alloc)
-    labels = _tensor([r.label for r in refs], alloc)
-    if ds.return_dict:
-        indices = [parse_key(r.key) for r in refs]
-        batch = {"video": video.permute(0, 4, 1, 2, 3), "audio": sound}
-        if lengths is not None:
-            batch["audio_lengths"] = lengths
-        batch.update(label=labels,
-                     video_name=[os.path.basename(r.meta["path"]) for r in refs],
-                     video_index=_tensor([v for v, _ in indices], alloc),
-                     clip_index=_tensor([k for _, k in indices], alloc))
-        return batch
-    if ds.output_format == "TCHW":
-        video = video.permute(0, 1, 4, 2, 3)
-    out = (video, sound, labels)
-    return out + (lengths,) if audio_lengths and lengths is not None else out
+    video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
+    sounds = [read_array(r.audio) for r in refs]
+    if not ds.return_dict:
+        sound, lengths = _audio(sounds, audio, alloc)
+        video = video.permute(0, 1, 4, 2, 3) if ds.output_format == "TCHW" else video
+        out = (video, sound, _tensor([r.label for r in refs], alloc))
+        return out + (lengths,) if audio_lengths and lengths is not None else out
+    indices = [parse_key(r.key) for r in refs]
+    batch = {"video": video.permute(0, 4, 1, 2, 3),
+             "video_name": [os.path.basename(r.meta["path"]) for r in refs],
+             "video_index": _tensor([v for v, _ in indices], alloc),
+             "clip_index": _tensor([k for _, k in indices], alloc),
+             "aug_index": _tensor([0] * len(refs), alloc),
+             "label": _tensor([r.label for r in refs], alloc)}
+    batch["audio"], lengths = _audio([s.mean(0) for s in sounds], audio, alloc)
+    if lengths is not None:
+        batch["audio_lengths"] = lengths
+    return batch

@@ -10,6 +10,7 @@ import torch
 from ..format.sample import parse_key
 
 OUTPUT_FORMATS = ("TCHW", "THWC")
+VIDEO_DTYPES = (torch.uint8, torch.float32)
 
 
 def check_output_format(output_format: str) -> None:
@@ -17,20 +18,34 @@ def check_output_format(output_format: str) -> None:
         raise ValueError(f"output_format must be 'TCHW' or 'THWC', got {output_format!r}")
 
 
+def video_dtype_for(video_dtype: torch.dtype | None, return_dict: bool) -> torch.dtype:
+    """The dtype of handed-out videos: ``video_dtype``, by default float32 for dicts (as
+    PyTorchVideo's, values 0..255) and uint8 for tuples (as torchvision's)."""
+    if video_dtype is None:
+        return torch.float32 if return_dict else torch.uint8
+    if video_dtype not in VIDEO_DTYPES:
+        raise ValueError(f"video_dtype must be torch.uint8 or torch.float32, got {video_dtype}")
+    return video_dtype
+
+
 def make_item(video: torch.Tensor, audio: torch.Tensor, label: int, key: str, path: str | None,
               output_format: str = "TCHW", transform: Callable[[Any], Any] | None = None,
-              return_dict: bool = False) -> Any:
-    """``(video, audio, label)`` like ``torchvision.datasets.Kinetics`` (``video`` uint8
-    ``[T, C, H, W]`` for TCHW, a permuted view, or ``[T, H, W, C]``; ``transform`` on the
-    video), or with ``return_dict`` PyTorchVideo's dict (``video`` ``[C, T, H, W]``,
-    ``audio``, ``label``, ``video_name``, ``video_index``, ``clip_index``; ``transform``
-    on the dict). ``video`` comes in as ``[T, H, W, C]``; ``path`` is the json's source path.
+              return_dict: bool = False, video_dtype: torch.dtype = torch.uint8) -> Any:
+    """``(video, audio, label)`` like ``torchvision.datasets.Kinetics`` (``video``
+    ``[T, C, H, W]`` for TCHW, a permuted view, or ``[T, H, W, C]``; ``audio`` ``[C, S]``;
+    ``transform`` on the video), or with ``return_dict`` PyTorchVideo's dict (``video``
+    ``[C, T, H, W]``, ``video_name``, ``video_index``, ``clip_index``, ``aug_index`` 0,
+    ``label``, ``audio`` 1-D, channels averaged; ``transform`` on the dict). ``video``
+    comes in uint8 ``[T, H, W, C]`` and goes out as ``video_dtype`` (values 0..255);
+    ``path`` is the json's source path.
     """
     if return_dict:
         video_index, clip_index = parse_key(key)
-        item = {"video": video.permute(3, 0, 1, 2), "audio": audio, "label": label,
+        item = {"video": video.permute(3, 0, 1, 2).to(video_dtype),
                 "video_name": os.path.basename(path or ""), "video_index": video_index,
-                "clip_index": clip_index}
+                "clip_index": clip_index, "aug_index": 0, "label": label,
+                "audio": audio.mean(0)}
         return transform(item) if transform else item
     video = video.permute(0, 3, 1, 2) if output_format == "TCHW" else video
+    video = video.to(video_dtype)
     return (transform(video) if transform else video), audio, label

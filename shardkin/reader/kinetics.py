@@ -4,26 +4,29 @@ Index ``i`` is the clip torchvision's ``Kinetics`` gives at ``i`` on the same tr
 options (class order, video order within a class, clip order within a video). Start-up
 reads the manifest's head and ``index.npy`` only; each item is one positioned read
 (``preadv``, safe in forked DataLoader workers) or one range request on object storage,
-retried with backoff when it fails (:func:`shardkin.store.folder.retried`). Its members
+retried with backoff when it fails (:func:`shardkin.store.fs.retried`). Its members
 are grouped and decoded by the same code as ``ShardDataset``'s
 (:mod:`shardkin.format.samples`, :mod:`.records`), with the same checks and errors.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from ..format.options import TORCHVISION_ARGS
 from ..format.sample import META
 from ..format.samples import ALL_MEMBERS, iter_samples
-from ..format.tar import ShardError
+from ..format.tar import ShardError, checksum
 from ..format.tarread import BlobReader
+from ..samplers.video_clips import ClipCounts
 from ..store.split import open_split
-from .items import check_output_format, make_item
+from .items import check_output_format, make_item, video_dtype_for
 from .records import check_on_error, clip_ref, load_clip
 
 
@@ -34,14 +37,18 @@ class Kinetics(Dataset):
     Clip arguments given (``frames_per_clip``, ``step_between_clips``, ``frame_rate``,
     torchvision's ``_video_*``/``_audio_*``) must equal the build's options, or a
     ``ValueError`` says which differ; left out, the build's are used.
-    ``output_format``, ``transform`` and ``return_dict`` are as in ``ShardDataset``.
+    ``output_format``, ``transform``, ``return_dict`` and ``video_dtype`` are as in
+    ``ShardDataset``.
     A damaged clip raises :class:`~shardkin.format.tar.ShardError` naming the shard and
     byte range; ``on_error="skip"`` warns and returns the next readable clip instead.
+    ``verify=True`` checks each clip's bytes against its checksum in the index (a
+    flipped pixel byte is caught), as ``ShardDataset(verify=True)`` does.
     """
 
     def __init__(self, source: str | os.PathLike, split: str | None = "train", *,
                  output_format: str = "TCHW", transform: Callable[[Any], Any] | None = None,
-                 return_dict: bool = False, on_error: str = "raise",
+                 return_dict: bool = False, video_dtype: torch.dtype | None = None,
+                 on_error: str = "raise", verify: bool = False,
                  storage_options: dict | None = None, **clip_args: Any) -> None:
         check_output_format(output_format)
         check_on_error(on_error)
@@ -65,10 +72,26 @@ class Kinetics(Dataset):
         self.classes: list[str] = manifest.classes
         self.split = manifest.split
         self.output_format, self.transform, self.return_dict = output_format, transform, return_dict
+        self.video_dtype = video_dtype_for(video_dtype, return_dict)
         self.on_error = on_error
+        if verify and self.index.shape[1] < 4:
+            raise ValueError(f"{where}: this build's index keeps no checksums (built by an "
+                             "older shardkin): rebuild it to verify clips as they are read")
+        self.verify = verify
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @functools.cached_property
+    def video_clips(self) -> ClipCounts:
+        """Clips per video, what torchvision's clip samplers read from ``video_clips``:
+        ``clips`` (one ``range`` per video in torchvision's order, too-short videos with
+        none), ``num_clips()``, ``num_videos()``. Read from the manifest on first use."""
+        video_clips = ClipCounts(self._split.clips_per_video())
+        if video_clips.num_clips() != len(self):
+            raise ValueError(f"{self._split.where} lists {video_clips.num_clips()} clips in its "
+                             f"videos but index.npy has {len(self)}: rebuild the split")
+        return video_clips
 
     def __getitem__(self, i: int) -> Any:
         if not -len(self) <= i < len(self):
@@ -87,17 +110,20 @@ class Kinetics(Dataset):
                              "`shardkin verify` on the build")
         return make_item(clip.video, clip.audio, clip.label, clip.key,
                          clip.meta and clip.meta["path"], self.output_format, self.transform,
-                         self.return_dict)
+                         self.return_dict, self.video_dtype)
 
     def _load(self, i: int) -> Any:
         """Clip ``i`` read and decoded; ShardError for any damage."""
-        shard, offset, length = (int(x) for x in self.index[i])
+        shard, offset, length = (int(x) for x in self.index[i, :3])
         path = self._split.path(self._split.shards[shard].name)
         where = f"{path}: clip {i} (bytes {offset}-{offset + length - 1})"
         try:
             blob = self._split.folder.read_range(self._split.shards[shard].name, offset, length)
         except (OSError, EOFError, ValueError) as e:  # EOFError: the shard is shorter
             raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
+        if self.verify and checksum(blob) != self.index[i, 3]:
+            raise ShardError(f"{where}: does not match its checksum: the shard was damaged "
+                             "after it was built")
         wanted = ALL_MEMBERS if self.return_dict else tuple(m for m in ALL_MEMBERS if m != META)
         sample = next(iter_samples(BlobReader(blob, path, offset), stop=1, wanted=wanted))
         if sample.length != length:

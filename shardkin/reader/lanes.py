@@ -28,12 +28,14 @@ BAD = object()  # an unreadable clip (on_error="skip")
 
 def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[int, int]],
               wanted: Collection[str], on_error: str,
-              picks: Callable[[Span], Sequence[int]] | None = None) -> Iterator[Any]:
+              picks: Callable[[Span], Sequence[int]] | None = None,
+              verify: bool = False) -> Iterator[Any]:
     """:class:`ClipRef` (or :data:`DELIVERED` / :data:`BAD`) of one lane's positions, in
     order; ``done`` holds the (lane, position) pairs a resumed epoch already handed out.
 
     A span's positions are its samples ``start..stop``, or with ``picks`` the sorted
-    sample numbers it gives for the span (a sample picked twice is read once)."""
+    sample numbers it gives for the span (a sample picked twice is read once). ``verify``:
+    each sample is read whole and checked against its checksum in the index."""
     k = 0
     for span in lane_spans:
         chosen = range(span.start, span.stop) if picks is None else picks(span)
@@ -47,7 +49,7 @@ def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[i
         got = 0
         try:
             for item in _read_span(split, span.shard, chosen, pending, wanted, on_error,
-                                   sparse=picks is not None):
+                                   sparse=picks is not None, verify=verify):
                 got += 1
                 yield item
         except (ShardError, OSError) as e:
@@ -59,15 +61,16 @@ def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[i
 
 
 def _read_span(split: Split, shard: int, chosen: Sequence[int], pending: list[bool],
-               wanted: Collection[str], on_error: str, sparse: bool) -> Iterator[Any]:
+               wanted: Collection[str], on_error: str, sparse: bool,
+               verify: bool) -> Iterator[Any]:
     """The items of one span's positions (``chosen`` samples of ``shard``, sorted)."""
     info = split.shards[shard]
     path = split.path(info.name)
     load = {i for i, p in zip(chosen, pending) if p}
     opened = None
     try:
-        if sparse and split.folder.remote and split.cache is None:  # fetch only these
-            samples = split.fetch_samples(shard, sorted(load), wanted)
+        if verify or (sparse and split.folder.remote and split.cache is None):
+            samples = split.fetch_samples(shard, sorted(load), wanted, verify)
         else:
             opened = split.open(shard, chosen[0], chosen[-1] + 1)
             reader = TarReader(opened.file, path, opened.offset, info.bytes)

@@ -63,9 +63,12 @@ class _Batches(IterableDataset):
 class ShardLoader:
     """Iterate batches of a :class:`ShardDataset`; ``state_dict`` resumes mid-epoch.
 
-    ``len(loader)`` is the exact number of batches each rank yields an epoch
-    (the same on every rank). ``substitutes`` counts clips handed out this epoch
-    in place of unreadable ones (``on_error="skip"``).
+    Each new pass starts the next epoch (as LitData's ``StreamingDataLoader`` does),
+    unless ``dataset.set_epoch`` was called since the previous pass or a state was
+    loaded (the pass then continues that state's epoch). The first pass runs the
+    dataset's epoch (0 unless set). ``len(loader)`` is the exact number of batches
+    each rank yields an epoch (the same on every rank). ``substitutes`` counts clips
+    handed out this epoch in place of unreadable ones (``on_error="skip"``).
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
@@ -82,7 +85,10 @@ class ShardLoader:
         self._kwargs = dataloader_kwargs
         self._held: Held = []
         self._loader = self._make()
-        self._progress: tuple[int, list[int]] | None = None
+        self._last: int | None = None  # the epoch of the latest pass
+        self._sets = 0  # dataset.epoch_sets when it started
+        self._delivered: list[int] = []  # clips each worker has handed out in it
+        self._finished = False
         self.substitutes = 0
 
     def _make(self) -> DataLoader:
@@ -97,13 +103,22 @@ class ShardLoader:
     def _hold(self, worker: int, slot: int, batch: Any) -> None:
         self._held = hold(self._memory, self._held, worker, slot, batch)
 
+    def _advances(self) -> bool:
+        """Whether the next pass starts the epoch after the latest pass's."""
+        ds = self.dataset
+        return (self._last is not None and ds.epoch_sets == self._sets
+                and ds.resume_point() is None)
+
     def __iter__(self) -> Iterator[Any]:
         ds = self.dataset
+        if self._advances():
+            ds.set_epoch(self._last + 1)
         epoch, workers = ds.epoch, max(1, self.num_workers)
         resume = ds.resume_point()
         delivered = (list(resume.delivered) if resume is not None and resume.num_workers == workers
                      else [0] * workers)
-        self._progress = (epoch, delivered)
+        self._last, self._sets, self._delivered = epoch, ds.epoch_sets, delivered
+        self._finished = False
         self.substitutes = 0
         self._memory.new_generation({(w, s) for _, w, s in self._held})
         batches = iter(self._loader)
@@ -121,29 +136,31 @@ class ShardLoader:
             getattr(batches, "_shutdown_workers", lambda: None)()
             self._loader = self._make()
             raise
+        self._finished = True
 
     def state_dict(self) -> dict[str, Any]:
-        """Where this epoch stands: restore with :meth:`load_state_dict` after a restart.
-
-        Ranks stepping in lockstep (DDP) have equal states, so saving rank 0's is enough.
+        """Where the loader stands: the latest pass's epoch and the clips each worker has
+        handed out, or, once a pass has ended, the next epoch from its start. Restore with
+        :meth:`load_state_dict` after a restart. Ranks stepping in lockstep (DDP) have
+        equal states, so saving rank 0's is enough.
         """
         ds, workers = self.dataset, max(1, self.num_workers)
-        if self._progress is not None and self._progress[0] == ds.epoch:
-            return ds.make_state(ds.epoch, workers, self._progress[1])
+        if self._advances():
+            if self._finished:
+                return ds.make_state(self._last + 1, workers, [0] * workers)
+            return ds.make_state(self._last, workers, self._delivered)
         resume = ds.resume_point()
-        if resume is not None:
-            return ds.make_state(ds.epoch, workers, resume.delivered)
-        return ds.make_state(ds.epoch, workers, [0] * workers)
+        delivered = resume.delivered if resume is not None else [0] * workers
+        return ds.make_state(ds.epoch, workers, delivered)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Make the next iteration continue ``state``'s epoch (same world size and workers)."""
+        """Make the next pass continue ``state``'s epoch (same world size and workers)."""
         workers = max(1, self.num_workers)
         if int(state.get("num_workers", -1)) != workers:
             raise ValueError(f"cannot resume: the state was taken with {state.get('num_workers')} "
                              f"worker(s), this loader has {workers}; use the same num_workers")
         self.dataset.load_state_dict(state)
         self._loader = self._make()  # persistent workers must see the new state
-        self._progress = None
 
 
 def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
@@ -152,9 +169,10 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                 prefetch_factor: int | None = None, **dataloader_kwargs: Any) -> ShardLoader:
     """A loader of ``(video [B,T,C,H,W], audio [B,C,S], label [B])`` batches (or dicts).
 
-    Batches are made in the workers. ``drop_last`` drops each worker's last partial
-    batch (at most ``num_workers * (batch_size - 1)`` clips an epoch). Audio: see
-    :func:`collate`. ``persistent_workers`` defaults to True with workers.
+    Batches are made in the workers. Over a :class:`ShardDataset`, each new pass is the
+    next epoch unless ``set_epoch`` chose one (:class:`ShardLoader`). ``drop_last`` drops
+    each worker's last partial batch (at most ``num_workers * (batch_size - 1)`` clips an
+    epoch). Audio: see :func:`collate`. ``persistent_workers`` defaults to True with workers.
 
     Memory: each worker keeps up to ``prefetch_factor + 3`` batches' worth of memory
     for reuse (:class:`BatchMemory`), allocated as needed: about as many as are in

@@ -1,9 +1,10 @@
 """From a sample's members to tensors: the one decoding path of both readers.
 
-:func:`clip_ref` checks a sample's members (npy headers, dtypes, shapes, label, json)
-and returns a :class:`ClipRef`: where the clip's arrays are (left in a local shard
-file, or in bytes already fetched) and its small members. :func:`load_clip` then reads
-the arrays, straight into a destination when one is given (a slot of a batch).
+:func:`clip_ref` checks a sample's members (npy and FLAC headers, dtypes, shapes, label,
+json) and returns a :class:`ClipRef`: where the clip's arrays are (left in a local shard
+file, or in bytes already fetched, compressed or not) and its small members.
+:func:`load_clip` then reads the arrays, straight into a destination when one is given
+(a slot of a batch).
 Every kind of damage raises :class:`~shardkin.format.tar.ShardError` naming the shard
 and the byte offset; ``on_error`` decides what the reader does with it.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from ..format.audio import FLAC_HEAD, audio_member, decode_audio, flac_layout
 from ..format.codecs import decode_video, video_member
 from ..format.npy import parse_header
 from ..format.sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta, parse_key
@@ -35,18 +37,8 @@ def check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
-class Array(NamedTuple):
-    """An npy array left in its shard file, or in the member's bytes when they were
-    fetched, to be read straight into its destination."""
-
-    source: LocalShard | bytearray | memoryview
-    offset: int  # of the array data in the file (or the bytes)
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-
 class Encoded(NamedTuple):
-    """A compressed video member (zstd, jpeg), decoded when its clip is read."""
+    """A compressed member (video: zstd, jpeg; audio: flac), decoded when its clip is read."""
 
     member: str
     data: bytearray | memoryview
@@ -54,11 +46,22 @@ class Encoded(NamedTuple):
     offset: int  # of the sample in the shard
 
 
+class Array(NamedTuple):
+    """An npy array left in its shard file, or in the member's bytes when they were
+    fetched, to be read straight into its destination; or the samples of a FLAC member
+    (``source`` is then :class:`Encoded`), decoded when read."""
+
+    source: LocalShard | bytearray | memoryview | Encoded
+    offset: int  # of the array data in the file (or the bytes)
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
 class ClipRef(NamedTuple):
     """A clip not yet read: where its arrays are, and its small members."""
 
     video: Array | Encoded  # uint8 [T, H, W, 3] once read
-    audio: Array  # float32 [C, S]
+    audio: Array  # float32 [C, S]; [1, 0] for a build without audio
     label: int
     key: str
     meta: dict[str, Any] | None
@@ -97,10 +100,18 @@ def clip_ref(members: Mapping[str, Any], key: str, shard: str, offset: int,
     """The checked clip of a sample's members (data, or :class:`Deferred` in ``local``)
     at byte ``offset`` of ``shard`` (named in errors)."""
     try:
-        member = video_member(members)
+        member, sound = video_member(members), audio_member(members)
+        where = f"{shard}: sample {key}"
         video = (_array(members[VIDEO], local) if member == VIDEO
-                 else Encoded(member, members[member], f"{shard}: sample {key}", offset))
-        audio = _array(members[AUDIO], local)
+                 else Encoded(member, members[member], where, offset))
+        if sound is None:  # a build without audio
+            audio = Array(bytearray(), 0, torch.float32, (1, 0))
+        elif sound == AUDIO:
+            audio = _array(members[AUDIO], local)
+        else:
+            channels, samples, _ = flac_layout(members[sound][:FLAC_HEAD])
+            audio = Array(Encoded(sound, members[sound], where, offset), 0, torch.float32,
+                          (channels, samples))
         if isinstance(video, Array) and (video.dtype != torch.uint8 or len(video.shape) != 4
                                          or video.shape[3] != 3):
             raise ValueError(f"video is {video.dtype} {video.shape}, not uint8 [T,H,W,3]")
@@ -116,6 +127,9 @@ def clip_ref(members: Mapping[str, Any], key: str, shard: str, offset: int,
 def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
     """``array`` read into ``out`` (contiguous, of its shape) or a new tensor: one read.
     Bytes already in memory are used in place when there is no ``out``."""
+    if isinstance(array.source, Encoded):
+        samples = torch.from_numpy(_decoded(array.source, decode_audio))
+        return samples if out is None else out.copy_(samples)
     if not isinstance(array.source, LocalShard):
         count = math.prod(array.shape)
         data = torch.frombuffer(array.source, dtype=array.dtype, count=count,
@@ -140,16 +154,21 @@ def read_video(video: Array | Encoded, out: torch.Tensor | None = None) -> torch
     """A clip's frames, uint8 ``[T, H, W, 3]``, read (or decoded) into ``out`` if given."""
     if isinstance(video, Array):
         return read_array(video, out)
-    try:
-        array = decode_video(video.member, video.data)
-    except Exception as e:  # any decoder failure on a damaged member
-        raise ShardError(f"{video.where}: corrupt {video.member} member "
-                         f"({type(e).__name__}: {e}) at byte {video.offset}: {HINT}") from None
+    array = _decoded(video, decode_video)
     frames = torch.from_numpy(array if array.flags.writeable else array.copy())
     if frames.dim() != 4 or frames.shape[3] != 3:
         raise ShardError(f"{video.where}: corrupt {video.member} member (frames of shape "
                          f"{tuple(frames.shape)}) at byte {video.offset}: {HINT}")
     return frames if out is None else out.copy_(frames)
+
+
+def _decoded(encoded: Encoded, decode: Callable[[str, Any], np.ndarray]) -> np.ndarray:
+    """The array of a compressed member; ShardError if it does not decode."""
+    try:
+        return decode(encoded.member, encoded.data)
+    except Exception as e:  # any decoder failure on a damaged member
+        raise ShardError(f"{encoded.where}: corrupt {encoded.member} member "
+                         f"({type(e).__name__}: {e}) at byte {encoded.offset}: {HINT}") from None
 
 
 def load_clip(ref: ClipRef, video: torch.Tensor | None = None) -> LoadedClip:

@@ -35,29 +35,27 @@ class ClipSelection:
         first_row = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
         has = n > 0
         rows = first_row[has]
-        mine = {m: i for i, m in enumerate(shard_numbers)}
+        reading = np.full(int(index[:, 0].max(initial=-1)) + 1, -1, np.int64)
+        known = [m for m in shard_numbers if m < len(reading)]
+        reading[known] = [i for i, m in enumerate(shard_numbers) if m < len(reading)]
         shard = np.full(len(n), -1, np.int64)
-        shard[has] = [mine.get(int(s), -1) for s in index[rows, 0]]
+        shard[has] = reading[index[rows, 0]]
         offset = np.zeros(len(n), np.int64)
         offset[has] = index[rows, 1]
         # a shard's samples are its videos' clips, video after video, in byte order
-        self._videos: list[np.ndarray] = []  # per shard: its videos in stored order
-        self._first: list[np.ndarray] = []  # per shard: sample number of each one's clip 0
         order = np.lexsort((offset, shard))
-        order = order[shard[order] >= 0]
-        bounds = np.searchsorted(shard[order], np.arange(len(shard_numbers) + 1))
-        for s in range(len(shard_numbers)):
-            videos = order[bounds[s] : bounds[s + 1]]
-            self._videos.append(videos)
-            self._first.append(np.concatenate([[0], np.cumsum(n[videos])[:-1]]).astype(np.int64))
+        self._order = order[shard[order] >= 0]  # videos by shard, then stored order
+        self._bounds = np.searchsorted(shard[self._order], np.arange(len(shard_numbers) + 1))
         self._n, self._first_row = n, first_row
         take = np.minimum(n, k) if sampler == "random" else np.where(n > 0, k, 0)
-        self.counts = [int(take[v].sum()) for v in self._videos]
+        self.counts = np.bincount(shard[self._order], weights=take[self._order],
+                                  minlength=len(shard_numbers)).astype(np.int64).tolist()
 
     def picks(self, shard: int, epoch: int) -> np.ndarray:
         """Sorted sample numbers of shard number ``shard`` (reading order) read in ``epoch``."""
-        videos, first = self._videos[shard], self._first[shard]
+        videos = self._order[self._bounds[shard] : self._bounds[shard + 1]]
         n = self._n[videos]
+        first = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
         if self.sampler == "uniform":
             out = [first[i] + _uniform(int(self._first_row[v]), int(n[i]), self.k)
                    for i, v in enumerate(videos) if n[i]]

@@ -2,9 +2,11 @@
 requests streamed ahead (:mod:`.ranges`), the local shard cache (:mod:`.cache`) and the
 one way to open a split and its shards (:mod:`.split`)."""
 from .cache import ShardCache
-from .folder import FetchError, Folder, is_url, local_path, retried
+from .folder import Folder
+from .fs import FetchError, is_url, local_path, retried
+from .locate import locate
 from .ranges import RangeStream
-from .split import Opened, Split, load_manifest, locate, open_split
+from .split import Opened, Split, load_manifest, open_split
 
 __all__ = ["FetchError", "Folder", "Opened", "RangeStream", "ShardCache", "Split", "is_url",
            "load_manifest", "local_path", "locate", "open_split", "retried"]

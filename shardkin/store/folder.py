@@ -5,111 +5,19 @@ package (s3fs, gcsfs: ``pip install 'shardkin[s3]'``); credentials and endpoints
 come from the usual places (environment, config files) or ``storage_options``.
 Files are published atomically: a local file is renamed into place, an object is
 uploaded in one PUT or one multipart upload, which S3 makes visible only when complete.
-Every read from a store is retried on transient failures (:func:`retried`).
+Every read from a store is retried on transient failures (:func:`.fs.retried`).
 """
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from typing import Any
+from urllib.parse import urlparse
 
-T = TypeVar("T")
-# not worth retrying: the object or the permission is missing, or the request is wrong
-PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError,
-             ValueError, TypeError, ImportError)
-
-
-class FetchError(OSError):
-    """A read from a store that failed on every attempt."""
-
-
-def retried(call: Callable[[], T], what: str, attempts: int = 5, backoff: float = 0.2) -> T:
-    """``call()``, tried again on a transient failure (connection reset, 5xx, timeout, short
-    read) after ``backoff`` seconds, doubled each time, with jitter; after ``attempts``
-    tries a :class:`FetchError` names ``what``. Permanent failures are raised at once."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except PERMANENT:
-            raise
-        except Exception as e:
-            if attempt == attempts:
-                raise FetchError(f"{what} could not be read in {attempts} attempts; last "
-                                 f"error: {type(e).__name__}: {e}") from e
-            time.sleep(backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
-
-
-_INHERITED: list = []  # filesystems a forked child inherited, never to be collected there
-
-
-def _hold_filesystems() -> None:
-    """Before a fork: hold every fsspec filesystem, so that the child keeps them alive.
-
-    Collecting one in the child closes its pooled connections, which unregisters their
-    sockets from the epoll instance the child shares with the parent's event loop: the
-    parent's next request on such a connection would then wait forever for its answer.
-    (Taken before the fork: fsspec empties its instance caches in the child.)
-    """
-    spec = sys.modules.get("fsspec.spec")
-    classes = [spec.AbstractFileSystem] if spec else []
-    while classes:
-        cls = classes.pop()
-        classes.extend(cls.__subclasses__())
-        _INHERITED.extend(cls.__dict__.get("_cache", {}).values())
-
-
-os.register_at_fork(before=_hold_filesystems, after_in_parent=_INHERITED.clear)
-INSTALL_HINT = ("install object-storage support with: pip install 'shardkin[s3]' "
-                "(or shardkin[gcs] for gs://, shardkin[http] for http(s)://)")
-
-
-def local_path(target: str | os.PathLike) -> str:
-    """The path of a plain path or ``file://`` URL."""
-    text = os.fspath(target)
-    return unquote(urlparse(text).path) if text.startswith("file://") else text
-
-
-def is_url(target: str | os.PathLike) -> bool:
-    """True for ``scheme://`` targets other than ``file://``."""
-    text = os.fspath(target)
-    return "://" in text and urlparse(text).scheme not in ("", "file")
-
-
-def filesystem(url: str, storage_options: dict[str, Any] | None = None):
-    """(fsspec filesystem, path inside it) for ``url``.
-
-    http(s): a server silent for 30 s (connecting, or mid-answer) is given up on, so the
-    request is retried, where aiohttp would wait 5 minutes; ``client_kwargs={"timeout":
-    aiohttp.ClientTimeout(...)}`` in ``storage_options`` sets another. (s3fs's own
-    defaults are 5 s to connect, 15 s to read.)"""
-    try:
-        import fsspec
-    except ImportError:
-        raise ImportError(f"{url} is a URL: {INSTALL_HINT}") from None
-    options = dict(storage_options or {})
-    if urlparse(url).scheme in ("http", "https"):
-        try:
-            import aiohttp
-        except ImportError:
-            raise ImportError(f"{url} is a URL: {INSTALL_HINT}") from None
-
-        client = dict(options.get("client_kwargs") or {})
-        client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=30,
-                                                           sock_read=30))
-        options["client_kwargs"] = client
-    try:
-        return fsspec.core.url_to_fs(url, **options)
-    except ImportError as e:
-        raise ImportError(f"{url}: {e}; {INSTALL_HINT}") from None
+from .fs import filesystem, is_url, keep_inherited, local_path, retried
 
 
 class Folder:
@@ -131,10 +39,10 @@ class Folder:
     @property
     def _fs(self):
         """The fsspec filesystem, made again in a forked child (fsspec's are not fork-safe);
-        the parent's is kept there (see :func:`_hold_filesystems`)."""
+        the parent's is kept there (:func:`.fs.keep_inherited`)."""
         if self._pid != os.getpid():
             if self._fs_of_pid is not None:
-                _INHERITED.append(self._fs_of_pid)
+                keep_inherited(self._fs_of_pid)
             self._fs_of_pid, self._pid = filesystem(self.url, self.storage_options)[0], os.getpid()
         return self._fs_of_pid
 

@@ -1,7 +1,7 @@
 """One builder per output split: a lock held for the build's life.
 
-Local folders: an ``flock`` on ``OUT/<split>/.build.lock``, released by the kernel when
-the process ends, however it ends (the file names its holder and is removed at the
+Local folders: a lock (``lockf``) on ``OUT/<split>/.build.lock``, released by the kernel
+when the builder ends, however it ends (the file names its holder and is removed at the
 end). Object storage: a lease object ``.build.lease`` created with a conditional write
 (S3 ``If-None-Match: *``: of two builders only one can create it), holding its owner
 and an expiry ``LEASE_SECONDS`` ahead, renewed by a thread while the build runs and
@@ -26,6 +26,7 @@ from .folder import Folder
 LOCK = ".build.lock"
 LEASE = ".build.lease"
 LEASE_SECONDS = 600.0
+_HELD: set[str] = set()  # local lock files this process holds
 
 
 class LockedError(RuntimeError):
@@ -77,15 +78,19 @@ class BuildLock:
         if self.folder.remote:
             self._take_lease()
         else:
-            self._take_flock()
+            self._take_local()
 
-    def _take_flock(self) -> None:
+    def _take_local(self) -> None:
         path = self.folder.path(LOCK)
+        if os.path.realpath(path) in _HELD:  # POSIX locks do not exclude their own process
+            raise LockedError(f"{self.folder.url} is being built by this process already")
         while True:
             self._file = open(path, "a+")
             try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                # a POSIX record lock: unlike flock, not held on by the worker processes the
+                # build forks, so it ends with the builder, even on kill -9
+                fcntl.lockf(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (BlockingIOError, PermissionError):
                 self._file.seek(0)
                 text = self._file.read()
                 self._file.close()
@@ -102,6 +107,7 @@ class BuildLock:
             except FileNotFoundError:
                 pass
             self._file.close()
+        _HELD.add(os.path.realpath(path))
         self._file.seek(0)
         self._file.truncate()
         self._file.write(json.dumps(self.owner))
@@ -147,7 +153,8 @@ class BuildLock:
 
     def release(self) -> None:
         if self._file is not None:
-            os.unlink(self.folder.path(LOCK))  # before unlocking: see _take_flock
+            _HELD.discard(os.path.realpath(self.folder.path(LOCK)))
+            os.unlink(self.folder.path(LOCK))  # before unlocking: see _take_local
             self._file.close()
             self._file = None
         if self._renewer is not None:

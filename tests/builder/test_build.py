@@ -158,21 +158,24 @@ def test_webdataset_reads_shards_unaided(made_root, tmp_path):
 
 
 def test_index_locates_every_clip_in_torchvision_order(made_root, tmp_path):
+    import xxhash
+
     from shardkin.format.npy import decode_npy
 
     m = build(made_root, tmp_path, "train", frames_per_clip=4, clips_per_shard=5, workers=1,
               progress=False)
     _, samples = read_split(tmp_path / "train")
     index = decode_npy((tmp_path / "train" / m["index"]["name"]).read_bytes())
-    assert index.shape == (m["totals"]["clips"], 3)
+    assert index.shape == (m["totals"]["clips"], 4)
     by_key = {s["key"]: s for s in samples}
     expected = sorted(by_key)  # video_index follows class order, then video order
     assert [v["path"] for v in m["videos"]] == sorted(
         (v["path"] for v in m["videos"]), key=lambda p: (m["classes"].index(p.split("/")[1]), p))
-    for i, (shard, offset, length) in enumerate(index):
+    for i, (shard, offset, length, checksum) in enumerate(index):
         with open(tmp_path / "train" / m["shards"][shard]["name"], "rb") as f:
             f.seek(offset)
             blob = f.read(length)
+        assert xxhash.xxh3_64_intdigest(blob) == int(checksum) % (1 << 64)
         key = blob[:100].split(b"\0", 1)[0].decode().split(".")[0]
         assert key == expected[i]
         video = by_key[key]["video.npy"]

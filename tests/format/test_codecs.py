@@ -9,6 +9,7 @@ import pytest
 
 from shardkin.builder import build
 from shardkin.format import codecs
+from shardkin.format.options import BuildOptions
 from shardkin.synth import frame_image
 
 from helpers import read_split
@@ -47,6 +48,23 @@ def test_jpeg_round_trip_quality(frames):
     assert _psnr(low, frames) < _psnr(out, frames)
 
 
+def test_jpeg_psnr_target_holds_for_the_clip(frames):
+    sizes = []
+    for target in (30.0, 40.0, 45.0):
+        member, data = codecs.encode_video(frames, "jpeg", jpeg_psnr=target)
+        assert codecs.clip_psnr(frames, codecs.decode_video(member, data)) >= target
+        sizes.append(len(data))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    noisy = np.clip(frames.astype(int) + np.arange(frames.size).reshape(frames.shape) % 7 - 3,
+                    0, 255).astype(np.uint8)
+    assert codecs.clip_psnr(frames, noisy) == pytest.approx(_psnr(noisy, frames), abs=1e-9)
+    assert codecs.clip_psnr(frames, frames) == float("inf")
+    storage = BuildOptions.from_kwargs(video_codec="jpeg").storage
+    assert (storage.jpeg_psnr, storage.jpeg_quality) == (codecs.JPEG_PSNR, None)
+    storage = BuildOptions.from_kwargs(video_codec="jpeg", jpeg_quality=80).storage
+    assert (storage.jpeg_psnr, storage.jpeg_quality) == (None, 80)
+
+
 def test_corrupt_payloads_are_refused(frames):
     member, data = codecs.encode_video(frames, "jpeg")
     with pytest.raises(ValueError, match="not a shardkin"):
@@ -63,7 +81,7 @@ def test_corrupt_payloads_are_refused(frames):
 def test_build_with_codec_matches_raw_build(made_root, tmp_path, codec):
     kw = dict(frames_per_clip=4, clips_per_shard=8, workers=1, progress=False)
     raw = build(made_root, tmp_path / "raw", "val", **kw)
-    coded = build(made_root, tmp_path / codec, "val", video_codec=codec, **kw)
+    coded = build(made_root, tmp_path / codec, "val", video_codec=codec, audio_codec="raw", **kw)
     assert coded["totals"]["clips"] == raw["totals"]["clips"]
     assert coded["options"]["video_codec"] == codec
     _, raw_samples = read_split(tmp_path / "raw" / "val")

@@ -150,8 +150,9 @@ def test_verify_flipped_byte(copy):
     _flip_byte(copy)
     r = cli("verify", copy, "--quiet")
     assert r.returncode == 1
-    assert problems(r) == [problems(r)[0]]  # only the checksum can see it
+    assert len(problems(r)) == 2  # only the checksums can see it: the shard's and the clip's
     assert problems(r)[0].startswith("train-000000.tar: checksum mismatch") and "sha256" in r.stdout
+    assert problems(r)[1].startswith("train-000000.tar 00000000_000000: damaged: bytes 0-")
 
 
 def test_verify_missing_shard(copy):
@@ -174,9 +175,10 @@ def test_verify_wrong_label(copy):
     key = _wrong_label(copy)
     r = cli("verify", copy, "--quiet")
     assert r.returncode == 1
-    assert "checksum" not in r.stdout
+    assert "checksum mismatch" not in r.stdout  # the shard's sha256 was forged to match
     assert problems(r) and all(p.startswith(f"train-000001.tar {key}: ") for p in problems(r))
     assert any("label mismatch" in p for p in problems(r))
+    assert any("damaged" in p for p in problems(r))  # the clip's own checksum was not
 
 
 def test_verify_unknown_shard(copy):

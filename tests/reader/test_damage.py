@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 import shardkin
 from shardkin.builder import build
@@ -34,7 +35,8 @@ def _headers(data: bytes) -> list[tuple[int, str, int]]:
 
 def _forge_size(data: bytearray, at: int, size: int) -> None:
     """Write ``size`` into the header at ``at`` with a valid checksum."""
-    data[at + 124 : at + 136] = f"{size:011o}\0".encode()
+    data[at + 124 : at + 136] = (f"{size:011o}\0".encode() if size < 8**11
+                                 else b"\x80" + size.to_bytes(11, "big"))  # GNU base-256
     data[at + 148 : at + 156] = b" " * 8
     data[at + 148 : at + 156] = f"{sum(data[at : at + 512]):06o}\0 ".encode()
 
@@ -55,7 +57,7 @@ def damaged(good: Path, tmp: Path, how: str, seed: int = 0) -> Path:
         data = data[: rng.randrange(1024, len(data) - 2048)]
     elif how == "forged_size":
         at, size = video[1]
-        _forge_size(data, at, size + 512 * rng.randrange(1, 5000))
+        _forge_size(data, at, rng.choice([size + 512 * rng.randrange(1, 5000), 1 << 33]))
     elif how == "forged_npy_shape":
         at, _ = video[1]
         head = data[at + 512 : at + 512 + 128].decode("latin1")
@@ -68,6 +70,9 @@ def damaged(good: Path, tmp: Path, how: str, seed: int = 0) -> Path:
         for _ in range(8):
             at = rng.choice(members)[0]
             data[at + rng.randrange(0, 512 + 128)] ^= 1 << rng.randrange(8)
+    elif how == "payload_flips":  # anywhere in the shard, pixel data included
+        for _ in range(8):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
     shard.write_bytes(bytes(data))
     if how == "truncated" and seed % 2:  # the manifest agrees: damage met mid-shard
         manifest["shards"][0]["bytes"] = len(data)
@@ -113,3 +118,59 @@ def test_random_flips_end_in_data_or_shard_error(good, tmp_path, reader):
 
 def test_undamaged_reads(good):
     assert read_all(good, "stream") is None and read_all(good, "map") is None
+
+
+def _flip_pixel(good: Path, tmp: Path) -> Path:
+    """A copy whose second clip has one pixel byte flipped (headers and sizes intact)."""
+    folder = tmp / "pixel"
+    shutil.copytree(good, folder)
+    shard = folder / json.loads((folder / "manifest.json").read_text())["shards"][0]["name"]
+    data = bytearray(shard.read_bytes())
+    at, _ = [(at, size) for at, name, size in _headers(bytes(data))
+             if name.endswith(".video.npy")][1]
+    data[at + 512 + 128 + 7] ^= 0x01
+    shard.write_bytes(bytes(data))
+    return folder
+
+
+@pytest.mark.parametrize("reader", ["stream", "map"])
+def test_a_flipped_pixel_byte_is_caught_by_checksums(good, tmp_path, reader):
+    folder = _flip_pixel(good, tmp_path)
+    assert read_all(folder, reader) is None  # only a checksum can see it
+    with pytest.raises(ShardError, match=r"train-000000\.tar.*does not match its checksum"):
+        if reader == "stream":
+            for _ in shardkin.ShardDataset(folder, shuffle=False, verify=True):
+                pass
+        else:
+            ds = shardkin.Kinetics(folder, verify=True)
+            for i in range(len(ds)):
+                ds[i]
+    clean = shardkin.ShardDataset(good, shuffle=False, return_dict=True, verify=True)
+    plain = shardkin.ShardDataset(good, shuffle=False, return_dict=True)
+    for a, b in zip(clean, plain, strict=True):
+        assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+
+
+FUZZ = ["header_flip", "truncated", "forged_size", "forged_npy_shape", "random_flips",
+        "payload_flips"]
+
+
+@pytest.mark.parametrize("reader", ["stream", "map"])
+def test_fuzz_ends_in_data_or_shard_error_within_the_shards_size(good, tmp_path, reader):
+    """Seeded damage of every kind: each read ends with the data or a ShardError (read_all
+    fails on any other exception), and allocates no more than the shard's size."""
+    import tracemalloc
+
+    size = sum(p.stat().st_size for p in good.glob("*.tar"))
+    errors = 0
+    for n in range(24):
+        folder = damaged(good, tmp_path, FUZZ[n % len(FUZZ)], seed=100 + n)
+        tracemalloc.start()
+        try:
+            errors += read_all(folder, reader) is not None
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < size + (8 << 20), f"{FUZZ[n % len(FUZZ)]}: {peak} bytes allocated"
+        shutil.rmtree(folder)
+    assert errors >= 12

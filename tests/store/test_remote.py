@@ -52,7 +52,7 @@ def epoch(source, *, epoch: int = 0, world_size: int = 1, workers: int = 2,
             for i in range(len(b["label"])):
                 n = int(b["audio_lengths"][i])
                 out.append((int(b["video_index"][i]), int(b["clip_index"][i]),
-                            b["video"][i].clone(), b["audio"][i, :, :n].clone(),
+                            b["video"][i].clone(), b["audio"][i, :n].clone(),
                             int(b["label"][i])))
     return out
 

@@ -1,0 +1,59 @@
+"""shardkin shards in a webdataset pipeline: ``WebDataset(urls).decode(decoder)``.
+
+:func:`decoder` is a webdataset decode handler: webdataset calls it as
+``handler(key, data)`` for each member of a sample (``key`` is ``"." + extension``)
+and it returns the decoded value, or None for a member it does not handle, so
+webdataset's own handlers (``.decode("torchrgb", decoder)``) still see those::
+
+    import webdataset as wds
+    import shardkin
+
+    ds = (wds.WebDataset(urls, shardshuffle=False).decode(shardkin.wds_decoder)
+          .to_tuple("video.npy;video.npy.zst;video.jpgs", "audio.npy;audio.flac", "cls"))
+
+It decodes every codec to the tensors shardkin's readers give with
+``output_format="THWC"``: the video member (``video.npy``, ``video.npy.zst`` or
+``video.jpgs``) as uint8 ``[T, H, W, 3]`` (as stored; ``.permute(0, 3, 1, 2)`` gives
+the readers' default ``[T, C, H, W]``), the audio member (``audio.npy`` or
+``audio.flac``; ``"audio.npy;audio.flac"`` in ``to_tuple``) as float32 ``[C, S]``,
+``cls`` as an int and ``json`` as a dict. A build with ``audio_codec="none"`` has no
+audio member (the readers give an empty ``[1, 0]``). npy payloads are parsed by
+:mod:`.npy`, never unpickled. torch is imported on the first decoded array, not with
+this module.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .audio import AUDIO_MEMBERS, decode_audio
+from .codecs import VIDEO_MEMBERS, decode_video
+from .sample import LABEL, META, decode_label, decode_meta
+
+
+def decoder(key: str, data: bytes) -> Any:
+    """webdataset handler for shardkin's members (see the module); None for others."""
+    ext = key.lower().removeprefix(".")
+    if ext in VIDEO_MEMBERS:
+        video = decode_video(ext, data)
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[3] != 3:
+            raise ValueError(f"{ext} holds {video.dtype} {video.shape}, not uint8 [T,H,W,3]")
+        return _tensor(video)
+    if ext in AUDIO_MEMBERS:
+        audio = decode_audio(ext, data)
+        if audio.dtype != np.float32 or audio.ndim != 2:
+            raise ValueError(f"{ext} holds {audio.dtype} {audio.shape}, not float32 [C,S]")
+        return _tensor(audio)
+    if ext == LABEL:
+        return decode_label(data)
+    if ext == META:
+        return decode_meta(data)
+    return None
+
+
+def _tensor(array: np.ndarray) -> Any:
+    """A torch tensor owning writable memory (arrays over ``bytes`` are read-only)."""
+    import torch
+
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
