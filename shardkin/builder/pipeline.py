@@ -30,6 +30,7 @@ from . import shard
 from .errors import BuildError, PermanentError
 from .executors import EXECUTORS
 from .plan import make_plan
+from .summary import summary
 
 PLAN = ".build/plan.json"
 
@@ -287,25 +288,3 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifes
                     options=plan["options"], index=index, videos=videos, skipped=skipped,
                     skipped_extensions=plan["skipped_extensions"], totals=totals,
                     format_version=plan["format_version"])
-
-
-def summary(manifest: dict, seconds: float) -> str:
-    """A short table of what a build made and left out."""
-    t = manifest["totals"]
-    reasons = Counter(s["reason"].split(":")[0] for s in manifest["skipped"])
-    rows = [
-        ("split", manifest["split"]),
-        ("classes", len(manifest["classes"])),
-        ("videos with clips", t["videos"] - t["too_short"]),
-        ("  of which partial", t["partial"]),
-        ("videos too short", t["too_short"]),
-        ("videos skipped", t["skipped"]),
-        *((f"  {r}", n) for r, n in reasons.most_common()),
-        ("files of other types", t["skipped_extensions"]),
-        ("clips", t["clips"]),
-        ("shards", t["shards"]),
-        ("size", f"{t['bytes'] / 1e9:.3f} GB"),
-        ("time", f"{seconds:.1f} s"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -41,7 +41,7 @@ from .items import check_output_format, make_item, video_dtype_for
 from .lanes import DELIVERED, read_lane, substitute
 from .partition import Span, mix, per_rank, worker_lanes
 from .records import ClipRef, LoadedClip, check_on_error, load_clip
-from .selection import ClipSelection
+from .selection import select_clips
 
 STATE_VERSION = 1
 
@@ -145,7 +145,8 @@ class ShardDataset(IterableDataset):
         self.split = self.split_source.manifest.split
         self.classes: list[str] = self.split_source.manifest.classes
         self.clips_per_video, self.clip_sampler = clips_per_video, clip_sampler
-        self._selection = None if clips_per_video is None else self._select(clip_sampler, seed)
+        self._selection = None if clips_per_video is None else select_clips(
+            self.split_source, clips_per_video, clip_sampler, seed)
         self._counts = (self.split_source.shards.clips if self._selection is None
                         else self._selection.counts)  # clips read from each shard an epoch
         self.total_clips = sum(self._counts)
@@ -163,19 +164,6 @@ class ShardDataset(IterableDataset):
         self.epoch_sets = 0  # set_epoch calls: make_loader's loader advances epochs without them
         self._resume: ResumePoint | None = None
         self._progress: ResumePoint | None = None
-
-    def _select(self, sampler: str, seed: int) -> ClipSelection:
-        """The per-epoch choice of ``clips_per_video`` clips of each video."""
-        split = self.split_source
-        if split.manifest.index is None:
-            raise ValueError(f"{split.where} has no index.npy (built by an older shardkin), "
-                             "which clips_per_video needs: rebuild with --overwrite")
-        every = split.manifest.shards
-        numbers = {n: i for i, n in enumerate(every.names)}
-        chosen = (list(range(len(every))) if split.shards is every
-                  else [numbers[n] for n in split.shards.names])
-        return ClipSelection(split.read_index(), split.clips_per_video(), chosen,
-                             self.clips_per_video, sampler, seed)
 
     # -- epochs and resume ---------------------------------------------------------
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..store.split import Split
+
 CLIP_SAMPLERS = ("random", "uniform")
 
 
@@ -76,3 +78,15 @@ def _uniform(start: int, n: int, k: int) -> np.ndarray:
     numbers ``start .. start + n - 1``, as clip numbers within the video."""
     picks = torch.linspace(start, start + n - 1, steps=k).floor().to(torch.int64)
     return picks.numpy() - start
+
+
+def select_clips(split: Split, k: int, sampler: str, seed: int) -> ClipSelection:
+    """The :class:`ClipSelection` of ``split``'s shards (index and clips per video read)."""
+    if split.manifest.index is None:
+        raise ValueError(f"{split.where} has no index.npy (built by an older shardkin), "
+                         "which clips_per_video needs: rebuild with --overwrite")
+    every = split.manifest.shards
+    numbers = {n: i for i, n in enumerate(every.names)}
+    chosen = (list(range(len(every))) if split.shards is every
+              else [numbers[n] for n in split.shards.names])
+    return ClipSelection(split.read_index(), split.clips_per_video(), chosen, k, sampler, seed)
