@@ -163,11 +163,7 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
     must not keep references to their input), transformed, then stacked.
     """
     if ds.transform is not None:
-        def take(r: ClipRef) -> torch.Tensor | None:
-            raw = buffers is not None and isinstance(r.video, Array)
-            return buffers.take(r.video.shape) if raw else None
-
-        items = [ds.sample(load_clip(r, take(r))) for r in refs]
+        items = [ds.sample(load_clip(r, _scratch(r, buffers))) for r in refs]
         return collate(items, audio, audio_lengths, alloc)
     video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
     sounds = [read_array(r.audio) for r in refs]

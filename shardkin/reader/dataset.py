@@ -32,15 +32,13 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ..format.options import parse_size
-from ..format.sample import META
-from ..format.samples import ALL_MEMBERS
 from ..store.cache import ShardCache
 from ..store.split import open_split
 from .env import dist_rank, worker_id
 from .items import check_output_format, make_item, video_dtype_for
 from .lanes import DELIVERED, read_lane, substitute
 from .partition import Span, mix, per_rank, worker_lanes
-from .records import ClipRef, LoadedClip, check_on_error, load_clip
+from .records import ClipRef, LoadedClip, check_on_error, load_clip, wanted_members
 from .selection import select_clips
 
 STATE_VERSION = 1
@@ -159,7 +157,7 @@ class ShardDataset(IterableDataset):
         self.drop_remainder, self.on_error, self.verify = drop_remainder, on_error, verify
         self.shuffle_buffer = shuffle_buffer if shuffle else 1
         self.interleave = interleave if shuffle else 1
-        self._wanted = ALL_MEMBERS if return_dict else tuple(m for m in ALL_MEMBERS if m != META)
+        self._wanted = wanted_members(return_dict)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.epoch_sets = 0  # set_epoch calls: make_loader's loader advances epochs without them
         self._resume: ResumePoint | None = None

@@ -20,14 +20,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ..format.options import TORCHVISION_ARGS
-from ..format.sample import META
-from ..format.samples import ALL_MEMBERS, iter_samples
+from ..format.samples import iter_samples
 from ..format.tar import ShardError, checksum
 from ..format.tarread import BlobReader
 from ..samplers.video_clips import ClipCounts
 from ..store.split import open_split
 from .items import check_output_format, make_item, video_dtype_for
-from .records import check_on_error, clip_ref, load_clip
+from .records import check_on_error, clip_ref, load_clip, wanted_members
 
 
 class Kinetics(Dataset):
@@ -124,8 +123,8 @@ class Kinetics(Dataset):
         if self.verify and checksum(blob) != self.index[i, 3]:
             raise ShardError(f"{where}: does not match its checksum: the shard was damaged "
                              "after it was built")
-        wanted = ALL_MEMBERS if self.return_dict else tuple(m for m in ALL_MEMBERS if m != META)
-        sample = next(iter_samples(BlobReader(blob, path, offset), stop=1, wanted=wanted))
+        sample = next(iter_samples(BlobReader(blob, path, offset), stop=1,
+                                   wanted=wanted_members(self.return_dict)))
         if sample.length != length:
             raise ShardError(f"{where}: the index row does not span exactly one sample")
         return load_clip(clip_ref(sample.members, sample.key, path, offset))

@@ -22,7 +22,7 @@ from ..format.audio import FLAC_HEAD, audio_member, decode_audio, flac_layout
 from ..format.codecs import decode_video, video_member
 from ..format.npy import parse_header
 from ..format.sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta, parse_key
-from ..format.samples import Deferred
+from ..format.samples import ALL_MEMBERS, Deferred
 from ..format.tar import ShardError
 from ..store.split import LocalShard
 
@@ -30,6 +30,11 @@ HINT = ("rebuild it (re-run the same `shardkin build`, which rewrites missing or
         "shards) or pass on_error='skip' to skip unreadable clips")
 ON_ERROR = ("raise", "skip")
 _TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
+
+
+def wanted_members(return_dict: bool) -> tuple[str, ...]:
+    """The members a reader loads: the json only for dicts (their ``video_name``)."""
+    return ALL_MEMBERS if return_dict else tuple(m for m in ALL_MEMBERS if m != META)
 
 
 def check_on_error(on_error: str) -> None:
