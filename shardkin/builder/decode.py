@@ -34,6 +34,7 @@ class CutClip:
     source_frames: list[int]
     start: Fraction  # video start + first source frame / fps, seconds
     end: Fraction  # video start + (last source frame + 1) / fps
+    audio_marks: dict | None = None  # where each frame's sound lies (format.sample.AUDIO_MARKS)
 
 
 @dataclass
@@ -137,11 +138,12 @@ class _AudioTrack:
         """First sample whose presentation time is at or after ``t``."""
         return max(0, math.ceil((t - self._origin) * self.rate))
 
-    def cut(self, start: Fraction, end: Fraction) -> np.ndarray:
+    def cut(self, start: Fraction, end: Fraction) -> tuple[int, np.ndarray]:
+        """(index of the first sample returned, the samples in [start, end))."""
         while self._origin is None and not self.done:
             self._pull()
         if self._origin is None:
-            return np.zeros((self.channels, 0), np.float32)
+            return 0, np.zeros((self.channels, 0), np.float32)
         i0, i1 = self._index(start), self._index(end)
         while self._count < i1 and not self.done:
             self._pull()
@@ -152,7 +154,11 @@ class _AudioTrack:
         clip = np.ascontiguousarray(buf[:, lo - self._base : hi - self._base], dtype=np.float32)
         self._chunks = [buf[:, lo - self._base :]]  # later clips start later
         self._base = lo
-        return clip
+        return lo, clip
+
+    def marks(self, times: list[Fraction]) -> list[int]:
+        """The index of the first sample at or after each time (0 before any audio)."""
+        return [self._index(t) for t in times] if self._origin is not None else [0] * len(times)
 
     def close(self) -> None:
         self._container.close()
@@ -222,12 +228,18 @@ class VideoCutter:
         sources = self.rule.clip_sources(k)
         start = self._start + sources[0] / self._fps
         end = self._start + (sources[-1] + 1) / self._fps
+        marks = None
         if self._audio is not None:
-            audio = self._audio.cut(start, end)
+            first, audio = self._audio.cut(start, end)
+            # each frame's sound by the same rule, so that read-time windows cut it exactly
+            marks = {"first": first,
+                     "starts": self._audio.marks([self._start + j / self._fps for j in sources]),
+                     "ends": self._audio.marks([self._start + (j + 1) / self._fps
+                                                for j in sources])}
         else:
             audio = np.zeros((self.stats.audio_channels, 0), np.float32)
         video = np.stack([frames[j] for j in sources])
-        return CutClip(k, video, audio, sources, start, end)
+        return CutClip(k, video, audio, sources, start, end, marks)
 
     def __iter__(self) -> Iterator[CutClip]:
         rule, stats = self.rule, self.stats

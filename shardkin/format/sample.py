@@ -34,6 +34,7 @@ VIDEO = MEMBER[RAW]
 AUDIO = audio_codecs.AUDIO_MEMBER[audio_codecs.RAW]
 LABEL = "cls"
 META = "json"
+AUDIO_MARKS = "audio_marks"
 
 
 def sample_key(video_index: int, clip_index: int) -> str:
@@ -73,9 +74,13 @@ def clip_metadata(
     source_fps: float,
     audio_rate: int,
     audio_codec: str = audio_codecs.RAW,
+    audio_marks: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``json`` member: where a clip came from (and, from format version 2, how its
-    sound is stored)."""
+    sound is stored). ``audio_marks`` (clips with sound; older builds lack it): ``first``,
+    the index in the video's decoded audio of the clip's first sample, and per frame the
+    index of the first sample at or after its start (``starts``) and its end (``ends``),
+    so that windows cut at read time take exactly the samples a build of theirs would."""
     version = format_version(audio_codec)
     return {
         "format_version": version,
@@ -91,6 +96,7 @@ def clip_metadata(
         "fps": fps,
         "source_fps": source_fps,
         "audio_rate": audio_rate,
+        **({AUDIO_MARKS: audio_marks} if audio_marks is not None else {}),
     }
 
 

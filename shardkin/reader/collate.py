@@ -12,7 +12,7 @@ import torch
 from ..format.sample import parse_key
 from ..store.split import LocalShard
 from .memory import Alloc, empty
-from .records import Array, ClipRef, load_clip, read_array, read_video
+from .records import Array, ClipRef, Pieces, load_clip, read_audio, read_video
 
 
 def _same_shapes(shapes: set[tuple[int, ...]]) -> None:
@@ -119,11 +119,18 @@ class ClipBuffers:
         self._lent = []
 
 
+def _direct(video: Any) -> bool:
+    """Whether a clip's stored frames can be read straight into place (not compressed)."""
+    return isinstance(video, Array) or (
+        isinstance(video, Pieces) and all(isinstance(p.array, Array) for p in video.parts))
+
+
 def _scratch(ref: ClipRef, buffers: ClipBuffers | None) -> torch.Tensor | None:
     """A reused tensor to read a clip's stored video into, when it lies in a local file
     (bytes already in memory are converted in place)."""
     video = ref.video
-    local = isinstance(video, Array) and isinstance(video.source, LocalShard)
+    arrays = [p.array for p in video.parts] if isinstance(video, Pieces) else [video]
+    local = _direct(video) and any(isinstance(a.source, LocalShard) for a in arrays)
     return buffers.take(video.shape) if buffers is not None and local else None
 
 
@@ -132,7 +139,7 @@ def read_videos(refs: Sequence[ClipRef], dtype: torch.dtype, alloc: Alloc = empt
     """The clips' videos as one ``[B, T, H, W, C]`` batch of ``dtype``: uint8 read straight
     into place; float32 converted from the stored uint8 into place (one pass), stored
     clips read first into ``buffers``; compressed clips decoded, then copied."""
-    if all(isinstance(r.video, Array) for r in refs):
+    if all(_direct(r.video) for r in refs):
         frames = None
         shapes = {r.video.shape for r in refs}
     else:
@@ -144,9 +151,9 @@ def read_videos(refs: Sequence[ClipRef], dtype: torch.dtype, alloc: Alloc = empt
         if frames is not None:
             out[i].copy_(frames[i])
         elif dtype == torch.uint8:
-            read_array(r.video, out[i])
+            read_video(r.video, out[i])
         else:
-            out[i].copy_(read_array(r.video, _scratch(r, buffers)))
+            out[i].copy_(read_video(r.video, _scratch(r, buffers)))
     return out
 
 
@@ -166,7 +173,7 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
         items = [ds.sample(load_clip(r, _scratch(r, buffers))) for r in refs]
         return collate(items, audio, audio_lengths, alloc)
     video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
-    sounds = [read_array(r.audio) for r in refs]
+    sounds = [read_audio(r.audio) for r in refs]
     if not ds.return_dict:
         sound, lengths = _audio(sounds, audio, alloc)
         video = video.permute(0, 1, 4, 2, 3) if ds.output_format == "TCHW" else video

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ..format.options import parse_size
+from ..format.samples import ALL_MEMBERS
 from ..store.cache import ShardCache
 from ..store.split import open_split
 from .env import dist_rank, worker_id
@@ -40,6 +41,7 @@ from .lanes import DELIVERED, read_lane, substitute
 from .partition import Span, mix, per_rank, worker_lanes
 from .records import ClipRef, LoadedClip, check_on_error, load_clip, wanted_members
 from .selection import select_clips
+from .windows import windows_for
 
 STATE_VERSION = 1
 
@@ -110,6 +112,8 @@ class ShardDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         drop_remainder: bool = True,
+        frames_per_clip: int | None = None,
+        step_between_clips: int | None = None,
         clips_per_video: int | None = None,
         clip_sampler: str = "random",
         shuffle_buffer: int = 1024,
@@ -143,8 +147,11 @@ class ShardDataset(IterableDataset):
         self.split = self.split_source.manifest.split
         self.classes: list[str] = self.split_source.manifest.classes
         self.clips_per_video, self.clip_sampler = clips_per_video, clip_sampler
-        self._selection = None if clips_per_video is None else select_clips(
-            self.split_source, clips_per_video, clip_sampler, seed)
+        self.windows = None if frames_per_clip is None and step_between_clips is None else (
+            windows_for(self.split_source.manifest.options, self.split_source.clips_per_video(),
+                        where, frames_per_clip, step_between_clips))
+        self._selection = None if clips_per_video is None and self.windows is None else (
+            select_clips(self.split_source, clips_per_video, clip_sampler, seed, self.windows))
         self._counts = (self.split_source.shards.clips if self._selection is None
                         else self._selection.counts)  # clips read from each shard an epoch
         self.total_clips = sum(self._counts)
@@ -157,7 +164,7 @@ class ShardDataset(IterableDataset):
         self.drop_remainder, self.on_error, self.verify = drop_remainder, on_error, verify
         self.shuffle_buffer = shuffle_buffer if shuffle else 1
         self.interleave = interleave if shuffle else 1
-        self._wanted = wanted_members(return_dict)
+        self._wanted = ALL_MEMBERS if self.windows else wanted_members(return_dict)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.epoch_sets = 0  # set_epoch calls: make_loader's loader advances epochs without them
         self._resume: ResumePoint | None = None
@@ -188,6 +195,8 @@ class ShardDataset(IterableDataset):
                     "shuffle_buffer": self.shuffle_buffer, "interleave": self.interleave}
         if self.clips_per_video is not None:  # states of older versions resume as before
             identity.update(clips_per_video=self.clips_per_video, clip_sampler=self.clip_sampler)
+        if self.windows is not None:
+            identity.update(frames_per_clip=self.windows.frames, step=self.windows.step)
         return identity
 
     def make_state(self, epoch: int, num_workers: int, delivered: Sequence[int]) -> dict[str, Any]:
@@ -263,7 +272,8 @@ class ShardDataset(IterableDataset):
         picks = None if self._selection is None else (
             lambda span: self._selection.picks(span.shard, epoch)[span.start : span.stop])
         readers = [read_lane(self.split_source, lane, spans, done, self._wanted, self.on_error,
-                             picks, self.verify) for lane, spans in enumerate(lanes)]
+                             picks, self.verify, self._selection if self.windows else None)
+                   for lane, spans in enumerate(lanes)]
         items = mix(readers, lengths, random.Random(seed), self.shuffle_buffer)
         for _ in range(skip):
             if next(items) is not DELIVERED:

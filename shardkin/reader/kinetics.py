@@ -20,22 +20,26 @@ import torch
 from torch.utils.data import Dataset
 
 from ..format.options import TORCHVISION_ARGS
-from ..format.samples import iter_samples
+from ..format.samples import ALL_MEMBERS, iter_samples
 from ..format.tar import ShardError, checksum
 from ..format.tarread import BlobReader
 from ..samplers.video_clips import ClipCounts
 from ..store.split import open_split
 from .items import check_output_format, make_item, video_dtype_for
-from .records import check_on_error, clip_ref, load_clip, wanted_members
+from .records import ClipRef, check_on_error, clip_ref, load_clip, wanted_members, window_ref
+from .windows import windows_for
 
 
 class Kinetics(Dataset):
     """Clip ``i`` of a build, as ``torchvision.datasets.Kinetics(...)[i]`` returns it.
 
     ``source``: a build folder or URL with ``split``, a split folder, or a manifest.
-    Clip arguments given (``frames_per_clip``, ``step_between_clips``, ``frame_rate``,
-    torchvision's ``_video_*``/``_audio_*``) must equal the build's options, or a
-    ``ValueError`` says which differ; left out, the build's are used.
+    Clip arguments given (``frame_rate``, torchvision's ``_video_*``/``_audio_*``) must
+    equal the build's options, or a ``ValueError`` says which differ; left out, the
+    build's are used. ``frames_per_clip`` and ``step_between_clips`` may be any on a
+    contiguous build (the default, step equal to frames_per_clip): clips are then cut at
+    read time (:mod:`.windows`: which windows a video has, and their sound), each in one
+    positioned read or range request.
     ``output_format``, ``transform``, ``return_dict`` and ``video_dtype`` are as in
     ``ShardDataset``.
     A damaged clip raises :class:`~shardkin.format.tar.ShardError` naming the shard and
@@ -60,6 +64,11 @@ class Kinetics(Dataset):
             raise ValueError(f"{where} has no index.npy (built by an older shardkin): "
                              "re-run the build with --overwrite to add it")
         options = manifest.options
+        self.windows = None
+        if clip_args.get("frames_per_clip") or clip_args.get("step_between_clips"):
+            self.windows = windows_for(options, self._split.clips_per_video(), where,
+                                       clip_args.pop("frames_per_clip", None),
+                                       clip_args.pop("step_between_clips", None))
         differ = [f"{arg}={value!r} (built with {options.get(TORCHVISION_ARGS[arg])!r})"
                   for arg, value in clip_args.items()
                   if value is not None and value != (options.get(TORCHVISION_ARGS[arg]) or
@@ -77,16 +86,18 @@ class Kinetics(Dataset):
             raise ValueError(f"{where}: this build's index keeps no checksums (built by an "
                              "older shardkin): rebuild it to verify clips as they are read")
         self.verify = verify
+        self._wanted = ALL_MEMBERS if self.windows else wanted_members(return_dict)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.windows) if self.windows else len(self.index)
 
     @functools.cached_property
     def video_clips(self) -> ClipCounts:
         """Clips per video, what torchvision's clip samplers read from ``video_clips``:
         ``clips`` (one ``range`` per video in torchvision's order, too-short videos with
         none), ``num_clips()``, ``num_videos()``. Read from the manifest on first use."""
-        video_clips = ClipCounts(self._split.clips_per_video())
+        video_clips = ClipCounts(self.windows.counts if self.windows
+                                 else self._split.clips_per_video())
         if video_clips.num_clips() != len(self):
             raise ValueError(f"{self._split.where} lists {video_clips.num_clips()} clips in its "
                              f"videos but index.npy has {len(self)}: rebuild the split")
@@ -113,18 +124,36 @@ class Kinetics(Dataset):
 
     def _load(self, i: int) -> Any:
         """Clip ``i`` read and decoded; ShardError for any damage."""
-        shard, offset, length = (int(x) for x in self.index[i, :3])
-        path = self._split.path(self._split.shards[shard].name)
-        where = f"{path}: clip {i} (bytes {offset}-{offset + length - 1})"
+        if self.windows is None:
+            return load_clip(self._refs(i, i, f"clip {i}")[0])
+        w = self.windows
+        video, k = w.locate(i)
+        span = w.span(k)
+        row = int(w.first_row[video])
+        refs = self._refs(row + span.first, row + span.last, f"clip {i} (video {video})")
+        return load_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k))
+
+    def _refs(self, first: int, last: int, what: str) -> list[ClipRef]:
+        """The stored clips of index rows ``first..last`` (consecutive samples of one
+        shard), read in one range and checked."""
+        shard, offset = (int(x) for x in self.index[first, :2])
+        end = int(self.index[last, 1] + self.index[last, 2])
+        name = self._split.shards[shard].name
+        path = self._split.path(name)
+        where = f"{path}: {what} (bytes {offset}-{end - 1})"
+        if int(self.index[last, 0]) != shard or end <= offset:
+            raise ShardError(f"{where}: the index places one video's clips apart: rebuild")
         try:
-            blob = self._split.folder.read_range(self._split.shards[shard].name, offset, length)
+            blob = self._split.folder.read_range(name, offset, end - offset)
         except (OSError, EOFError, ValueError) as e:  # EOFError: the shard is shorter
             raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
-        if self.verify and checksum(blob) != self.index[i, 3]:
+        view, rows = memoryview(blob), self.index[first : last + 1]
+        if self.verify and any(checksum(view[a - offset : a - offset + n]) != want
+                               for _, a, n, want in rows.tolist()):
             raise ShardError(f"{where}: does not match its checksum: the shard was damaged "
                              "after it was built")
-        sample = next(iter_samples(BlobReader(blob, path, offset), stop=1,
-                                   wanted=wanted_members(self.return_dict)))
-        if sample.length != length:
-            raise ShardError(f"{where}: the index row does not span exactly one sample")
-        return load_clip(clip_ref(sample.members, sample.key, path, offset))
+        samples = list(iter_samples(BlobReader(blob, path, offset), stop=len(rows),
+                                    wanted=self._wanted))
+        if [[offset + s.offset, s.length] for s in samples] != rows[:, 1:3].tolist():
+            raise ShardError(f"{where}: the index rows do not span exactly its samples")
+        return [clip_ref(s.members, s.key, path, offset + s.offset) for s in samples]

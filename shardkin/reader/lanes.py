@@ -14,13 +14,16 @@ import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..format.sample import AUDIO, VIDEO
 from ..format.samples import iter_samples
 from ..format.tar import ShardError
 from ..format.tarread import TarReader
 from ..store.split import LocalShard, Split
 from .partition import Span
-from .records import HINT, ClipRef, clip_ref
+from .records import HINT, ClipRef, clip_ref, window_ref
+from .selection import ClipSelection
 
 DELIVERED = object()  # a resumed epoch's clip handed out before the restart
 BAD = object()  # an unreadable clip (on_error="skip")
@@ -29,12 +32,13 @@ BAD = object()  # an unreadable clip (on_error="skip")
 def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[int, int]],
               wanted: Collection[str], on_error: str,
               picks: Callable[[Span], Sequence[int]] | None = None,
-              verify: bool = False) -> Iterator[Any]:
+              verify: bool = False, windows: ClipSelection | None = None) -> Iterator[Any]:
     """:class:`ClipRef` (or :data:`DELIVERED` / :data:`BAD`) of one lane's positions, in
     order; ``done`` holds the (lane, position) pairs a resumed epoch already handed out.
 
     A span's positions are its samples ``start..stop``, or with ``picks`` the sorted
-    sample numbers it gives for the span (a sample picked twice is read once). ``verify``:
+    sample numbers it gives for the span (a sample picked twice is read once); with
+    ``windows``, the picks are windows, cut from the samples they span. ``verify``:
     each sample is read whole and checked against its checksum in the index."""
     k = 0
     for span in lane_spans:
@@ -48,8 +52,11 @@ def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[i
         path = split.path(split.shards[span.shard].name)
         got = 0
         try:
-            for item in _read_span(split, span.shard, chosen, pending, wanted, on_error,
-                                   sparse=picks is not None, verify=verify):
+            items = (_read_windows(split, span.shard, windows, chosen, pending, wanted,
+                                   on_error, verify) if windows is not None else
+                     _read_span(split, span.shard, chosen, pending, wanted, on_error,
+                                sparse=picks is not None, verify=verify))
+            for item in items:
                 got += 1
                 yield item
         except (ShardError, OSError) as e:
@@ -98,6 +105,33 @@ def _read_span(split: Split, shard: int, chosen: Sequence[int], pending: list[bo
     finally:
         if opened is not None:
             opened.close()
+
+
+def _read_windows(split: Split, shard: int, windows: ClipSelection, chosen: Sequence[int],
+                  pending: list[bool], wanted: Collection[str], on_error: str,
+                  verify: bool) -> Iterator[Any]:
+    """The items of one span's windows (``chosen``, sorted): each cut from the one or two
+    samples it spans, every sample read once."""
+    cut = windows.cut(shard, np.asarray(chosen, np.int64))
+    need = sorted({i for f, last, p in zip(cut.first.tolist(), cut.last.tolist(), pending)
+                   if p for i in range(f, last + 1)})
+    samples = _read_span(split, shard, need, [True] * len(need), wanted, on_error,
+                         sparse=True, verify=verify)
+    got: dict[int, Any] = {}
+    read = 0  # samples of need read so far
+    w = windows.windows
+    for j, (first, offset, last, number) in enumerate(zip(*(a.tolist() for a in cut))):
+        if not pending[j]:
+            yield DELIVERED
+            continue
+        for i in [i for i in got if i < first]:
+            del got[i]  # later windows start later
+        while last not in got:
+            got[need[read]] = next(samples)
+            read += 1
+        refs = [got[i] for i in range(first, last + 1)]
+        yield BAD if any(r is BAD for r in refs) else window_ref(
+            refs, offset, w.frames, w.stored_frames, number)
 
 
 def _ref(members: dict[str, Any], key: str, path: str, offset: int, local: LocalShard | None,

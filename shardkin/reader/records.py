@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,7 +21,17 @@ import torch
 from ..format.audio import FLAC_HEAD, audio_member, decode_audio, flac_layout
 from ..format.codecs import decode_video, video_member
 from ..format.npy import parse_header
-from ..format.sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta, parse_key
+from ..format.sample import (
+    AUDIO,
+    AUDIO_MARKS,
+    LABEL,
+    META,
+    VIDEO,
+    decode_label,
+    decode_meta,
+    parse_key,
+    sample_key,
+)
 from ..format.samples import ALL_MEMBERS, Deferred
 from ..format.tar import ShardError
 from ..store.split import LocalShard
@@ -62,11 +72,28 @@ class Array(NamedTuple):
     shape: tuple[int, ...]
 
 
-class ClipRef(NamedTuple):
-    """A clip not yet read: where its arrays are, and its small members."""
+class Piece(NamedTuple):
+    """Frames (or audio samples) ``start..stop`` of a stored clip's array."""
 
-    video: Array | Encoded  # uint8 [T, H, W, 3] once read
-    audio: Array  # float32 [C, S]; [1, 0] for a build without audio
+    array: Array | Encoded
+    start: int
+    stop: int
+
+
+class Pieces(NamedTuple):
+    """A window's frames or sound: pieces of consecutive stored clips, in order; ``shape``
+    is None for frames still compressed."""
+
+    parts: tuple[Piece, ...]
+    shape: tuple[int, ...] | None
+
+
+class ClipRef(NamedTuple):
+    """A clip (or a window, in :class:`Pieces`) not yet read: where its arrays are, and
+    its small members."""
+
+    video: Array | Encoded | Pieces  # uint8 [T, H, W, 3] once read
+    audio: Array | Pieces  # float32 [C, S]; [1, 0] for a build without audio
     label: int
     key: str
     meta: dict[str, Any] | None
@@ -155,8 +182,25 @@ def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
     return out
 
 
-def read_video(video: Array | Encoded, out: torch.Tensor | None = None) -> torch.Tensor:
-    """A clip's frames, uint8 ``[T, H, W, 3]``, read (or decoded) into ``out`` if given."""
+def read_video(video: Array | Encoded | Pieces, out: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """A clip's frames, uint8 ``[T, H, W, 3]``, read (or decoded) into ``out`` if given:
+    a window's stored frames with one read per stored clip, copied once."""
+    if isinstance(video, Pieces):
+        if out is None and video.shape is None:
+            return torch.cat([read_video(p.array)[p.start : p.stop] for p in video.parts])
+        out = torch.empty(video.shape, dtype=torch.uint8) if out is None else out
+        t = 0
+        for array, start, stop in video.parts:
+            part = out[t : t + stop - start]
+            if isinstance(array, Array):  # only the window's frames are read
+                frame = math.prod(array.shape[1:])
+                read_array(array._replace(offset=array.offset + start * frame,
+                                          shape=(stop - start, *array.shape[1:])), part)
+            else:
+                part.copy_(read_video(array)[start:stop])
+            t += stop - start
+        return out
     if isinstance(video, Array):
         return read_array(video, out)
     array = _decoded(video, decode_video)
@@ -176,7 +220,58 @@ def _decoded(encoded: Encoded, decode: Callable[[str, Any], np.ndarray]) -> np.n
                          f"({type(e).__name__}: {e}) at byte {encoded.offset}: {HINT}") from None
 
 
+def read_audio(audio: Array | Pieces) -> torch.Tensor:
+    """A clip's sound, float32 ``[C, S]``."""
+    if isinstance(audio, Array):
+        return read_array(audio)
+    out = torch.empty(audio.shape, dtype=torch.float32)
+    t = 0
+    for array, start, stop in audio.parts:
+        out[:, t : t + stop - start] = read_array(array)[:, start:stop]
+        t += stop - start
+    return out
+
+
 def load_clip(ref: ClipRef, video: torch.Tensor | None = None) -> LoadedClip:
     """The clip of ``ref``, its video read into ``video`` when given."""
-    return LoadedClip(read_video(ref.video, video), read_array(ref.audio), ref.label, ref.key,
+    return LoadedClip(read_video(ref.video, video), read_audio(ref.audio), ref.label, ref.key,
                       ref.meta)
+
+
+def window_ref(refs: Sequence[ClipRef], offset: int, frames: int, stored_frames: int,
+               number: int) -> ClipRef:
+    """Window ``number`` of its video: ``frames`` frames from frame ``offset`` of the first
+    of ``refs``, consecutive stored clips of ``stored_frames`` frames each. Its sound is
+    the samples from its first frame's start to its last frame's end, by the build's
+    marks (:func:`shardkin.format.sample.clip_metadata`), from the stored clips' sound."""
+    video, left, start = [], frames, offset
+    for ref in refs:
+        take = min(stored_frames - start, left)
+        video.append(Piece(ref.video, start, start + take))
+        left, start = left - take, 0
+    first = refs[0].video
+    shape = (frames, *first.shape[1:]) if isinstance(first, Array) else None
+    v, _ = parse_key(refs[0].key)
+    return ClipRef(Pieces(tuple(video), shape), _window_audio(refs, offset, frames, stored_frames),
+                   refs[0].label, sample_key(v, number), refs[0].meta)
+
+
+def _window_audio(refs: Sequence[ClipRef], offset: int, frames: int,
+                  stored_frames: int) -> Array | Pieces:
+    if all(r.audio.shape[1] == 0 for r in refs):
+        return refs[0].audio  # a build or a video without sound
+    marks = [(r.meta or {}).get(AUDIO_MARKS) for r in refs]
+    if None in marks:
+        raise ValueError(f"sample {refs[0].key} keeps no audio marks (built by an older "
+                         "shardkin): rebuild to cut clips at read time with their sound")
+    last = offset + frames - 1 - stored_frames * (len(refs) - 1)
+    begin = marks[0]["starts"][offset]
+    end = max(begin, marks[-1]["ends"][last])
+    parts, at = [], begin
+    for ref, mark in zip(refs, marks):
+        lo = mark["first"]
+        a, b = max(at, lo), min(end, lo + ref.audio.shape[1])
+        if b > a:
+            parts.append(Piece(ref.audio, a - lo, b - lo))
+            at = b
+    return Pieces(tuple(parts), (refs[0].audio.shape[0], sum(p.stop - p.start for p in parts)))

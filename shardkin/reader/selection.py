@@ -1,21 +1,37 @@
-"""Which stored clips an epoch of ``ShardDataset`` reads with ``clips_per_video=k``.
+"""Which clips an epoch of ``ShardDataset`` reads with ``clips_per_video=k``, and where
+clips cut at read time lie.
 
-Per video and epoch: ``"random"`` takes ``min(k, n)`` distinct clips of its ``n``, drawn
-afresh from ``(seed, epoch, shard)``; ``"uniform"`` takes torchvision's
-``UniformClipSampler`` picks, ``floor(linspace(s, s + n - 1, k))`` in float32 over the
-global clip numbers (repeats when ``n < k``; videos without clips give none). Either way
-a shard's count of picks is the same every epoch, so the epoch partition and ``len()``
-stay exact. Picks are sample numbers within their shard, sorted (a repeated clip is
-read once and handed out again). Pure functions of the index, counts, seed and epoch.
+The clips of a video are its stored clips, or its windows (:mod:`.windows`) when the
+reader cuts clips of another length or step from a contiguous build. Per video and
+epoch: ``"random"`` takes ``min(k, n)`` distinct clips of its ``n``, drawn afresh from
+``(seed, epoch, shard)``; ``"uniform"`` takes torchvision's ``UniformClipSampler``
+picks, ``floor(linspace(s, s + n - 1, k))`` in float32 over the global clip numbers
+(repeats when ``n < k``; videos without clips give none). Either way a shard's count of
+picks is the same every epoch, so the epoch partition and ``len()`` stay exact; without
+``k`` every clip is read. Picks are clip numbers within their shard (sample numbers for
+stored clips), sorted (a repeated clip is read once and handed out again). Pure
+functions of the index, counts, seed and epoch.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..store.split import Split
+from .windows import Windows
 
 CLIP_SAMPLERS = ("random", "uniform")
+
+
+class WindowCut(NamedTuple):
+    """Where windows of a shard lie (int64 arrays, one entry a window)."""
+
+    first: np.ndarray  # the sample holding the window's first frame (number in the shard)
+    offset: np.ndarray  # the window's first frame within that sample
+    last: np.ndarray  # the sample holding its last frame
+    number: np.ndarray  # the window's number in its video
 
 
 class ClipSelection:
@@ -23,19 +39,23 @@ class ClipSelection:
 
     ``index``: ``index.npy`` (rows in video order: manifest shard number, offset,
     length); ``clips_per_video``: stored clips of each video in that order;
-    ``shard_numbers``: the manifest number of each shard read (in reading order).
+    ``shard_numbers``: the manifest number of each shard read (in reading order);
+    ``k`` None: every clip; ``windows``: the clips are these windows.
     """
 
     def __init__(self, index: np.ndarray, clips_per_video: np.ndarray,
-                 shard_numbers: list[int], k: int, sampler: str, seed: int) -> None:
+                 shard_numbers: list[int], k: int | None, sampler: str, seed: int,
+                 windows: Windows | None = None) -> None:
         if sampler not in CLIP_SAMPLERS:
             raise ValueError(f"clip_sampler must be 'random' or 'uniform', got {sampler!r}")
-        if k < 1:
+        if k is not None and k < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {k}")
         self.k, self.sampler, self.seed, self._numbers = k, sampler, seed, shard_numbers
-        n = np.asarray(clips_per_video, np.int64)
-        first_row = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
-        has = n > 0
+        self.windows = windows
+        stored = np.asarray(clips_per_video, np.int64)
+        n = stored if windows is None else windows.counts  # clips of each video
+        first_row = np.concatenate([[0], np.cumsum(stored)[:-1]]).astype(np.int64)
+        has = stored > 0
         rows = first_row[has]
         reading = np.full(int(index[:, 0].max(initial=-1)) + 1, -1, np.int64)
         known = [m for m in shard_numbers if m < len(reading)]
@@ -48,18 +68,22 @@ class ClipSelection:
         order = np.lexsort((offset, shard))
         self._order = order[shard[order] >= 0]  # videos by shard, then stored order
         self._bounds = np.searchsorted(shard[self._order], np.arange(len(shard_numbers) + 1))
-        self._n, self._first_row = n, first_row
-        take = np.minimum(n, k) if sampler == "random" else np.where(n > 0, k, 0)
+        self._n, self._stored = n, stored
+        self._first_clip = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+        take = (n if k is None else np.minimum(n, k) if sampler == "random"
+                else np.where(n > 0, k, 0))
         self.counts = np.bincount(shard[self._order], weights=take[self._order],
                                   minlength=len(shard_numbers)).astype(np.int64).tolist()
 
     def picks(self, shard: int, epoch: int) -> np.ndarray:
         """Sorted sample numbers of shard number ``shard`` (reading order) read in ``epoch``."""
-        videos = self._order[self._bounds[shard] : self._bounds[shard + 1]]
+        videos = self._videos(shard)
         n = self._n[videos]
+        if self.k is None:
+            return np.arange(int(n.sum()), dtype=np.int64)
         first = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
         if self.sampler == "uniform":
-            out = [first[i] + _uniform(int(self._first_row[v]), int(n[i]), self.k)
+            out = [first[i] + _uniform(int(self._first_clip[v]), int(n[i]), self.k)
                    for i, v in enumerate(videos) if n[i]]
             return np.concatenate(out) if out else np.zeros(0, np.int64)
         # random: per video the k smallest of random keys over its clips
@@ -72,6 +96,21 @@ class ClipSelection:
         rank = np.arange(total) - np.repeat(starts, n)
         return np.sort(order[rank < self.k])
 
+    def _videos(self, shard: int) -> np.ndarray:
+        """The videos of shard number ``shard`` (reading order), in stored order."""
+        return self._order[self._bounds[shard] : self._bounds[shard + 1]]
+
+    def cut(self, shard: int, clips: np.ndarray) -> WindowCut:
+        """Where windows ``clips`` (numbers within shard number ``shard``) lie."""
+        videos = self._videos(shard)
+        n, stored = self._n[videos], self._stored[videos]
+        ends = np.cumsum(n)
+        video = np.searchsorted(ends, clips, side="right")
+        number = clips - (ends - n)[video]
+        first, offset, last = self.windows.span(number)
+        row = (np.cumsum(stored) - stored)[video]  # the video's first sample in the shard
+        return WindowCut(row + first, offset, row + last, number)
+
 
 def _uniform(start: int, n: int, k: int) -> np.ndarray:
     """torchvision's ``UniformClipSampler`` picks of a video whose clips are the global
@@ -80,13 +119,15 @@ def _uniform(start: int, n: int, k: int) -> np.ndarray:
     return picks.numpy() - start
 
 
-def select_clips(split: Split, k: int, sampler: str, seed: int) -> ClipSelection:
+def select_clips(split: Split, k: int | None, sampler: str, seed: int,
+                 windows: Windows | None = None) -> ClipSelection:
     """The :class:`ClipSelection` of ``split``'s shards (index and clips per video read)."""
     if split.manifest.index is None:
         raise ValueError(f"{split.where} has no index.npy (built by an older shardkin), "
-                         "which clips_per_video needs: rebuild with --overwrite")
+                         "which clips_per_video and windows need: rebuild with --overwrite")
     every = split.manifest.shards
     numbers = {n: i for i, n in enumerate(every.names)}
     chosen = (list(range(len(every))) if split.shards is every
               else [numbers[n] for n in split.shards.names])
-    return ClipSelection(split.read_index(), split.clips_per_video(), chosen, k, sampler, seed)
+    return ClipSelection(split.read_index(), split.clips_per_video(), chosen, k, sampler, seed,
+                         windows)

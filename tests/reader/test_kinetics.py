@@ -75,8 +75,12 @@ def test_tuple_items_equal_streamed_samples(built):
 
 def test_other_options_are_refused(built):
     out, _ = built
-    with pytest.raises(ValueError, match="frames_per_clip=8 .built with 4"):
+    with pytest.raises(ValueError, match="step_between_clips=3: clips of other lengths and "
+                       "steps .frames_per_clip=8, step_between_clips=3. are cut at read time "
+                       "only from a contiguous build"):
         Kinetics(out, "train", frames_per_clip=8)
+    with pytest.raises(ValueError, match="frame_rate=5 .built with None"):
+        Kinetics(out, "train", frame_rate=5)
     with pytest.raises(ValueError, match="_video_min_dimension"):
         Kinetics(out, "train", _video_min_dimension=128)
     with pytest.raises(FileNotFoundError, match="no split .test.; its splits: train"):

@@ -1,0 +1,84 @@
+"""Clips cut at read time from a contiguous build: pure window arithmetic.
+
+A contiguous build (``step_between_clips == frames_per_clip == F0``, the default) stores
+each video's resampled frames once, in order: video ``v``'s ``n_v`` stored clips hold
+its first ``n_v * F0`` frames. Window ``k`` of ``frames_per_clip=F``,
+``step_between_clips=s`` is frames ``[k*s, k*s + F)``, torchvision's clip ``k``: it is
+present when it ends within the stored frames. The tail a build drops (fewer than
+``F0`` frames after a video's last stored clip) is not stored, so the windows reaching
+into it are absent: a video has ``(n_v*F0 - F) // s + 1`` windows (0 when
+``n_v*F0 < F``) where torchvision's has ``(N_v - F) // s + 1`` over its ``N_v``
+resampled frames. Windows are numbered in torchvision's order: video, then ``k``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class Span(NamedTuple):
+    """Where window(s) lie among a video's stored clips (ints or int64 arrays)."""
+
+    first: Any  # the stored clip holding the window's first frame (within the video)
+    offset: Any  # the window's first frame within that clip
+    last: Any  # the stored clip holding its last frame
+
+
+class Windows:
+    """The windows of a contiguous build's videos.
+
+    ``stored``: stored clips of each video in ``video_index`` order (0 for videos too
+    short for one); ``stored_frames``: the build's ``frames_per_clip``.
+    """
+
+    def __init__(self, stored: Any, stored_frames: int, frames_per_clip: int,
+                 step_between_clips: int) -> None:
+        if frames_per_clip < 1 or step_between_clips < 1:
+            raise ValueError("frames_per_clip and step_between_clips must be >= 1")
+        self.stored = np.asarray(stored, np.int64)
+        self.stored_frames, self.frames, self.step = (stored_frames, frames_per_clip,
+                                                      step_between_clips)
+        frames = self.stored * stored_frames
+        self.counts = np.where(frames >= frames_per_clip,
+                               (frames - frames_per_clip) // step_between_clips + 1, 0)
+        self.first_row = np.concatenate([[0], np.cumsum(self.stored)[:-1]]).astype(np.int64)
+        self._ends = np.cumsum(self.counts)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(video, window number in the video) of window ``i`` of the split."""
+        video = int(np.searchsorted(self._ends, i, side="right"))
+        return video, i - int(self._ends[video] - self.counts[video])
+
+    def span(self, k: Any) -> Span:
+        """Where window(s) ``k`` of a video lie among its stored clips."""
+        begin = np.asarray(k, np.int64) * self.step
+        end = begin + self.frames - 1
+        first, last = begin // self.stored_frames, end // self.stored_frames
+        span = Span(first, begin - first * self.stored_frames, last)
+        return Span(*(int(x) for x in span)) if np.ndim(k) == 0 else span
+
+
+def windows_for(options: Mapping[str, Any], stored: Any, where: str,
+                frames_per_clip: int | None, step_between_clips: int | None) -> Windows | None:
+    """The :class:`Windows` asked for of a build with these manifest ``options``, or None
+    when they are the build's own clips. An argument left out is the build's."""
+    f0 = int(options["frames_per_clip"])
+    s0 = int(options.get("step_between_clips") or f0)
+    f = f0 if frames_per_clip is None else int(frames_per_clip)
+    s = s0 if step_between_clips is None else int(step_between_clips)
+    if (f, s) == (f0, s0):
+        return None
+    if s0 != f0:
+        raise ValueError(
+            f"{where} was built with frames_per_clip={f0}, step_between_clips={s0}: clips of "
+            f"other lengths and steps (frames_per_clip={f}, step_between_clips={s}) are cut "
+            "at read time only from a contiguous build (step equal to frames_per_clip, the "
+            "default). Rebuild it so, or leave out these arguments")
+    if f < 1 or s < 1:
+        raise ValueError(f"frames_per_clip and step_between_clips must be >= 1, got {f}, {s}")
+    return Windows(stored, f0, f, s)
