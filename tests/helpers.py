@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from shardkin.builder.clips import ClipRule, output_size
 
@@ -78,6 +79,31 @@ def audio_span(start: Fraction, end: Fraction, origin: Fraction, rate: int) -> s
     """Samples whose presentation time lies in [start, end)."""
     return slice(max(0, math.ceil((start - origin) * rate)),
                  max(0, math.ceil((end - origin) * rate)))
+
+
+def tv_random(video_clips, max_clips_per_video: int) -> list[int]:
+    """torchvision's RandomClipSampler indices, as its source computes them."""
+    idxs, s = [], 0
+    for c in video_clips.clips:
+        length = len(c)
+        size = min(length, max_clips_per_video)
+        idxs.append(torch.randperm(length)[:size] + s)
+        s += length
+    idxs_ = torch.cat(idxs)
+    return idxs_[torch.randperm(len(idxs_))].tolist()
+
+
+def tv_uniform(video_clips, num_clips_per_video: int) -> list[int]:
+    """torchvision's UniformClipSampler indices, as its source computes them."""
+    idxs, s = [], 0
+    for c in video_clips.clips:
+        length = len(c)
+        if length == 0:
+            continue
+        idxs.append(torch.linspace(s, s + length - 1, steps=num_clips_per_video)
+                    .floor().to(torch.int64))
+        s += length
+    return torch.cat(idxs).tolist()
 
 
 def _fps(path: Path) -> Fraction:

@@ -21,31 +21,10 @@ from shardkin.samplers import (
     uniform_clip_indices,
 )
 
+from helpers import tv_random, tv_uniform
+
 # The references: torchvision.datasets.samplers.clip_sampler (unchanged since 2020), each
-# operation as its source performs it, over ``video_clips.clips``.
-
-
-def tv_random(video_clips, max_clips_per_video: int) -> list[int]:
-    idxs, s = [], 0
-    for c in video_clips.clips:
-        length = len(c)
-        size = min(length, max_clips_per_video)
-        idxs.append(torch.randperm(length)[:size] + s)
-        s += length
-    idxs_ = torch.cat(idxs)
-    return idxs_[torch.randperm(len(idxs_))].tolist()
-
-
-def tv_uniform(video_clips, num_clips_per_video: int) -> list[int]:
-    idxs, s = [], 0
-    for c in video_clips.clips:
-        length = len(c)
-        if length == 0:
-            continue
-        idxs.append(torch.linspace(s, s + length - 1, steps=num_clips_per_video)
-                    .floor().to(torch.int64))
-        s += length
-    return torch.cat(idxs).tolist()
+# operation as its source performs it (tv_random and tv_uniform are in helpers.py).
 
 
 def tv_distributed(dataset, num_replicas: int, rank: int, shuffle: bool = False,
