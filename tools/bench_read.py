@@ -31,7 +31,13 @@ enough to time; each is the best of three runs of at least ``--seconds``.
    the raw shards with ``cache_dir`` after their first epoch. The server shares the
    machine's cores with the loader.
 
+6. Clips cut at read time (``--windows``): the training-size build (contiguous, 16
+   frames a clip) read as torchvision's recipe reads its clips, 16 frames at step 1
+   (every window, and 5 random windows a video), against its stored clips, samples/s
+   through make_loader, best of three.
+
 ``--remote only`` runs 1's shardkin rate and 5; ``--remote no`` leaves 5 out.
+``--windows only`` runs 6 alone; ``--windows no`` leaves it out.
 """
 from __future__ import annotations
 
@@ -160,6 +166,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="time each rate this long")
     ap.add_argument("--remote", choices=["yes", "no", "only"], default="yes",
                     help="5. reading from a local S3 server: with the others, not, or alone")
+    ap.add_argument("--windows", choices=["yes", "no", "only"], default="yes",
+                    help="6. clips cut at read time: with the others, not, or alone")
     args = ap.parse_args()
     if not (args.root / "train").is_dir():
         sys.exit(f"no videos at {args.root}/train: pass --root")
@@ -179,6 +187,10 @@ def main() -> None:
     ds = ShardDataset(long_small, transform=center_crop)
     loader = make_loader(ds, b, num_workers=w)
     ours = max(throughput(loader, ds, args.seconds) for _ in range(3))
+    if args.windows != "no":
+        windows(s128, w, b, args.seconds)
+    if args.windows == "only":
+        return
     if args.remote != "no":
         remote(args, {"raw": long_small})
     if args.remote == "only":
@@ -233,6 +245,45 @@ def main() -> None:
         print(f"4. random access (shardkin.Kinetics, shuffled __getitem__, {name}): "
               f"{random_rate:,.0f} clips/s vs streaming {ours:,.0f} clips/s -> "
               f"{random_rate / ours:.2f} (goal >= 0.5)")
+
+
+def scaled_split(split: Path, copies: int) -> tuple[Path, Path]:
+    """A manifest and index listing ``split``'s shards, videos and clips ``copies`` times
+    (the copies read the same files): a larger dataset of the same clips. Returns the
+    manifest and the index written."""
+    m = json.loads((split / "manifest.json").read_text())
+    index = np.load(split / "index.npy")
+    n = len(m["shards"])
+    rows = np.concatenate([index + [k * n, 0, 0, 0][: index.shape[1]] for k in range(copies)])
+    name = f"bench-x{copies}-index.npy"
+    np.save(split / name, rows)
+    m["index"] = {**m["index"], "name": name}
+    m["shards"] = m["shards"] * copies
+    m["videos"] = [{**v, "video_index": k * len(m["videos"]) + v["video_index"]}
+                   for k in range(copies) for v in m["videos"]]
+    path = split / f"bench-x{copies}-manifest.json"
+    path.write_text(json.dumps(m, sort_keys=True))
+    return path, split / name
+
+
+def windows(split: Path, w: int, b: int, seconds: float) -> None:
+    """6. Windows of 16 frames at step 1 against the stored clips of ``split`` copied to
+    about 4000 clips (epochs long enough to time)."""
+    clips = json.loads((split / "manifest.json").read_text())["totals"]["clips"]
+    manifest, index = scaled_split(split, -(-4000 // clips))
+    rates = {}
+    for name, kw in (("stored clips", {}),
+                     ("every window", dict(frames_per_clip=16, step_between_clips=1)),
+                     ("5 random windows a video", dict(frames_per_clip=16, step_between_clips=1,
+                                                       clips_per_video=5))):
+        ds = ShardDataset(manifest, transform=center_crop, **kw)
+        loader = make_loader(ds, b, num_workers=w)
+        rates[name] = max(throughput(loader, ds, seconds) for _ in range(3))
+        stored = rates["stored clips"]
+        print(f"6. {name} ({len(ds):,} an epoch): {rates[name]:,.0f} clips/s -> "
+              f"{rates[name] / stored:.2f} of stored clips (16 frames, step 1; goal >= 0.8)")
+    manifest.unlink()
+    index.unlink()
 
 
 def remote(args, long_manifests: dict[str, Path]) -> None:

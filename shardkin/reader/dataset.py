@@ -40,8 +40,7 @@ from .items import check_output_format, make_item, video_dtype_for
 from .lanes import DELIVERED, read_lane, substitute
 from .partition import Span, mix, per_rank, worker_lanes
 from .records import ClipRef, LoadedClip, check_on_error, load_clip, wanted_members
-from .selection import select_clips
-from .windows import windows_for
+from .selection import plan_clips
 
 STATE_VERSION = 1
 
@@ -70,6 +69,11 @@ class ShardDataset(IterableDataset):
     ``video_index``, ``clip_index``, ``aug_index``, ``label``, ``audio`` 1-D, channels
     averaged), ``transform`` applied to the dict. ``video_dtype`` (``torch.uint8`` or
     ``torch.float32``) overrides the video's dtype: uint8 dicts are 4x smaller and faster.
+
+    ``frames_per_clip``/``step_between_clips`` (torchvision's; left out, the build's):
+    on a contiguous build, clips of any length and step cut at read time
+    (:mod:`.windows`), combined with ``clips_per_video`` and ``clip_sampler`` as stored
+    clips are; each window's frames are read straight into its batch.
 
     ``rank``/``world_size`` default to ``torch.distributed``'s when it is
     initialised, else 0 and 1. ``len(ds)`` is the exact number of clips this rank
@@ -147,11 +151,9 @@ class ShardDataset(IterableDataset):
         self.split = self.split_source.manifest.split
         self.classes: list[str] = self.split_source.manifest.classes
         self.clips_per_video, self.clip_sampler = clips_per_video, clip_sampler
-        self.windows = None if frames_per_clip is None and step_between_clips is None else (
-            windows_for(self.split_source.manifest.options, self.split_source.clips_per_video(),
-                        where, frames_per_clip, step_between_clips))
-        self._selection = None if clips_per_video is None and self.windows is None else (
-            select_clips(self.split_source, clips_per_video, clip_sampler, seed, self.windows))
+        self._selection = plan_clips(self.split_source, frames_per_clip, step_between_clips,
+                                     clips_per_video, clip_sampler, seed)
+        self.windows = self._selection and self._selection.windows
         self._counts = (self.split_source.shards.clips if self._selection is None
                         else self._selection.counts)  # clips read from each shard an epoch
         self.total_clips = sum(self._counts)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..store.split import Split
-from .windows import Windows
+from .windows import Windows, windows_for
 
 CLIP_SAMPLERS = ("random", "uniform")
 
@@ -131,3 +131,15 @@ def select_clips(split: Split, k: int | None, sampler: str, seed: int,
               else [numbers[n] for n in split.shards.names])
     return ClipSelection(split.read_index(), split.clips_per_video(), chosen, k, sampler, seed,
                          windows)
+
+
+def plan_clips(split: Split, frames_per_clip: int | None, step_between_clips: int | None,
+               k: int | None, sampler: str, seed: int) -> ClipSelection | None:
+    """What an epoch of ``split`` reads: None for every stored clip, else the
+    :class:`ClipSelection` of ``k`` clips a video, or of windows when the clip arguments
+    (left out: the build's) are not the build's own."""
+    windows = None if frames_per_clip is None and step_between_clips is None else windows_for(
+        split.manifest.options, split.clips_per_video(), split.where, frames_per_clip,
+        step_between_clips)
+    return None if k is None and windows is None else select_clips(split, k, sampler, seed,
+                                                                    windows)

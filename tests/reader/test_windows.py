@@ -287,3 +287,26 @@ def test_windows_on_real_videos(real_root, tmp_path):
                 np.testing.assert_array_equal(audio.numpy(), data[:, span])
         i += present
     assert i == len(ds)
+
+
+def test_windows_over_http_equal_local_ones(built):
+    """Object storage: each run of consecutive samples the windows need is one range
+    request (nginx, through a proxy that counts the bytes)."""
+    from urllib.parse import urlsplit
+
+    from servers import cutting_proxy, nginx_server
+
+    split, _ = built
+    kw = dict(frames_per_clip=5, step_between_clips=1)
+    local = Kinetics(split, None, **kw)
+    with nginx_server(split.parent) as url:
+        with cutting_proxy(urlsplit(url).port, cut_after=1 << 40, cuts=0) as proxy:
+            remote = Kinetics(f"{proxy.url}/train", None, **kw)
+            for i in range(0, len(local), 7):
+                assert all(torch.equal(a, b) for a, b in zip(local[i][:2], remote[i][:2]))
+            one = proxy.forwarded
+            remote[3]
+            assert proxy.forwarded - one < 3 * split.joinpath(
+                local._split.shards[0].name).stat().st_size / local._split.shards[0].clips
+            streamed = keys(f"{proxy.url}/train", workers=1, clips_per_video=2, seed=4, **kw)
+            assert streamed == keys(split, workers=1, clips_per_video=2, seed=4, **kw)
