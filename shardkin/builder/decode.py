@@ -1,13 +1,19 @@
 """Decode one video front to back with PyAV and cut it into clips as frames stream in.
 
-Memory is bounded by one clip span: a frame is converted to RGB only when some clip
-uses it and is dropped once no later clip can. Audio is read by a second demuxer over
-the same file, advanced in lockstep, so badly interleaved files cost no extra memory;
-with ``audio_codec="none"`` it is not opened at all.
+Memory is bounded by two clip spans: a frame is converted to RGB only when some clip
+uses it and is dropped once no later clip can; a clip is handed out once what follows
+it is known. Audio is read by :class:`.audiotrack.AudioTrack`; with
+``audio_codec="none"`` it is not opened at all.
+
+A contiguous build (step equal to frames_per_clip) also keeps what lies between and
+after its clips, so that clips of any length and step can be cut from it at read time
+exactly as torchvision cuts them (``shardkin.reader.windows``): each clip's ``rest``
+is the sound from its end to the next clip's start (a gap only with ``frame_rate``
+below the source's), and for a video's last clip the frames after it (the tail,
+fewer than frames_per_clip) with their sound.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,6 +23,7 @@ import numpy as np
 
 from ..format.audio import NONE
 from ..format.options import BuildOptions
+from .audiotrack import AudioTrack
 from .clips import ClipRule, output_size
 
 
@@ -35,6 +42,9 @@ class CutClip:
     start: Fraction  # video start + first source frame / fps, seconds
     end: Fraction  # video start + (last source frame + 1) / fps
     audio_marks: dict | None = None  # where each frame's sound lies (format.sample.AUDIO_MARKS)
+    rest_video: np.ndarray | None = None  # a last clip's tail frames, uint8 [t, H, W, 3]
+    rest_audio: np.ndarray | None = None  # the sound from the clip's end to what follows
+    rest_marks: dict | None = None  # rest_audio's first sample; the tail frames' marks
 
 
 @dataclass
@@ -49,6 +59,7 @@ class VideoStats:
     rotation: int = 0
     frames: int = 0
     clips: int = 0
+    tail: int = 0  # frames after the last clip kept with it (contiguous builds)
     error: str | None = None  # set when decoding stopped early
 
 
@@ -96,74 +107,6 @@ def probe(path: str) -> dict:
         }
 
 
-class _AudioTrack:
-    """Audio samples of a file as float32 [C, S], cut by presentation time."""
-
-    def __init__(self, path: str, rate: int, channels: int) -> None:
-        self._container = _open(path)
-        stream = self._container.streams.audio[0]
-        self.rate = rate or stream.codec_context.sample_rate
-        self.channels = channels or stream.codec_context.channels
-        self._resampler = av.AudioResampler(
-            format="fltp", layout=av.AudioLayout(f"{self.channels}c"), rate=self.rate
-        )
-        self._frames = self._container.decode(stream)
-        self._origin: Fraction | None = None
-        self._chunks: list[np.ndarray] = []
-        self._base = 0  # sample index of the first kept sample
-        self._count = 0  # sample index one past the last decoded sample
-        self.done = False
-        self.error: str | None = None
-
-    def _pull(self) -> None:
-        try:
-            frame = next(self._frames)
-            if self._origin is None:
-                self._origin = (
-                    Fraction(frame.pts) * frame.time_base if frame.pts is not None else Fraction(0)
-                )
-            out = self._resampler.resample(frame)
-        except StopIteration:
-            self.done = True
-            out = self._resampler.resample(None)
-        except av.FFmpegError as e:
-            self.done, self.error = True, f"audio decode error: {e}"
-            return
-        for f in out:
-            arr = f.to_ndarray().reshape(self.channels, -1)
-            self._chunks.append(arr)
-            self._count += arr.shape[1]
-
-    def _index(self, t: Fraction) -> int:
-        """First sample whose presentation time is at or after ``t``."""
-        return max(0, math.ceil((t - self._origin) * self.rate))
-
-    def cut(self, start: Fraction, end: Fraction) -> tuple[int, np.ndarray]:
-        """(index of the first sample returned, the samples in [start, end))."""
-        while self._origin is None and not self.done:
-            self._pull()
-        if self._origin is None:
-            return 0, np.zeros((self.channels, 0), np.float32)
-        i0, i1 = self._index(start), self._index(end)
-        while self._count < i1 and not self.done:
-            self._pull()
-        buf = (np.concatenate(self._chunks, axis=1) if self._chunks
-               else np.zeros((self.channels, 0), np.float32))
-        lo = min(max(i0, self._base), self._count)  # the decoded samples in [i0, i1)
-        hi = max(lo, min(i1, self._count))
-        clip = np.ascontiguousarray(buf[:, lo - self._base : hi - self._base], dtype=np.float32)
-        self._chunks = [buf[:, lo - self._base :]]  # later clips start later
-        self._base = lo
-        return lo, clip
-
-    def marks(self, times: list[Fraction]) -> list[int]:
-        """The index of the first sample at or after each time (0 before any audio)."""
-        return [self._index(t) for t in times] if self._origin is not None else [0] * len(times)
-
-    def close(self) -> None:
-        self._container.close()
-
-
 def _set_threads(stream, threads: int) -> None:
     stream.codec_context.thread_count = max(1, threads)
     if threads > 1:
@@ -200,7 +143,7 @@ class VideoCutter:
         )
         self._resize = (out_w, out_h) != (cc.width, cc.height)
         self._audio = (
-            _AudioTrack(path, a.audio_rate, a.audio_channels)
+            AudioTrack(_open(path), a.audio_rate, a.audio_channels)
             if self._container.streams.audio and a.audio_codec != NONE
             else None
         )
@@ -217,6 +160,7 @@ class VideoCutter:
         self.rule = ClipRule(
             c.frames_per_clip, c.step_between_clips, float(self._fps), c.frame_rate
         )
+        self._contiguous = self.rule.step_between_clips == self.rule.frames_per_clip
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
         w, h = self.stats.out_width, self.stats.out_height
@@ -224,18 +168,38 @@ class VideoCutter:
             return frame.to_ndarray(format="rgb24")
         return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
 
-    def _make_clip(self, k: int, frames: dict[int, np.ndarray]) -> CutClip:
+    def _time(self, source: int) -> Fraction:
+        return self._start + Fraction(source) / self._fps
+
+    def _marks(self, sources: list[int]) -> dict[str, list[int]]:
+        """Where each frame's sound starts and ends (sample indices), by the same rule as
+        the clips' sound, so that windows cut at read time take exactly theirs."""
+        return {"starts": self._audio.marks([self._time(j) for j in sources]),
+                "ends": self._audio.marks([self._time(j + 1) for j in sources])}
+
+    def _add_rest(self, clip: CutClip, until: Fraction, tail: list[int] | None = None,
+                  frames: dict[int, np.ndarray] | None = None) -> None:
+        """Keep with ``clip`` the sound from its end until ``until`` and the ``tail`` frames."""
+        marks: dict = {}
+        if tail:
+            clip.rest_video = np.stack([frames[j] for j in tail])
+            self.stats.tail = len(tail)
+        if self._audio is not None:
+            first, sound = self._audio.cut(clip.end, until)
+            marks = {"first": first, **(self._marks(tail) if tail else {})}
+            clip.rest_audio = sound if sound.shape[1] else None
+        if tail or clip.rest_audio is not None:
+            clip.rest_marks = {"frames": len(tail or ()), **marks}
+
+    def _make_clip(self, k: int, frames: dict[int, np.ndarray], held: CutClip | None) -> CutClip:
         sources = self.rule.clip_sources(k)
-        start = self._start + sources[0] / self._fps
-        end = self._start + (sources[-1] + 1) / self._fps
+        start, end = self._time(sources[0]), self._time(sources[-1] + 1)
+        if held is not None and self._contiguous:
+            self._add_rest(held, start)  # first: the track drops what is before a cut
         marks = None
         if self._audio is not None:
             first, audio = self._audio.cut(start, end)
-            # each frame's sound by the same rule, so that read-time windows cut it exactly
-            marks = {"first": first,
-                     "starts": self._audio.marks([self._start + j / self._fps for j in sources]),
-                     "ends": self._audio.marks([self._start + (j + 1) / self._fps
-                                                for j in sources])}
+            marks = {"first": first, **self._marks(sources)}
         else:
             audio = np.zeros((self.stats.audio_channels, 0), np.float32)
         video = np.stack([frames[j] for j in sources])
@@ -246,6 +210,7 @@ class VideoCutter:
         frames: dict[int, np.ndarray] = {}
         position = 0  # first resampled position whose source frame is not yet seen
         next_clip = 0
+        held: CutClip | None = None  # the last clip made, handed out once its rest is known
         try:
             try:
                 for frame in self._container.decode(self._stream):
@@ -266,14 +231,31 @@ class VideoCutter:
                         if (rule.num_positions(stats.frames) <= last
                                 or rule.source_index(last) >= stats.frames):
                             break
-                        yield self._make_clip(next_clip, frames)
+                        clip = self._make_clip(next_clip, frames, held)
+                        if held is not None:
+                            yield held
+                            stats.clips += 1
+                        held = clip
                         next_clip += 1
-                        stats.clips = next_clip
                         keep_from = rule.source_index(rule.clip_positions(next_clip)[0])
                         for old in [i for i in frames if i < keep_from]:
                             del frames[old]
             except av.FFmpegError as e:
                 stats.error = f"decode error after {stats.frames} frames: {e}"
+            except Exception:
+                if held is not None:  # the clips made before an odd failure are kept
+                    yield held
+                    stats.clips += 1
+                raise
+            if held is not None:
+                if stats.error is None and self._contiguous:
+                    tail = [rule.source_index(p)
+                            for p in range(next_clip * rule.frames_per_clip,
+                                           rule.num_positions(stats.frames))]
+                    self._add_rest(held, self._time(tail[-1] + 1) if tail else held.end,
+                                   tail, frames)
+                yield held
+                stats.clips += 1
         finally:
             self.close()
 

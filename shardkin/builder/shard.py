@@ -18,7 +18,7 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
                  options: BuildOptions, decode_threads: int) -> dict:
     record = {"path": video["path"], "class": video["class"], "label": video["label"],
               "video_index": video["video_index"], "shard": shard, "clips": 0, "frames": 0,
-              "status": "ok", "reason": None, "samples": []}
+              "tail": 0, "status": "ok", "reason": None, "samples": []}
     try:
         cutter = VideoCutter(os.fspath(root / video["path"]), options, decode_threads)
     except DecodeError as e:
@@ -32,13 +32,14 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
                 source_frames=clip.source_frames, start_sec=float(clip.start),
                 end_sec=float(clip.end), fps=cutter.rule.output_fps, source_fps=stats.fps,
                 audio_rate=stats.audio_rate, audio_codec=options.audio.audio_codec,
-                audio_marks=clip.audio_marks,
+                audio_marks=clip.audio_marks, rest=clip.rest_marks,
             )
             key = sample_key(video["video_index"], clip.index)
             start = writer.size
             members = encode_sample(clip.video, clip.audio, video["label"], meta,
                                     codec.video_codec, codec.zstd_level, codec.jpeg_quality,
-                                    codec.jpeg_psnr, options.audio.audio_codec)
+                                    codec.jpeg_psnr, options.audio.audio_codec,
+                                    clip.rest_video, clip.rest_audio)
             for ext, data in members:
                 writer.add(f"{key}.{ext}", data)
             record["samples"].append([start, writer.size - start, writer.end_sample()])
@@ -49,7 +50,7 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
     except Exception as e:  # an odd file must not take the other videos down
         stats.error = f"{type(e).__name__}: {e}"
         cutter.close()
-    record.update(clips=stats.clips, frames=stats.frames, reason=stats.error)
+    record.update(clips=stats.clips, frames=stats.frames, tail=stats.tail, reason=stats.error)
     if stats.error:
         record["status"] = "partial" if stats.clips else "failed"
         if not stats.clips:

@@ -107,6 +107,7 @@ class VideoRecord(TypedDict):
     status: str
     frames: int
     clips: int
+    tail: int  # frames kept after the last clip (contiguous builds; absent before them)
     shard: str | None
     reason: str | None
 

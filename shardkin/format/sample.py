@@ -35,6 +35,7 @@ AUDIO = audio_codecs.AUDIO_MEMBER[audio_codecs.RAW]
 LABEL = "cls"
 META = "json"
 AUDIO_MARKS = "audio_marks"
+REST = "rest"  # json key and member prefix of what follows a clip (see encode_sample)
 
 
 def sample_key(video_index: int, clip_index: int) -> str:
@@ -75,12 +76,16 @@ def clip_metadata(
     audio_rate: int,
     audio_codec: str = audio_codecs.RAW,
     audio_marks: dict[str, Any] | None = None,
+    rest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``json`` member: where a clip came from (and, from format version 2, how its
     sound is stored). ``audio_marks`` (clips with sound; older builds lack it): ``first``,
     the index in the video's decoded audio of the clip's first sample, and per frame the
     index of the first sample at or after its start (``starts``) and its end (``ends``),
-    so that windows cut at read time take exactly the samples a build of theirs would."""
+    so that windows cut at read time take exactly the samples a build of theirs would.
+    ``rest``: what the sample's ``rest.*`` members hold (:func:`encode_sample`): ``frames``
+    in ``rest.video``, and with sound ``first``, the index of ``rest.audio``'s first
+    sample, and the marks of those frames."""
     version = format_version(audio_codec)
     return {
         "format_version": version,
@@ -97,6 +102,7 @@ def clip_metadata(
         "source_fps": source_fps,
         "audio_rate": audio_rate,
         **({AUDIO_MARKS: audio_marks} if audio_marks is not None else {}),
+        **({REST: rest} if rest is not None else {}),
     }
 
 
@@ -104,17 +110,33 @@ def encode_sample(
     video: np.ndarray, audio: np.ndarray, label: int, meta: dict[str, Any],
     codec: str = RAW, zstd_level: int = 3, jpeg_quality: int | None = None,
     jpeg_psnr: float = JPEG_PSNR, audio_codec: str = audio_codecs.RAW,
+    rest_video: np.ndarray | None = None, rest_audio: np.ndarray | None = None,
 ) -> list[tuple[str, bytes]]:
     """(member extension, payload) pairs, in the order they are written; the audio is
-    at ``meta["audio_rate"]`` Hz (no member for ``audio_codec="none"``)."""
+    at ``meta["audio_rate"]`` Hz (no member for ``audio_codec="none"``).
+
+    A contiguous build keeps what follows a clip in ``rest.``-prefixed members, which
+    only readers cutting clips at read time load: ``rest.video.*`` (a video's tail, the
+    frames after its last clip, on that clip's sample) and ``rest.audio.*`` (the sound
+    from the clip's end to the next clip's start, or to the tail's end), in the
+    sample's codecs."""
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"video must be uint8 [T,H,W,3], got {video.dtype} {video.shape}")
     if audio.dtype != np.float32 or audio.ndim != 2:
         raise ValueError(f"audio must be float32 [C,S], got {audio.dtype} {audio.shape}")
-    sound = audio_codecs.encode_audio(audio, audio_codec, meta.get("audio_rate") or 0)
+    rate = meta.get("audio_rate") or 0
+    sound = audio_codecs.encode_audio(audio, audio_codec, rate)
+    rest = []
+    if rest_video is not None:
+        ext, data = encode_video(rest_video, codec, zstd_level, jpeg_quality, jpeg_psnr)
+        rest.append((f"{REST}.{ext}", data))
+    if rest_audio is not None and audio_codec != audio_codecs.NONE:
+        ext, data = audio_codecs.encode_audio(rest_audio, audio_codec, rate)
+        rest.append((f"{REST}.{ext}", data))
     return [
         encode_video(video, codec, zstd_level, jpeg_quality, jpeg_psnr),
         *([sound] if sound else []),
+        *rest,
         (LABEL, str(int(label)).encode("ascii")),
         (META, json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")),
     ]

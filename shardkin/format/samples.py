@@ -15,10 +15,14 @@ from typing import Any, Protocol
 
 from .audio import AUDIO_MEMBERS
 from .codecs import VIDEO_MEMBERS
-from .sample import LABEL, META, split_member
+from .sample import LABEL, META, REST, split_member
 from .tar import BLOCK, ShardError
 
 ALL_MEMBERS = (*VIDEO_MEMBERS, *AUDIO_MEMBERS, LABEL, META)
+# optional: what a contiguous build keeps after a clip (format.sample.encode_sample)
+REST_VIDEO_MEMBERS = tuple(f"{REST}.{m}" for m in VIDEO_MEMBERS)
+REST_AUDIO_MEMBERS = tuple(f"{REST}.{m}" for m in AUDIO_MEMBERS)
+REST_MEMBERS = (*REST_VIDEO_MEMBERS, *REST_AUDIO_MEMBERS)
 
 
 class MemberReader(Protocol):

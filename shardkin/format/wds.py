@@ -16,10 +16,11 @@ It decodes every codec to the tensors shardkin's readers give with
 ``video.jpgs``) as uint8 ``[T, H, W, 3]`` (as stored; ``.permute(0, 3, 1, 2)`` gives
 the readers' default ``[T, C, H, W]``), the audio member (``audio.npy`` or
 ``audio.flac``; ``"audio.npy;audio.flac"`` in ``to_tuple``) as float32 ``[C, S]``,
-``cls`` as an int and ``json`` as a dict. A build with ``audio_codec="none"`` has no
-audio member (the readers give an empty ``[1, 0]``). npy payloads are parsed by
-:mod:`.npy`, never unpickled. torch is imported on the first decoded array, not with
-this module.
+``cls`` as an int and ``json`` as a dict; ``rest.video.*`` and ``rest.audio.*`` (what
+a contiguous build keeps after a clip) like the video and audio members. A build with
+``audio_codec="none"`` has no audio member (the readers give an empty ``[1, 0]``).
+npy payloads are parsed by :mod:`.npy`, never unpickled. torch is imported on the
+first decoded array, not with this module.
 """
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ import numpy as np
 
 from .audio import AUDIO_MEMBERS, decode_audio
 from .codecs import VIDEO_MEMBERS, decode_video
-from .sample import LABEL, META, decode_label, decode_meta
+from .sample import LABEL, META, REST, decode_label, decode_meta
 
 
 def decoder(key: str, data: bytes) -> Any:
     """webdataset handler for shardkin's members (see the module); None for others."""
-    ext = key.lower().removeprefix(".")
+    ext = key.lower().removeprefix(".").removeprefix(f"{REST}.")
     if ext in VIDEO_MEMBERS:
         video = decode_video(ext, data)
         if video.dtype != np.uint8 or video.ndim != 4 or video.shape[3] != 3:

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from ..format.audio import AUDIO_MEMBER, decode_audio
-from ..format.codecs import MEMBER, RAW, decode_sample_video
+from ..format.codecs import MEMBER, RAW, decode_sample_video, decode_video
 from ..format.manifest import Manifest
 from ..format.npy import decode_npy
-from ..format.sample import LABEL, META, decode_label, decode_meta, parse_key
+from ..format.sample import LABEL, META, REST, decode_label, decode_meta, parse_key
 from ..format.samples import TarSample
 from ..format.tar import ShardError
 
@@ -57,6 +57,7 @@ class SplitCheck:
         self._audio = AUDIO_MEMBER.get(self.audio_codec)  # None: no audio member
         self.members = tuple(m for m in (MEMBER[self.options.get("video_codec") or RAW],
                                          self._audio, LABEL, META) if m)
+        self._rest = tuple(f"{REST}.{m}" for m in self.members[: 2 if self._audio else 1])
         self.classes = manifest.classes
         self.shards = manifest.shards
         self.videos = {v["video_index"]: v for v in manifest.videos}
@@ -114,7 +115,7 @@ class SplitCheck:
         counts = Counter(s.extensions)
         for ext in (ext for ext, n in counts.items() if n > 1):
             self.problem(where, f"two {ext} members")
-        unknown = [ext for ext in counts if ext not in self.members]
+        unknown = [ext for ext in counts if ext not in self.members + self._rest]
         if unknown:
             self.problem(where, f"unknown member(s) {', '.join(unknown)}")
         missing = [ext for ext in self.members if ext not in counts]
@@ -126,6 +127,14 @@ class SplitCheck:
             audio = (decode_audio(self._audio, s.members[self._audio], check_md5=True)
                      if self._audio else np.zeros((1, 0), np.float32))
             label, meta = decode_label(s.members[LABEL]), decode_meta(s.members[META])
+            rest = {m: decode_video(m[len(REST) + 1 :], s.members[m]) if i == 0 else
+                    decode_audio(m[len(REST) + 1 :], s.members[m], check_md5=True)
+                    for i, m in enumerate(self._rest) if m in s.members}
+            tail = rest.get(self._rest[0])
+            if tail is not None and (tail.shape[1:] != video.shape[1:] or len(tail) != (
+                    meta.get(REST) or {}).get("frames")):
+                raise ValueError(f"{self._rest[0]} holds {list(tail.shape)}, not the json's "
+                                 "rest frames of the clip's size")
         except Exception as e:  # whatever a corrupt payload raises is a finding, not a crash
             self.problem(where, f"undecodable: {type(e).__name__}: {e}")
             return

@@ -32,7 +32,6 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ..format.options import parse_size
-from ..format.samples import ALL_MEMBERS
 from ..store.cache import ShardCache
 from ..store.split import open_split
 from .env import dist_rank, worker_id
@@ -166,7 +165,7 @@ class ShardDataset(IterableDataset):
         self.drop_remainder, self.on_error, self.verify = drop_remainder, on_error, verify
         self.shuffle_buffer = shuffle_buffer if shuffle else 1
         self.interleave = interleave if shuffle else 1
-        self._wanted = ALL_MEMBERS if self.windows else wanted_members(return_dict)
+        self._wanted = wanted_members(return_dict, self.windows is not None)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.epoch_sets = 0  # set_epoch calls: make_loader's loader advances epochs without them
         self._resume: ResumePoint | None = None

@@ -20,13 +20,14 @@ import torch
 from torch.utils.data import Dataset
 
 from ..format.options import TORCHVISION_ARGS
-from ..format.samples import ALL_MEMBERS, iter_samples
+from ..format.samples import iter_samples
 from ..format.tar import ShardError, checksum
 from ..format.tarread import BlobReader
 from ..samplers.video_clips import ClipCounts
 from ..store.split import open_split
+from .cutting import window_ref
 from .items import check_output_format, make_item, video_dtype_for
-from .records import ClipRef, check_on_error, clip_ref, load_clip, wanted_members, window_ref
+from .records import ClipRef, check_on_error, clip_ref, load_clip, wanted_members
 from .windows import windows_for
 
 
@@ -66,7 +67,8 @@ class Kinetics(Dataset):
         options = manifest.options
         self.windows = None
         if clip_args.get("frames_per_clip") or clip_args.get("step_between_clips"):
-            self.windows = windows_for(options, self._split.clips_per_video(), where,
+            self.windows = windows_for(options, self._split.clips_per_video(),
+                                       self._split.video_tails(), where,
                                        clip_args.pop("frames_per_clip", None),
                                        clip_args.pop("step_between_clips", None))
         differ = [f"{arg}={value!r} (built with {options.get(TORCHVISION_ARGS[arg])!r})"
@@ -86,7 +88,7 @@ class Kinetics(Dataset):
             raise ValueError(f"{where}: this build's index keeps no checksums (built by an "
                              "older shardkin): rebuild it to verify clips as they are read")
         self.verify = verify
-        self._wanted = ALL_MEMBERS if self.windows else wanted_members(return_dict)
+        self._wanted = wanted_members(return_dict, self.windows is not None)
 
     def __len__(self) -> int:
         return len(self.windows) if self.windows else len(self.index)
@@ -128,7 +130,7 @@ class Kinetics(Dataset):
             return load_clip(self._refs(i, i, f"clip {i}")[0])
         w = self.windows
         video, k = w.locate(i)
-        span = w.span(k)
+        span = w.span(k, w.stored[video])
         row = int(w.first_row[video])
         refs = self._refs(row + span.first, row + span.last, f"clip {i} (video {video})")
         return load_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k))

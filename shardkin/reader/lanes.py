@@ -16,15 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from ..format.sample import AUDIO, VIDEO
+from ..format.sample import AUDIO, REST, VIDEO
 from ..format.samples import iter_samples
 from ..format.tar import ShardError
 from ..format.tarread import TarReader
 from ..store.split import LocalShard, Split
+from .cutting import window_ref
 from .partition import Span
-from .records import HINT, ClipRef, clip_ref, window_ref
+from .records import HINT, ClipRef, clip_ref
 from .selection import ClipSelection
 
+DEFER = (VIDEO, AUDIO, f"{REST}.{VIDEO}", f"{REST}.{AUDIO}")  # npy arrays left in local files
 DELIVERED = object()  # a resumed epoch's clip handed out before the restart
 BAD = object()  # an unreadable clip (on_error="skip")
 
@@ -87,7 +89,7 @@ def _read_span(split: Split, shard: int, chosen: Sequence[int], pending: list[bo
             first = opened.first
             samples = iter_samples(reader, chosen[0] - first, chosen[-1] + 1 - first,
                                    lambda i: i + first in load, wanted,
-                                   defer=(VIDEO, AUDIO) if opened.local else ())
+                                   defer=DEFER if opened.local else ())
         sample, item = None, DELIVERED
         for j, i in enumerate(chosen):
             if j == 0 or i != chosen[j - 1]:  # the next sample picked

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,18 +21,14 @@ import torch
 from ..format.audio import FLAC_HEAD, audio_member, decode_audio, flac_layout
 from ..format.codecs import decode_video, video_member
 from ..format.npy import parse_header
-from ..format.sample import (
-    AUDIO,
-    AUDIO_MARKS,
-    LABEL,
-    META,
-    VIDEO,
-    decode_label,
-    decode_meta,
-    parse_key,
-    sample_key,
+from ..format.sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta, parse_key
+from ..format.samples import (
+    ALL_MEMBERS,
+    REST_AUDIO_MEMBERS,
+    REST_MEMBERS,
+    REST_VIDEO_MEMBERS,
+    Deferred,
 )
-from ..format.samples import ALL_MEMBERS, Deferred
 from ..format.tar import ShardError
 from ..store.split import LocalShard
 
@@ -42,8 +38,11 @@ ON_ERROR = ("raise", "skip")
 _TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
 
 
-def wanted_members(return_dict: bool) -> tuple[str, ...]:
-    """The members a reader loads: the json only for dicts (their ``video_name``)."""
+def wanted_members(return_dict: bool, windows: bool = False) -> tuple[str, ...]:
+    """The members a reader loads: the json only for dicts (their ``video_name``) and
+    windows (their marks), which also load what is kept after each clip."""
+    if windows:
+        return (*ALL_MEMBERS, *REST_MEMBERS)
     return ALL_MEMBERS if return_dict else tuple(m for m in ALL_MEMBERS if m != META)
 
 
@@ -88,6 +87,14 @@ class Pieces(NamedTuple):
     shape: tuple[int, ...] | None
 
 
+class Rest(NamedTuple):
+    """What a contiguous build keeps after a clip (``rest.*`` members, when loaded): the
+    video's tail frames (its last clip only) and the sound up to what follows."""
+
+    video: Array | Encoded | None
+    audio: Array | None
+
+
 class ClipRef(NamedTuple):
     """A clip (or a window, in :class:`Pieces`) not yet read: where its arrays are, and
     its small members."""
@@ -97,6 +104,7 @@ class ClipRef(NamedTuple):
     label: int
     key: str
     meta: dict[str, Any] | None
+    rest: Rest | None = None
 
 
 class LoadedClip(NamedTuple):
@@ -127,31 +135,48 @@ def _array(part: Deferred | bytearray | memoryview, local: LocalShard | None) ->
     return Array(part, offset, dtype, shape)
 
 
+def _video(members: Mapping[str, Any], member: str, local: LocalShard | None, where: str,
+           offset: int) -> Array | Encoded:
+    if not member.endswith(VIDEO):  # compressed
+        return Encoded(member, members[member], where, offset)
+    video = _array(members[member], local)
+    if video.dtype != torch.uint8 or len(video.shape) != 4 or video.shape[3] != 3:
+        raise ValueError(f"video is {video.dtype} {video.shape}, not uint8 [T,H,W,3]")
+    return video
+
+
+def _audio(members: Mapping[str, Any], member: str, local: LocalShard | None, where: str,
+           offset: int) -> Array:
+    if member.endswith(AUDIO):
+        audio = _array(members[member], local)
+    else:
+        channels, samples, _ = flac_layout(members[member][:FLAC_HEAD])
+        audio = Array(Encoded(member, members[member], where, offset), 0, torch.float32,
+                      (channels, samples))
+    if audio.dtype != torch.float32 or len(audio.shape) != 2:
+        raise ValueError(f"audio is {audio.dtype} {audio.shape}, not float32 [C,S]")
+    return audio
+
+
 def clip_ref(members: Mapping[str, Any], key: str, shard: str, offset: int,
              local: LocalShard | None = None) -> ClipRef:
     """The checked clip of a sample's members (data, or :class:`Deferred` in ``local``)
     at byte ``offset`` of ``shard`` (named in errors)."""
     try:
-        member, sound = video_member(members), audio_member(members)
         where = f"{shard}: sample {key}"
-        video = (_array(members[VIDEO], local) if member == VIDEO
-                 else Encoded(member, members[member], where, offset))
-        if sound is None:  # a build without audio
-            audio = Array(bytearray(), 0, torch.float32, (1, 0))
-        elif sound == AUDIO:
-            audio = _array(members[AUDIO], local)
-        else:
-            channels, samples, _ = flac_layout(members[sound][:FLAC_HEAD])
-            audio = Array(Encoded(sound, members[sound], where, offset), 0, torch.float32,
-                          (channels, samples))
-        if isinstance(video, Array) and (video.dtype != torch.uint8 or len(video.shape) != 4
-                                         or video.shape[3] != 3):
-            raise ValueError(f"video is {video.dtype} {video.shape}, not uint8 [T,H,W,3]")
-        if audio.dtype != torch.float32 or len(audio.shape) != 2:
-            raise ValueError(f"audio is {audio.dtype} {audio.shape}, not float32 [C,S]")
+        video = _video(members, video_member(members), local, where, offset)
+        sound = audio_member(members)
+        audio = (Array(bytearray(), 0, torch.float32, (1, 0)) if sound is None  # no audio
+                 else _audio(members, sound, local, where, offset))
+        rest = None
+        tail = next((m for m in REST_VIDEO_MEMBERS if m in members), None)
+        after = next((m for m in REST_AUDIO_MEMBERS if m in members), None)
+        if tail or after:
+            rest = Rest(tail and _video(members, tail, local, where, offset),
+                        after and _audio(members, after, local, where, offset))
         meta = decode_meta(members[META]) if META in members else None
         parse_key(key)
-        return ClipRef(video, audio, decode_label(members[LABEL]), key, meta)
+        return ClipRef(video, audio, decode_label(members[LABEL]), key, meta, rest)
     except ValueError as e:  # also bad UTF-8 and JSON
         raise ShardError(f"{shard}: corrupt sample {key}: {e} at byte {offset}") from None
 
@@ -236,42 +261,3 @@ def load_clip(ref: ClipRef, video: torch.Tensor | None = None) -> LoadedClip:
     """The clip of ``ref``, its video read into ``video`` when given."""
     return LoadedClip(read_video(ref.video, video), read_audio(ref.audio), ref.label, ref.key,
                       ref.meta)
-
-
-def window_ref(refs: Sequence[ClipRef], offset: int, frames: int, stored_frames: int,
-               number: int) -> ClipRef:
-    """Window ``number`` of its video: ``frames`` frames from frame ``offset`` of the first
-    of ``refs``, consecutive stored clips of ``stored_frames`` frames each. Its sound is
-    the samples from its first frame's start to its last frame's end, by the build's
-    marks (:func:`shardkin.format.sample.clip_metadata`), from the stored clips' sound."""
-    video, left, start = [], frames, offset
-    for ref in refs:
-        take = min(stored_frames - start, left)
-        video.append(Piece(ref.video, start, start + take))
-        left, start = left - take, 0
-    first = refs[0].video
-    shape = (frames, *first.shape[1:]) if isinstance(first, Array) else None
-    v, _ = parse_key(refs[0].key)
-    return ClipRef(Pieces(tuple(video), shape), _window_audio(refs, offset, frames, stored_frames),
-                   refs[0].label, sample_key(v, number), refs[0].meta)
-
-
-def _window_audio(refs: Sequence[ClipRef], offset: int, frames: int,
-                  stored_frames: int) -> Array | Pieces:
-    if all(r.audio.shape[1] == 0 for r in refs):
-        return refs[0].audio  # a build or a video without sound
-    marks = [(r.meta or {}).get(AUDIO_MARKS) for r in refs]
-    if None in marks:
-        raise ValueError(f"sample {refs[0].key} keeps no audio marks (built by an older "
-                         "shardkin): rebuild to cut clips at read time with their sound")
-    last = offset + frames - 1 - stored_frames * (len(refs) - 1)
-    begin = marks[0]["starts"][offset]
-    end = max(begin, marks[-1]["ends"][last])
-    parts, at = [], begin
-    for ref, mark in zip(refs, marks):
-        lo = mark["first"]
-        a, b = max(at, lo), min(end, lo + ref.audio.shape[1])
-        if b > a:
-            parts.append(Piece(ref.audio, a - lo, b - lo))
-            at = b
-    return Pieces(tuple(parts), (refs[0].audio.shape[0], sum(p.stop - p.start for p in parts)))

@@ -2,13 +2,17 @@
 
 A contiguous build (``step_between_clips == frames_per_clip == F0``, the default) stores
 each video's resampled frames once, in order: video ``v``'s ``n_v`` stored clips hold
-its first ``n_v * F0`` frames. Window ``k`` of ``frames_per_clip=F``,
-``step_between_clips=s`` is frames ``[k*s, k*s + F)``, torchvision's clip ``k``: it is
-present when it ends within the stored frames. The tail a build drops (fewer than
-``F0`` frames after a video's last stored clip) is not stored, so the windows reaching
-into it are absent: a video has ``(n_v*F0 - F) // s + 1`` windows (0 when
-``n_v*F0 < F``) where torchvision's has ``(N_v - F) // s + 1`` over its ``N_v``
-resampled frames. Windows are numbered in torchvision's order: video, then ``k``.
+its first ``n_v * F0`` frames and the last one keeps the ``t_v`` frames after them (its
+tail, fewer than ``F0``: :mod:`shardkin.builder.decode`), so all ``N_v = n_v * F0 + t_v``
+resampled frames are there. Window ``k`` of ``frames_per_clip=F``,
+``step_between_clips=s`` is frames ``[k*s, k*s + F)``, torchvision's clip ``k``: a video
+has ``(N_v - F) // s + 1`` windows (0 when ``N_v < F``), torchvision's clips exactly,
+numbered in torchvision's order: video, then ``k``.
+
+Two cases differ from torchvision: a video shorter than ``F0`` frames has no stored
+clip, so none of its frames are kept (it has no windows; torchvision has some when
+``F`` is smaller); and builds made before tails were kept have ``t_v = 0``, so the
+windows reaching into the tail are absent.
 """
 from __future__ import annotations
 
@@ -30,17 +34,20 @@ class Windows:
     """The windows of a contiguous build's videos.
 
     ``stored``: stored clips of each video in ``video_index`` order (0 for videos too
-    short for one); ``stored_frames``: the build's ``frames_per_clip``.
+    short for one); ``stored_frames``: the build's ``frames_per_clip``; ``tails``: the
+    frames each video keeps after its last clip (None: none).
     """
 
     def __init__(self, stored: Any, stored_frames: int, frames_per_clip: int,
-                 step_between_clips: int) -> None:
+                 step_between_clips: int, tails: Any = None) -> None:
         if frames_per_clip < 1 or step_between_clips < 1:
             raise ValueError("frames_per_clip and step_between_clips must be >= 1")
         self.stored = np.asarray(stored, np.int64)
         self.stored_frames, self.frames, self.step = (stored_frames, frames_per_clip,
                                                       step_between_clips)
         frames = self.stored * stored_frames
+        if tails is not None:
+            frames = frames + np.where(self.stored > 0, np.asarray(tails, np.int64), 0)
         self.counts = np.where(frames >= frames_per_clip,
                                (frames - frames_per_clip) // step_between_clips + 1, 0)
         self.first_row = np.concatenate([[0], np.cumsum(self.stored)[:-1]]).astype(np.int64)
@@ -54,16 +61,18 @@ class Windows:
         video = int(np.searchsorted(self._ends, i, side="right"))
         return video, i - int(self._ends[video] - self.counts[video])
 
-    def span(self, k: Any) -> Span:
-        """Where window(s) ``k`` of a video lie among its stored clips."""
+    def span(self, k: Any, stored: Any) -> Span:
+        """Where window(s) ``k`` of a video with ``stored`` clips lie among them (the
+        frames past the last clip are its tail, kept with it)."""
         begin = np.asarray(k, np.int64) * self.step
         end = begin + self.frames - 1
-        first, last = begin // self.stored_frames, end // self.stored_frames
+        first = np.minimum(begin // self.stored_frames, np.asarray(stored) - 1)
+        last = np.minimum(end // self.stored_frames, np.asarray(stored) - 1)
         span = Span(first, begin - first * self.stored_frames, last)
         return Span(*(int(x) for x in span)) if np.ndim(k) == 0 else span
 
 
-def windows_for(options: Mapping[str, Any], stored: Any, where: str,
+def windows_for(options: Mapping[str, Any], stored: Any, tails: Any, where: str,
                 frames_per_clip: int | None, step_between_clips: int | None) -> Windows | None:
     """The :class:`Windows` asked for of a build with these manifest ``options``, or None
     when they are the build's own clips. An argument left out is the build's."""
@@ -81,4 +90,4 @@ def windows_for(options: Mapping[str, Any], stored: Any, where: str,
             "default). Rebuild it so, or leave out these arguments")
     if f < 1 or s < 1:
         raise ValueError(f"frames_per_clip and step_between_clips must be >= 1, got {f}, {s}")
-    return Windows(stored, f0, f, s)
+    return Windows(stored, f0, f, s, tails)

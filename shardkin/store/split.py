@@ -83,7 +83,7 @@ class Split:
 
     def __post_init__(self) -> None:
         self._starts: dict[str, np.ndarray] | None = None
-        self._clips_per_video: np.ndarray | None = None
+        self._counts: tuple[np.ndarray, np.ndarray] | None = None  # clips, tails
 
     @property
     def where(self) -> str:
@@ -102,15 +102,24 @@ class Split:
         """int64 clip counts of the split's videos in ``video_index`` order (torchvision's),
         videos too short for a clip included with 0: what clip samplers need. Read from the
         whole manifest once (about a second for Kinetics-700's)."""
-        if self._clips_per_video is None:
+        return self._video_counts()[0]
+
+    def video_tails(self) -> np.ndarray:
+        """int64 frames each video keeps after its last clip (contiguous builds keep them
+        for clips cut at read time), in the same order; zeros for older builds."""
+        return self._video_counts()[1]
+
+    def _video_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._counts is None:
             raw = self.folder.read_bytes(self.manifest_name)
-            counts = _scan_clips(raw)
+            counts = _scan_counts(raw)
             if counts is None:
                 videos = Manifest.parse(raw, self.where).videos
                 order = sorted(videos, key=lambda v: v["video_index"])
-                counts = np.fromiter((v["clips"] for v in order), np.int64, len(order))
-            self._clips_per_video = counts
-        return self._clips_per_video
+                counts = tuple(np.fromiter((v.get(key, 0) for v in order), np.int64, len(order))
+                               for key in ("clips", "tail"))
+            self._counts = counts
+        return self._counts
 
     def open_file(self, name: str, size: int) -> BinaryIO:
         """File ``name`` of the split (``size`` bytes) for one front-to-back read: a local
@@ -204,14 +213,16 @@ class Split:
 
 _VIDEOS = re.compile(rb'"videos": \[')
 _CLIPS = re.compile(rb'"clips": (\d+)')
+_TAIL = re.compile(rb'"tail": (\d+)')
 _VIDEO_INDEX = re.compile(rb'"video_index": (\d+)')
 
 
-def _scan_clips(raw: bytes) -> np.ndarray | None:
-    """Clips per video read from the ``videos`` list of a manifest's bytes without parsing
-    the JSON (a second instead of a tenth for Kinetics-700's): the list is the last key
-    and each entry has one ``clips`` and one ``video_index``, in order (strings cannot hold
-    an unescaped quote). None when that does not hold: parse it then."""
+def _scan_counts(raw: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """Clips and tails per video read from the ``videos`` list of a manifest's bytes
+    without parsing the JSON (a second instead of a tenth for Kinetics-700's): the list is
+    the last key and each entry has one ``clips``, one ``video_index`` and (builds with
+    tails) one ``tail``, in order (strings cannot hold an unescaped quote). None when
+    that does not hold: parse it then."""
     found = list(_VIDEOS.finditer(raw))
     if len(found) != 1:
         return None
@@ -220,7 +231,10 @@ def _scan_clips(raw: bytes) -> np.ndarray | None:
     order = np.array(_VIDEO_INDEX.findall(section), np.int64)
     if len(clips) != len(order) or not np.all(np.diff(order) > 0):
         return None
-    return clips
+    tails = np.array(_TAIL.findall(section), np.int64)
+    if len(tails) not in (0, len(clips)):
+        return None
+    return clips, tails if len(tails) else np.zeros(len(clips), np.int64)
 
 
 def open_split(source: Any, split: str | None = None, *, storage_options: dict | None = None,

@@ -17,7 +17,8 @@ import torch
 from shardkin import Kinetics, ShardDataset, make_loader
 from shardkin.builder import build
 from shardkin.builder.clips import ClipRule
-from shardkin.reader.records import read_video, window_ref
+from shardkin.reader.cutting import window_ref
+from shardkin.reader.records import read_video
 from shardkin.reader.windows import Windows, windows_for
 from shardkin.samplers import ClipCounts, RandomClipSampler, UniformClipSampler
 
@@ -41,57 +42,57 @@ def source_videos(root: Path) -> list[Path]:
             for p in sorted((root / "train" / cls).iterdir()) if p.suffix in SUFFIXES]
 
 
-def windows_by_rule(frames: int, rule: ClipRule, f: int, s: int) -> tuple[int, int]:
-    """(torchvision's window count over all resampled frames, the count whose frames a
-    contiguous build of F0 stores: the windows ending before the dropped tail)."""
+def windows_by_rule(frames: int, rule: ClipRule, f: int, s: int) -> int:
+    """torchvision's clip count with ``f`` and ``s`` over a video's resampled frames; 0
+    for a video shorter than F0, of which a build of F0 keeps nothing."""
     n = rule.num_positions(frames)
-    stored = n // F0 * F0
-    every = (n - f) // s + 1 if n >= f else 0
-    present = (stored - f) // s + 1 if stored >= f else 0
-    return every, present
+    return (n - f) // s + 1 if n >= max(f, F0) else 0
 
 
-def test_window_arithmetic_equals_torchvision_rule_over_the_stored_frames():
+def test_window_arithmetic_equals_torchvision_rule():
     rng = random.Random(0)
     for _ in range(300):
         f0, f, s = rng.randint(1, 20), rng.randint(1, 40), rng.randint(1, 9)
         stored = [rng.randint(0, 12) for _ in range(rng.randint(1, 6))]
-        w = Windows(stored, f0, f, s)
-        expected = []  # (video, first frame) of torchvision's windows within stored frames
-        for v, n in enumerate(stored):
-            starts = range(0, n * f0 - f + 1, s) if n * f0 >= f else []
-            expected += [(v, b) for b in starts]
+        tails = [rng.randint(0, f0 - 1) for _ in stored]
+        w = Windows(stored, f0, f, s, tails)
+        expected = []  # (video, first frame) of torchvision's windows over all frames
+        for v, (n, t) in enumerate(zip(stored, tails)):
+            frames = n * f0 + t if n else 0
+            expected += [(v, b) for b in range(0, frames - f + 1, s)]
         assert len(w) == len(expected) == sum(w.counts)
         for i, (v, b) in enumerate(expected):
             video, k = w.locate(i)
-            span = w.span(k)
+            first, offset, last = w.span(k, stored[v])
             assert (video, k * s) == (v, b)
-            assert span == (b // f0, b % f0, (b + f - 1) // f0)
-        if expected:
-            ks = np.arange(w.counts.max())
-            assert [np.asarray(a).tolist() for a in w.span(ks)] == [
-                [w.span(int(k))[j] for k in ks] for j in range(3)]
+            assert (first, last) == (min(b // f0, stored[v] - 1),
+                                     min((b + f - 1) // f0, stored[v] - 1))
+            assert first * f0 + offset == b
+        ks = np.arange(int(w.counts.max(initial=0)))
+        for n in stored:
+            assert [np.asarray(a).tolist() for a in w.span(ks, n)] == [
+                [w.span(int(k), n)[j] for k in ks] for j in range(3)]
+    assert Windows([3, 2], 4, 5, 2).counts.tolist() == [4, 2]  # older builds: no tails
 
 
 def test_arguments_choose_windows_or_the_build_clips():
     contiguous = {"frames_per_clip": 16, "step_between_clips": 16}
-    assert windows_for(contiguous, [3], "x", None, None) is None
-    assert windows_for(contiguous, [3], "x", 16, 16) is None
-    w = windows_for(contiguous, [3], "x", 8, None)  # a step left out is the build's
+    assert windows_for(contiguous, [3], [5], "x", None, None) is None
+    assert windows_for(contiguous, [3], [5], "x", 16, 16) is None
+    w = windows_for(contiguous, [3], [5], "x", 8, None)  # a step left out is the build's
     assert (w.frames, w.step, w.counts.tolist()) == (8, 16, [3])
-    assert windows_for({"frames_per_clip": 16}, [3], "x", 16, 1).counts.tolist() == [33]
+    assert windows_for({"frames_per_clip": 16}, [3], [5], "x", 16, 1).counts.tolist() == [38]
     with pytest.raises(ValueError, match="built with frames_per_clip=16, step_between_clips=2"):
-        windows_for({"frames_per_clip": 16, "step_between_clips": 2}, [3], "x", 16, 1)
+        windows_for({"frames_per_clip": 16, "step_between_clips": 2}, [3], [0], "x", 16, 1)
     with pytest.raises(ValueError, match=">= 1"):
-        windows_for(contiguous, [3], "x", 16, 0)
+        windows_for(contiguous, [3], [0], "x", 16, 0)
 
 
 @pytest.mark.parametrize("f,s", [(4, 1), (6, 3), (9, 2), (2, 5), (13, 7)])
 def test_every_window_of_kinetics_is_torchvisions(made_root, built, f, s, monkeypatch):
     """Order and count by torchvision's rules, every pixel against a sequential decode,
-    and the sound: sample for sample a full decode's, less the samples of the gaps
-    between stored clips that resampling leaves (none without --frame-rate). Each
-    window is one positioned read."""
+    and the sound sample for sample a full decode's (the gaps that --frame-rate leaves
+    between stored clips, and the tail, included). Each window is one positioned read."""
     split, frame_rate = built
     ds = Kinetics(split, None, frames_per_clip=f, step_between_clips=s, frame_rate=frame_rate,
                   output_format="THWC", return_dict=False)
@@ -99,21 +100,20 @@ def test_every_window_of_kinetics_is_torchvisions(made_root, built, f, s, monkey
     read_range = ds._split.folder.read_range
     monkeypatch.setattr(ds._split.folder, "read_range", lambda *a: reads.append(a) or
                         read_range(*a))
-    i = 0
+    i = tails = 0
     for path in source_videos(made_root):
         frames = decode_frames(path)
         with av.open(str(path)) as c:
             fps, has_audio = Fraction(c.streams.video[0].average_rate), bool(c.streams.audio)
         rule = ClipRule(F0, F0, float(fps), frame_rate)
-        present = windows_by_rule(len(frames), rule, f, s)[1]
+        count = windows_by_rule(len(frames), rule, f, s)
         sound = decode_audio(path) if has_audio else None
         t0 = video_start(path)
-        for k in range(present):
+        for k in range(count):
             video, audio, label = ds[i]
-            positions = range(k * s, k * s + f)
-            sources = [rule.source_index(p) for p in positions]
-            want = np.stack([frames[j] for j in sources])
-            np.testing.assert_array_equal(video.numpy(), want)
+            sources = [rule.source_index(p) for p in range(k * s, k * s + f)]
+            tails += sources[-1] >= rule.source_index(rule.num_clips(len(frames)) * F0)
+            np.testing.assert_array_equal(video.numpy(), np.stack([frames[j] for j in sources]))
             assert label == ds.classes.index(path.parent.name)
             if sound is None:
                 assert audio.shape[1] == 0
@@ -121,16 +121,10 @@ def test_every_window_of_kinetics_is_torchvisions(made_root, built, f, s, monkey
                 data, origin, rate = sound
                 span = audio_span(t0 + sources[0] / fps, t0 + (sources[-1] + 1) / fps,
                                   origin, rate)
-                keep = []  # the window's samples that lie in its stored clips' spans
-                for c in range(positions[0] // F0, positions[-1] // F0 + 1):
-                    first, last = rule.source_index(c * F0), rule.source_index(c * F0 + F0 - 1)
-                    own = audio_span(t0 + first / fps, t0 + (last + 1) / fps, origin, rate)
-                    keep += range(max(own.start, span.start), min(own.stop, span.stop))
-                np.testing.assert_array_equal(audio.numpy(), data[:, keep])
-                if frame_rate is None:  # contiguous spans: exactly a full decode's
-                    np.testing.assert_array_equal(audio.numpy(), data[:, span])
+                np.testing.assert_array_equal(audio.numpy(), data[:, span])
             i += 1
     assert i == len(ds) == len(reads) and ds.video_clips.num_clips() == len(ds)
+    assert tails > 0 or s > 1  # at step 1, windows reaching into the tails were among them
 
 
 def test_samplers_over_windows_equal_torchvisions(made_root, built):
@@ -141,7 +135,7 @@ def test_samplers_over_windows_equal_torchvisions(made_root, built):
         with av.open(str(path)) as c:
             fps = float(c.streams.video[0].average_rate)
         counts.append(windows_by_rule(len(decode_frames(path)), ClipRule(F0, F0, fps, frame_rate),
-                                      5, 2)[1])
+                                      5, 2))
     assert ds.video_clips.counts.tolist() == counts
     reference = ClipCounts(counts)
     for k in (1, 3):
@@ -277,7 +271,7 @@ def test_windows_on_real_videos(real_root, tmp_path):
         with av.open(str(p)) as c:
             fps, has_audio = Fraction(c.streams.video[0].average_rate), bool(c.streams.audio)
         sound, t0 = decode_audio(p) if has_audio else None, video_start(p)
-        present = (len(frames) // 8 * 8 - 16) // 5 + 1
+        present = (len(frames) - 16) // 5 + 1  # torchvision's count: the tail is kept
         for k in range(0, present, 3):
             video, audio, _ = ds[i + k]
             np.testing.assert_array_equal(video.numpy(), np.stack(frames[k * 5 : k * 5 + 16]))

@@ -59,7 +59,7 @@ def kinetics(request, made_root, tmp_path_factory) -> Kinetics:
 
 def test_video_clips_are_lazy_and_map_every_index_to_its_clip(kinetics):
     ds = Kinetics(kinetics._split.folder.url, None)
-    assert "video_clips" not in vars(ds) and ds._split._clips_per_video is None
+    assert "video_clips" not in vars(ds) and ds._split._counts is None
     vc = kinetics.video_clips
     counts = [len(c) for c in vc.clips]
     assert vc.num_videos() == len(counts) == 6 and vc.num_clips() == sum(counts) == len(kinetics)
