@@ -7,10 +7,15 @@ torchvision::
         step_between_clips=1, transform=transform_train, frame_rate=15, extensions=("avi", "mp4"))
 
 shardkin (after a one-off ``shardkin build ROOT OUT --split train --frames-per-clip 16
---step-between-clips 1 --frame-rate 15``, which this script runs when needed)::
+--frame-rate 15``, which this script runs when needed)::
 
     dataset = shardkin.Kinetics(out, "train", frames_per_clip=16, step_between_clips=1,
                                 transform=transform_train, frame_rate=15)
+
+The build stores each video's frames once (clips of 16 that do not overlap, and each
+video's tail); ``step_between_clips=1`` then cuts torchvision's clips from them at read
+time, the same clips in the same order, so the shards are 16 times smaller than a build
+of the overlapping clips themselves.
 
 The samplers (``RandomClipSampler(dataset.video_clips, 5)`` for training,
 ``UniformClipSampler`` for evaluation, both in torchvision's ``DistributedSampler`` when run
@@ -97,8 +102,7 @@ def prepare(args: argparse.Namespace) -> None:
         make_dataset(args.data_path, classes=3, videos_per_class=2, frames=40, size=(48, 32))
     for split in ("train", "val"):
         shardkin.build(args.data_path, args.output, split, frames_per_clip=args.clip_len,
-                       step_between_clips=1, frame_rate=args.frame_rate, workers=args.workers,
-                       progress=False)
+                       frame_rate=args.frame_rate, workers=args.workers, progress=False)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from ..format.audio import FLAC_HEAD, audio_member, decode_audio, flac_layout
 from ..format.codecs import decode_video, video_member
 from ..format.npy import parse_header
-from ..format.sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta, parse_key
+from ..format.sample import AUDIO, LABEL, META, REST, VIDEO, decode_label, decode_meta, parse_key
 from ..format.samples import (
     ALL_MEMBERS,
     REST_AUDIO_MEMBERS,
@@ -239,7 +239,7 @@ def read_video(video: Array | Encoded | Pieces, out: torch.Tensor | None = None
 def _decoded(encoded: Encoded, decode: Callable[[str, Any], np.ndarray]) -> np.ndarray:
     """The array of a compressed member; ShardError if it does not decode."""
     try:
-        return decode(encoded.member, encoded.data)
+        return decode(encoded.member.removeprefix(f"{REST}."), encoded.data)
     except Exception as e:  # any decoder failure on a damaged member
         raise ShardError(f"{encoded.where}: corrupt {encoded.member} member "
                          f"({type(e).__name__}: {e}) at byte {encoded.offset}: {HINT}") from None

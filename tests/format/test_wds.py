@@ -115,3 +115,33 @@ def test_unknown_members_are_left_and_bad_ones_refused():
 def test_import_does_not_import_torch():
     code = "import sys, shardkin; shardkin.wds_decoder; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rest_members_decode_and_windows_are_cut_from_every_codec(split):
+    """The tails (rest.video.*) decode like clips, and windows cut at read time from any
+    codec are the stored frames and tails in order, with their marks' sound."""
+    split_dir, urls = split
+    frames, marks, sound = {}, {}, {}
+    for s in sorted(wds.WebDataset(urls, shardshuffle=False).decode(shardkin.wds_decoder),
+                    key=lambda s: (s["json"]["video_index"], s["json"]["clip_index"])):
+        v, meta = s["json"]["video_index"], s["json"]
+        parts = [s[m] for m in VIDEO.split(";") if m in s]
+        parts += [s[f"rest.{m}"] for m in VIDEO.split(";") if f"rest.{m}" in s]
+        assert all(p.dtype == torch.uint8 and p.shape[1:] == parts[0].shape[1:] for p in parts)
+        frames[v] = torch.cat([frames.get(v, parts[0][:0]), *parts])
+        if "audio_marks" in meta:
+            rest = meta.get("rest", {})
+            pairs = marks.setdefault(v, ([], []))
+            pairs[0].extend(meta["audio_marks"]["starts"] + rest.get("starts", []))
+            pairs[1].extend(meta["audio_marks"]["ends"] + rest.get("ends", []))
+            sound.setdefault(v, meta["audio_marks"]["first"])
+    ds = shardkin.Kinetics(split_dir, "train", frames_per_clip=6, step_between_clips=3,
+                           output_format="THWC")
+    assert len(ds) == sum((len(f) - 6) // 3 + 1 for f in frames.values() if len(f) >= 6)
+    for i in range(len(ds)):
+        v, k = ds.video_clips.get_clip_location(i)
+        video, audio, _ = ds[i]
+        assert torch.equal(video, frames[v][k * 3 : k * 3 + 6])
+        if v in marks:
+            starts, ends = marks[v]
+            assert audio.shape[1] == ends[k * 3 + 5] - starts[k * 3]
