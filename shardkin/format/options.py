@@ -52,8 +52,9 @@ class ClipOptions:
     TITLE: ClassVar[str] = "clips (torchvision's VideoClips)"
     frames_per_clip: int = option(16, "frames in a clip (default 16)")
     step_between_clips: int | None = option(
-        None, "frames between clip starts, after resampling "
-              "(default: --frames-per-clip, i.e. no overlap; torchvision's default is 1)")
+        None, "frames between clip starts, after resampling (default: --frames-per-clip: "
+              "clips that do not overlap, from which the readers cut clips of any length and "
+              "step, torchvision's default of 1 included)")
     frame_rate: float | None = option(
         None, "resample every video to this many frames per second first")
 

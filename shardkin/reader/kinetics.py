@@ -67,8 +67,7 @@ class Kinetics(Dataset):
         options = manifest.options
         self.windows = None
         if clip_args.get("frames_per_clip") or clip_args.get("step_between_clips"):
-            self.windows = windows_for(options, self._split.clips_per_video(),
-                                       self._split.video_tails(), where,
+            self.windows = windows_for(options, self._split.video_counts, where,
                                        clip_args.pop("frames_per_clip", None),
                                        clip_args.pop("step_between_clips", None))
         differ = [f"{arg}={value!r} (built with {options.get(TORCHVISION_ARGS[arg])!r})"

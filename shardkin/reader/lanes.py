@@ -112,8 +112,8 @@ def _read_span(split: Split, shard: int, chosen: Sequence[int], pending: list[bo
 def _read_windows(split: Split, shard: int, windows: ClipSelection, chosen: Sequence[int],
                   pending: list[bool], wanted: Collection[str], on_error: str,
                   verify: bool) -> Iterator[Any]:
-    """The items of one span's windows (``chosen``, sorted): each cut from the one or two
-    samples it spans, every sample read once."""
+    """The items of one span's windows (``chosen``, sorted): each cut from the samples it
+    spans, every sample walked once."""
     cut = windows.cut(shard, np.asarray(chosen, np.int64))
     need = sorted({i for f, last, p in zip(cut.first.tolist(), cut.last.tolist(), pending)
                    if p for i in range(f, last + 1)})

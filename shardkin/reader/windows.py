@@ -16,7 +16,7 @@ windows reaching into the tail are absent.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -72,10 +72,11 @@ class Windows:
         return Span(*(int(x) for x in span)) if np.ndim(k) == 0 else span
 
 
-def windows_for(options: Mapping[str, Any], stored: Any, tails: Any, where: str,
+def windows_for(options: Mapping[str, Any], counts: Callable[[], tuple[Any, Any]], where: str,
                 frames_per_clip: int | None, step_between_clips: int | None) -> Windows | None:
     """The :class:`Windows` asked for of a build with these manifest ``options``, or None
-    when they are the build's own clips. An argument left out is the build's."""
+    when they are the build's own clips. An argument left out is the build's. ``counts``
+    gives the stored clips and tails of the videos (read only when needed)."""
     f0 = int(options["frames_per_clip"])
     s0 = int(options.get("step_between_clips") or f0)
     f = f0 if frames_per_clip is None else int(frames_per_clip)
@@ -90,4 +91,5 @@ def windows_for(options: Mapping[str, Any], stored: Any, tails: Any, where: str,
             "default). Rebuild it so, or leave out these arguments")
     if f < 1 or s < 1:
         raise ValueError(f"frames_per_clip and step_between_clips must be >= 1, got {f}, {s}")
+    stored, tails = counts()
     return Windows(stored, f0, f, s, tails)

@@ -102,14 +102,11 @@ class Split:
         """int64 clip counts of the split's videos in ``video_index`` order (torchvision's),
         videos too short for a clip included with 0: what clip samplers need. Read from the
         whole manifest once (about a second for Kinetics-700's)."""
-        return self._video_counts()[0]
+        return self.video_counts()[0]
 
-    def video_tails(self) -> np.ndarray:
-        """int64 frames each video keeps after its last clip (contiguous builds keep them
-        for clips cut at read time), in the same order; zeros for older builds."""
-        return self._video_counts()[1]
-
-    def _video_counts(self) -> tuple[np.ndarray, np.ndarray]:
+    def video_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`clips_per_video`, and the frames each video keeps after its last clip
+        (contiguous builds keep them for clips cut at read time; zeros for older builds)."""
         if self._counts is None:
             raw = self.folder.read_bytes(self.manifest_name)
             counts = _scan_counts(raw)
