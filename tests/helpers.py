@@ -3,6 +3,7 @@ plain PyAV."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import tarfile
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from shardkin import make_loader
 from shardkin.builder.clips import ClipRule, output_size
 
 
@@ -104,6 +106,23 @@ def tv_uniform(video_clips, num_clips_per_video: int) -> list[int]:
                     .floor().to(torch.int64))
         s += length
     return torch.cat(idxs).tolist()
+
+
+def resumed_keys(make_dataset, head_batches: int) -> tuple[list, list, dict]:
+    """An epoch of ``make_dataset()`` (return_dict, epoch set) read in two goes, batches of
+    3 over 2 workers: ``head_batches`` batches, then the rest by a new loader resumed from
+    the first one's state. Returns the (video_index, clip_index) pairs of each go and the
+    state."""
+    def pairs(batches) -> list[tuple[int, int]]:
+        return [k for b in batches for k in zip(b["video_index"].tolist(),
+                                                b["clip_index"].tolist())]
+
+    loader = make_loader(make_dataset(), 3, num_workers=2)
+    head = pairs(itertools.islice(loader, head_batches))
+    state = loader.state_dict()
+    loader = make_loader(make_dataset(), 3, num_workers=2)
+    loader.load_state_dict(state)
+    return head, pairs(loader), state
 
 
 def _fps(path: Path) -> Fraction:

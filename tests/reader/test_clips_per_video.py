@@ -14,6 +14,7 @@ import torch
 from shardkin import ShardDataset, make_loader
 from shardkin.builder import build
 
+from helpers import resumed_keys
 from servers import cutting_proxy, nginx_server
 
 
@@ -92,20 +93,14 @@ def test_resume_mid_epoch(built):
     split, _ = built
     kw = dict(clips_per_video=2, shuffle_buffer=16, seed=3)
     whole = keys(split, workers=2, epoch=1, **kw)[0]
-    ds = ShardDataset(split, return_dict=True, **kw)
-    ds.set_epoch(1)
-    loader = make_loader(ds, 3, num_workers=2)
-    head = []
-    for batch in itertools.islice(loader, 4):
-        head += list(zip(batch["video_index"].tolist(), batch["clip_index"].tolist()))
-    state = loader.state_dict()
-    again = ShardDataset(split, return_dict=True, **kw)
-    loader = make_loader(again, 3, num_workers=2)
-    loader.load_state_dict(state)
-    tail = []
-    for batch in loader:
-        tail += list(zip(batch["video_index"].tolist(), batch["clip_index"].tolist()))
-    assert sorted(head + tail) == sorted(whole) and len(head + tail) == len(whole)
+
+    def dataset():
+        ds = ShardDataset(split, return_dict=True, **kw)
+        ds.set_epoch(1)
+        return ds
+
+    head, tail, state = resumed_keys(dataset, 4)
+    assert head and sorted(head + tail) == sorted(whole) and len(head + tail) == len(whole)
     other = ShardDataset(split, return_dict=True, clips_per_video=3, shuffle_buffer=16, seed=3)
     with pytest.raises(ValueError, match="clips_per_video"):
         other.load_state_dict(state)

@@ -22,7 +22,15 @@ from shardkin.reader.records import read_video
 from shardkin.reader.windows import Windows, windows_for
 from shardkin.samplers import ClipCounts, RandomClipSampler, UniformClipSampler
 
-from helpers import audio_span, decode_audio, decode_frames, tv_random, tv_uniform, video_start
+from helpers import (
+    audio_span,
+    decode_audio,
+    decode_frames,
+    resumed_keys,
+    tv_random,
+    tv_uniform,
+    video_start,
+)
 
 F0 = 4  # the builds' frames_per_clip (contiguous: step 4)
 SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
@@ -213,18 +221,14 @@ def test_streamed_windows_resume_mid_epoch(built):
     split, _ = built
     kw = dict(frames_per_clip=7, step_between_clips=2, shuffle_buffer=16, seed=5)
     whole = keys(split, workers=2, epoch=1, **kw)[0]
-    ds = ShardDataset(split, None, return_dict=True, **kw)
-    ds.set_epoch(1)
-    loader = make_loader(ds, 3, num_workers=2)
-    head = []
-    for batch in itertools.islice(loader, 3):
-        head += list(zip(batch["video_index"].tolist(), batch["clip_index"].tolist()))
-    state = loader.state_dict()
-    loader = make_loader(ShardDataset(split, None, return_dict=True, **kw), 3, num_workers=2)
-    loader.load_state_dict(state)
-    tail = [k for batch in loader
-            for k in zip(batch["video_index"].tolist(), batch["clip_index"].tolist())]
-    assert sorted(head + tail) == sorted(whole)
+
+    def dataset():
+        ds = ShardDataset(split, None, return_dict=True, **kw)
+        ds.set_epoch(1)
+        return ds
+
+    head, tail, state = resumed_keys(dataset, 3)
+    assert head and sorted(head + tail) == sorted(whole)
     other = ShardDataset(split, None, **{**kw, "step_between_clips": 3})
     with pytest.raises(ValueError, match="step"):
         other.load_state_dict(state)
