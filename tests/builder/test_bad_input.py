@@ -10,7 +10,9 @@ import av
 import numpy as np
 import pytest
 
+from shardkin import Kinetics
 from shardkin.builder import BuildError, build
+from shardkin.builder import shard as shard_module
 from shardkin.builder.clips import ClipRule
 from shardkin.synth import make_video
 
@@ -68,6 +70,8 @@ def test_bad_files_are_recorded_and_valid_ones_kept(bad_root, tmp_path):
     assert t["status"] in ("partial", "ok")
     if t["status"] == "partial":
         assert t["reason"]
+    # the frames after the last clip are kept, unless a decode error may have cut them short
+    assert t["tail"] == (0 if t["status"] == "partial" else t["frames"] - 8 * t["clips"])
     _, samples = read_split(tmp_path / "train")
     frames = decode_frames(bad_root / "train/good/truncated.mp4")
     kept = [s for s in samples if s["json"]["path"] == "train/good/truncated.mp4"]
@@ -77,6 +81,27 @@ def test_bad_files_are_recorded_and_valid_ones_kept(bad_root, tmp_path):
             s["video.npy"], np.stack([frames[j] for j in s["json"]["source_frames"]])
         )
     assert m["classes"] == ["empty_class", "good"]
+
+
+def test_a_last_clip_that_fails_to_write_takes_its_tail(tmp_path, monkeypatch):
+    make_video(tmp_path / "root/train/a/v.mp4", 30, 30, (32, 32))  # 3 clips of 8 + 6 frames
+    real = shard_module.encode_sample
+
+    def fails_with_a_tail(video, audio, label, meta, *args):
+        if (meta.get("rest") or {}).get("frames"):
+            raise ValueError("cannot encode")
+        return real(video, audio, label, meta, *args)
+
+    m = build(tmp_path / "root", tmp_path / "ok", "train", frames_per_clip=8, workers=1,
+              progress=False)
+    assert (m["videos"][0]["clips"], m["videos"][0]["tail"]) == (3, 6)
+    monkeypatch.setattr(shard_module, "encode_sample", fails_with_a_tail)
+    m = build(tmp_path / "root", tmp_path / "out", "train", frames_per_clip=8, workers=1,
+              progress=False)
+    v = m["videos"][0]
+    assert (v["status"], v["clips"], v["tail"]) == ("partial", 2, 0)
+    assert "cannot encode" in v["reason"]
+    assert len(Kinetics(tmp_path / "out/train", frames_per_clip=8, step_between_clips=1)) == 9
 
 
 def test_nothing_valid_exits_non_zero(bad_root, tmp_path):
