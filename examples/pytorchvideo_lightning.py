@@ -12,11 +12,14 @@ shardkin (after a one-off ``shardkin build DATA OUT --split train --frames-per-c
 --frame-rate 8``, 2 s clips, and the same for val; this script runs it when needed)::
 
     ShardDataModule(OUT, batch_size=8, num_workers=8, return_dict=True,
-                    train_kwargs={"transform": train_transform, "clips_per_video": 1},
+                    train_kwargs={"transform": train_transform, "clips_per_video": 1,
+                                  "step_between_clips": 1},
                     val_kwargs={"transform": val_transform})
 
-Training reads one random stored clip of each video an epoch (the tutorial's "random"
-sampler), validation every clip (its "uniform"). Items are the dicts PyTorchVideo's
+Training reads one random 2 s clip of each video an epoch, starting at any frame (the
+tutorial's "random" sampler starts it at any time): a window cut at read time from the
+stored clips. Validation reads every stored clip, the video's 2 s clips end to end (its
+"uniform"). Items are the dicts PyTorchVideo's
 Kinetics yields (``video`` float32 ``[C, T, H, W]``, 0..255), so its transforms run
 unchanged; they are written here with torch ops (pytorchvideo and torchvision need not be
 installed). The model is a tiny 3D convnet instead of the tutorial's 3D ResNet.
@@ -209,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prepare(args)
     data = ShardDataModule(
         args.output, batch_size=args.batch_size, num_workers=args.workers, return_dict=True,
-        train_kwargs={"transform": video_transform(True, args), "clips_per_video": 1},
+        train_kwargs={"transform": video_transform(True, args), "clips_per_video": 1,
+                      "step_between_clips": 1},  # a random window: starts at any frame
         val_kwargs={"transform": video_transform(False, args)})
     classes = shardkin.load_manifest(args.output, "train")["classes"]
     module = VideoClassificationLightningModule(len(classes), args.lr)

@@ -63,3 +63,5 @@ def test_pytorchvideo_lightning_example_trains(tmp_path):
     assert out["shapes"] == {(3, 8, 28, 28)}  # the tutorial's pipeline ran on the dicts
     train = out["data"].train_dataloader()
     assert len(train) == 3 and train.dataset.epoch == 1  # 6 videos, one clip each: 2 epochs
+    windows = train.dataset.windows  # 40 and 48 frames at 30 fps -> 20 and 24 at 15
+    assert (windows.frames, windows.step, windows.counts.tolist()) == (4, 1, [17, 21] * 3)
