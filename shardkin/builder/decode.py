@@ -59,7 +59,7 @@ class VideoStats:
     rotation: int = 0
     frames: int = 0
     clips: int = 0
-    tail: int = 0  # frames after the last clip kept with it (contiguous builds)
+    tail: int = 0  # frames kept with the last clip, once it is taken (contiguous builds)
     error: str | None = None  # set when decoding stopped early
 
 
@@ -183,7 +183,6 @@ class VideoCutter:
         marks: dict = {}
         if tail:
             clip.rest_video = np.stack([frames[j] for j in tail])
-            self.stats.tail = len(tail)
         if self._audio is not None:
             first, sound = self._audio.cut(clip.end, until)
             marks = {"first": first, **(self._marks(tail) if tail else {})}
@@ -255,7 +254,8 @@ class VideoCutter:
                     self._add_rest(held, self._time(tail[-1] + 1) if tail else held.end,
                                    tail, frames)
                 yield held
-                stats.clips += 1
+                stats.clips += 1  # counted, with its tail, once taken (written)
+                stats.tail = 0 if held.rest_video is None else len(held.rest_video)
         finally:
             self.close()
 

@@ -50,8 +50,7 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
     except Exception as e:  # an odd file must not take the other videos down
         stats.error = f"{type(e).__name__}: {e}"
         cutter.close()
-    record.update(clips=stats.clips, frames=stats.frames, reason=stats.error,
-                  tail=0 if stats.error else stats.tail)  # a failed last clip takes its tail
+    record.update(clips=stats.clips, frames=stats.frames, tail=stats.tail, reason=stats.error)
     if stats.error:
         record["status"] = "partial" if stats.clips else "failed"
         if not stats.clips:
