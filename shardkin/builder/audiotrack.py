@@ -20,7 +20,7 @@ class AudioTrack:
     def __init__(self, container: av.container.InputContainer, rate: int,
                  channels: int) -> None:
         self._container = container  # its own, closed by close()
-        stream = self._container.streams.audio[0]
+        stream = self._container.streams.best("audio")  # TorchCodec's (torchvision's) choice
         self.rate = rate or stream.codec_context.sample_rate
         self.channels = channels or stream.codec_context.channels
         self._resampler = av.AudioResampler(

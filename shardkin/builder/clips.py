@@ -2,7 +2,7 @@
 
 A video of ``N`` decoded frames at ``fps`` is first resampled to ``frame_rate``
 (when given): position ``p`` of the resampled video is source frame
-``floor(float32(p) * float32(fps / frame_rate))``, for ``p < floor(N * (frame_rate / fps))``;
+``floor(float32(p) * float32(fps / frame_rate))``, for ``p < floor(N * frame_rate / fps)``;
 when ``fps / frame_rate`` is a whole number ``r`` the resampled video is
 ``range(0, N, r)`` over all ``N`` frames, exactly as torchvision does. Clip ``k``
 is the window of ``frames_per_clip`` positions starting at ``k * step_between_clips``.
@@ -48,7 +48,7 @@ class ClipRule:
         r = self._integer_ratio
         if r is not None:
             return -(-num_frames // r)  # len(range(0, N, r))
-        return int(math.floor(num_frames * (float(self.frame_rate) / self.fps)))
+        return int(math.floor(num_frames * float(self.frame_rate) / self.fps))  # in its order
 
     def source_index(self, position: int) -> int:
         """Source frame shown at ``position`` of the resampled video."""

@@ -15,7 +15,7 @@ fewer than frames_per_clip) with their sound.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
@@ -25,6 +25,7 @@ from ..format.audio import NONE
 from ..format.options import BuildOptions
 from .audiotrack import AudioTrack
 from .clips import ClipRule, output_size
+from .timeline import TORCHCODEC, place, scan
 
 
 class DecodeError(Exception):
@@ -56,10 +57,10 @@ class VideoStats:
     out_height: int
     audio_rate: int
     audio_channels: int
-    rotation: int = 0
-    frames: int = 0
+    frames: int = 0  # slots of the timeline placed (torchvision's frame count)
     clips: int = 0
     tail: int = 0  # frames kept with the last clip, once it is taken (contiguous builds)
+    held: list[int] = field(default_factory=list)  # slots showing the previous picture
     error: str | None = None  # set when decoding stopped early
 
 
@@ -78,10 +79,11 @@ def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video stream FFmpeg calls best (TorchCodec's default, so torchvision's)."""
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["nothing"]
         raise DecodeError(f"no video stream (contains {', '.join(kinds)})")
-    return container.streams.video[0]
+    return container.streams.best("video")
 
 
 def probe(path: str) -> dict:
@@ -103,7 +105,6 @@ def probe(path: str) -> dict:
             "width": stream.codec_context.width,
             "height": stream.codec_context.height,
             "frames": int(frames),
-            "has_audio": bool(container.streams.audio),
         }
 
 
@@ -117,9 +118,12 @@ class VideoCutter:
     """Iterate the clips of one video, cut and resized as the build's clip, resize and
     audio ``options`` say; ``stats`` is complete once iteration ends.
 
+    Frames and fps follow the build's timeline (:mod:`.timeline`: torchvision 0.28's
+    scan by default, where a slot without a picture of its own holds the previous one).
     Clip times are ``start + frame_index / fps`` with ``start`` the first frame's
-    presentation time: torchvision's rule, corrected for a video stream that does
-    not start at 0 (per-frame pts are unreliable in AVI files).
+    presentation time (the scan's first timestamp, or with the ``"pyav"`` timeline the
+    first decoded frame's): torchvision's rule, corrected for a video stream that does
+    not start at 0.
 
     A decode error part-way stops the video there: the clips that were complete
     before it are kept (they are exactly the clips of the frames that decoded)
@@ -135,9 +139,16 @@ class VideoCutter:
             self._container.close()
             raise
         _set_threads(self._stream, decode_threads)
-        self._fps = _frame_rate(self._stream)
-        cc = self._stream.codec_context
         r, a, c = options.resize, options.audio, options.clips
+        self._fps = Fraction(_frame_rate(self._stream))
+        self._start = Fraction(0)  # presentation time of the first frame
+        self._slots = None  # the scan's slots (None: the "pyav" timeline)
+        if c.timeline == TORCHCODEC:
+            with _open(path) as other:  # a demuxer of its own: the scan reads to the end
+                found = scan(other, other.streams[self._stream.index])
+            self._fps = Fraction(found.fps) if found.fps else self._fps
+            self._start, self._slots = found.begin, found.slots
+        cc = self._stream.codec_context
         out_w, out_h = output_size(
             cc.width, cc.height, r.width, r.height, r.min_dimension, r.max_dimension
         )
@@ -148,7 +159,7 @@ class VideoCutter:
             else None
         )
         self.stats = VideoStats(
-            fps=float(self._fps),
+            fps=float(self._fps),  # the timeline's: a float as torchvision's, exactly
             width=cc.width,
             height=cc.height,
             out_width=out_w,
@@ -156,7 +167,6 @@ class VideoCutter:
             audio_rate=self._audio.rate if self._audio else 0,
             audio_channels=self._audio.channels if self._audio else max(1, a.audio_channels),
         )
-        self._start = Fraction(0)  # presentation time of the first frame
         self.rule = ClipRule(
             c.frames_per_clip, c.step_between_clips, float(self._fps), c.frame_rate
         )
@@ -190,11 +200,12 @@ class VideoCutter:
         if tail or clip.rest_audio is not None:
             clip.rest_marks = {"frames": len(tail or ()), **marks}
 
-    def _make_clip(self, k: int, frames: dict[int, np.ndarray], held: CutClip | None) -> CutClip:
+    def _make_clip(self, k: int, frames: dict[int, np.ndarray],
+                   previous: CutClip | None) -> CutClip:
         sources = self.rule.clip_sources(k)
         start, end = self._time(sources[0]), self._time(sources[-1] + 1)
-        if held is not None and self._contiguous:
-            self._add_rest(held, start)  # first: the track drops what is before a cut
+        if previous is not None and self._contiguous:
+            self._add_rest(previous, start)  # first: the track drops what is before a cut
         marks = None
         if self._audio is not None:
             first, audio = self._audio.cut(start, end)
@@ -209,32 +220,36 @@ class VideoCutter:
         frames: dict[int, np.ndarray] = {}
         position = 0  # first resampled position whose source frame is not yet seen
         next_clip = 0
-        held: CutClip | None = None  # the last clip made, handed out once its rest is known
+        waiting: CutClip | None = None  # the last clip made, handed out once its rest is known
+        shown: tuple[av.VideoFrame | None, np.ndarray | None] = (None, None)  # converted last
         try:
             try:
-                for frame in self._container.decode(self._stream):
-                    j = stats.frames
+                for placed in place(self._container.decode(self._stream), self._slots):
+                    j, frame = placed.slot, placed.frame
                     stats.frames += 1
-                    if j == 0:
-                        stats.rotation = int(getattr(frame, "rotation", 0) or 0)
-                        if frame.pts is not None and frame.time_base is not None:
-                            self._start = Fraction(frame.pts) * frame.time_base
+                    if placed.held:
+                        stats.held.append(j)
+                    if (j == 0 and self._slots is None and frame.pts is not None
+                            and frame.time_base is not None):
+                        self._start = Fraction(frame.pts) * frame.time_base
                     needed = False
                     while rule.source_index(position) <= j:
                         needed |= rule.source_index(position) == j and rule.in_some_clip(position)
                         position += 1
-                    if needed:
-                        frames[j] = self._rgb(frame)
+                    if needed:  # a held slot shows the picture converted for the slot before
+                        if shown[0] is not frame:
+                            shown = (frame, self._rgb(frame))
+                        frames[j] = shown[1]
                     while True:
                         last = rule.clip_positions(next_clip)[-1]
                         if (rule.num_positions(stats.frames) <= last
                                 or rule.source_index(last) >= stats.frames):
                             break
-                        clip = self._make_clip(next_clip, frames, held)
-                        if held is not None:
-                            yield held
+                        clip = self._make_clip(next_clip, frames, waiting)
+                        if waiting is not None:
+                            yield waiting
                             stats.clips += 1
-                        held = clip
+                        waiting = clip
                         next_clip += 1
                         keep_from = rule.source_index(rule.clip_positions(next_clip)[0])
                         for old in [i for i in frames if i < keep_from]:
@@ -242,20 +257,20 @@ class VideoCutter:
             except av.FFmpegError as e:
                 stats.error = f"decode error after {stats.frames} frames: {e}"
             except Exception:
-                if held is not None:  # the clips made before an odd failure are kept
-                    yield held
+                if waiting is not None:  # the clips made before an odd failure are kept
+                    yield waiting
                     stats.clips += 1
                 raise
-            if held is not None:
+            if waiting is not None:
                 if stats.error is None and self._contiguous:
                     tail = [rule.source_index(p)
                             for p in range(next_clip * rule.frames_per_clip,
                                            rule.num_positions(stats.frames))]
-                    self._add_rest(held, self._time(tail[-1] + 1) if tail else held.end,
+                    self._add_rest(waiting, self._time(tail[-1] + 1) if tail else waiting.end,
                                    tail, frames)
-                yield held
+                yield waiting
                 stats.clips += 1  # counted, with its tail, once taken (written)
-                stats.tail = 0 if held.rest_video is None else len(held.rest_video)
+                stats.tail = 0 if waiting.rest_video is None else len(waiting.rest_video)
         finally:
             self.close()
 

@@ -43,6 +43,7 @@ def build(
     step_between_clips: int | None = None,
     frame_rate: float | None = None,
     *,
+    timeline: str = "torchcodec",
     width: int = 0,
     height: int = 0,
     min_dimension: int = 0,
@@ -80,7 +81,8 @@ def build(
 
     Clip arguments follow ``torchvision.datasets.Kinetics`` (``frames_per_clip``,
     ``step_between_clips`` -- default ``frames_per_clip``, i.e. clips do not overlap --
-    and ``frame_rate``); ``width``/``height``/``min_dimension``/``max_dimension`` and
+    and ``frame_rate``; ``timeline``: whose frame count and fps, torchvision 0.28's by
+    default); ``width``/``height``/``min_dimension``/``max_dimension`` and
     ``audio_rate``/``audio_channels`` follow its ``_video_*``/``_audio_*`` arguments.
     Every option is described in :mod:`shardkin.format.options`. Returns the manifest
     (see :mod:`shardkin.format.manifest`).
@@ -283,6 +285,7 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifes
               "bytes": sum(s.bytes for s in shards), "shards": len(shards),
               "skipped": len(skipped), "partial": status["partial"],
               "too_short": status["too_short"],
+              "held": sum(len(v.get("held", ())) for v in videos),
               "skipped_extensions": sum(plan["skipped_extensions"].values())}
     return Manifest(split=plan["split"], classes=plan["classes"], shards=ShardTable.of(shards),
                     options=plan["options"], index=index, videos=videos, skipped=skipped,

@@ -50,7 +50,8 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
     except Exception as e:  # an odd file must not take the other videos down
         stats.error = f"{type(e).__name__}: {e}"
         cutter.close()
-    record.update(clips=stats.clips, frames=stats.frames, tail=stats.tail, reason=stats.error)
+    record.update(clips=stats.clips, frames=stats.frames, tail=stats.tail, fps=stats.fps,
+                  held=stats.held, reason=stats.error)
     if stats.error:
         record["status"] = "partial" if stats.clips else "failed"
         if not stats.clips:

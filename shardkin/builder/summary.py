@@ -14,6 +14,7 @@ def summary(manifest: dict, seconds: float) -> str:
         ("videos with clips", t["videos"] - t["too_short"]),
         ("  of which partial", t["partial"]),
         ("videos too short", t["too_short"]),
+        ("frames held", f"{t.get('held', 0)} (no picture of their own: the previous shown)"),
         ("videos skipped", t["skipped"]),
         *((f"  {r}", n) for r, n in reasons.most_common()),
         ("files of other types", t["skipped_extensions"]),

@@ -24,6 +24,9 @@ from .codecs import JPEG, JPEG_PSNR, MEMBER, RAW, ZSTD
 
 DEFAULT_EXTENSIONS = ("mp4", "avi", "mkv", "webm", "mov")
 EXECUTOR_NAMES = ("local", "ray")
+# how a video's frames are counted (shardkin.builder.timeline): torchvision 0.28's TorchCodec
+# scan, or its former PyAV backend's decoded pictures
+TIMELINES = ("torchcodec", "pyav")
 SHARDS_TITLE = "shards and execution"  # shard sizes are listed with the execution flags
 
 # torchvision.datasets.Kinetics argument -> the build option it must equal
@@ -57,6 +60,13 @@ class ClipOptions:
               "step, torchvision's default of 1 included)")
     frame_rate: float | None = option(
         None, "resample every video to this many frames per second first")
+    timeline: str = option(
+        "torchcodec", "how frames are counted and the fps taken: torchcodec (torchvision 0.28 "
+        "and newer, through TorchCodec: one frame per packet, fps = frames / scanned "
+        "duration; a frame with no picture of its own shows the previous one) or pyav "
+        "(torchvision's former PyAV backend, with which its model zoo was trained: the "
+        "decoded pictures at the stream's average rate)",
+        choices=TIMELINES, older="pyav")
 
 
 @dataclass(frozen=True)
@@ -205,7 +215,8 @@ class BuildOptions:
             self,
             clips=ClipOptions(int(clips.frames_per_clip),
                               int(clips.step_between_clips or clips.frames_per_clip),
-                              float(clips.frame_rate) if clips.frame_rate else None),
+                              float(clips.frame_rate) if clips.frame_rate else None,
+                              _choice(clips.timeline, TIMELINES, "timeline")),
             resize=ResizeOptions(*(int(v) for v in astuple(self.resize))),
             audio=AudioOptions(int(audio.audio_rate) if kept else 0,
                                int(audio.audio_channels) if kept else 0, codec),
@@ -221,6 +232,12 @@ class BuildOptions:
                 jpeg_quality=quality if jpeg else None,
                 jpeg_psnr=float(st.jpeg_psnr or JPEG_PSNR) if jpeg and quality is None else None),
         )
+
+
+def _choice(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}: use {' or '.join(choices)}")
+    return value
 
 
 def option_groups() -> dict[str, type]:
