@@ -50,9 +50,71 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _not_coded_vop(packet: bytes, increment_bits: int) -> bytes:
+    """An MPEG-4 VOP that is not coded ("show the previous picture again"): the header of
+    ``packet``'s VOP up to its time increment, then ``vop_coded = 0``."""
+    assert packet[:4] == b"\x00\x00\x01\xb6"
+    bits = "".join(f"{x:08b}" for x in packet[4:12])
+    i = 2  # vop_coding_type
+    while bits[i] == "1":  # modulo_time_base, ended by a 0
+        i += 1
+    head = bits[: i + 1 + 1 + increment_bits + 1] + "0"  # 0, marker, increment, marker, coded
+    head += "0" + "1" * ((-len(head) - 1) % 8)  # stuffing to the byte
+    return packet[:4] + int(head, 2).to_bytes(len(head) // 8, "big")
+
+
+def make_not_coded_avi(path: Path, frames: int, after: tuple[int, ...], fps: int = 30,
+                       size: tuple[int, int] = (64, 48)) -> list[int]:
+    """An MPEG-4 AVI of ``frames`` pictures with a not-coded frame (its own timestamp, no
+    picture) after each packet in ``after``, as some AVI encoders write; returns the
+    timeline slots of the not-coded frames."""
+    from shardkin.synth import frame_image
+
+    src = path.with_suffix(".src.avi")
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        for i in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame_image(i, *size),
+                                                             format="rgb24")))
+        out.mux(stream.encode(None))
+    held = []
+    with av.open(str(src)) as source, av.open(str(path), "w") as out:
+        packets = [p for p in source.demux(video=0) if p.size]
+        stream = out.add_stream_from_template(source.streams.video[0])
+        shift = 0
+        for k, packet in enumerate(packets):
+            packet.stream = stream
+            packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+            out.mux(packet)
+            if k in after:
+                shift += 1
+                held.append(packet.pts + 1)
+                skip = av.Packet(_not_coded_vop(bytes(packet), (fps - 1).bit_length()))
+                skip.stream, skip.time_base = stream, packet.time_base
+                skip.pts = skip.dts = packet.pts + 1
+                out.mux(skip)
+    src.unlink()
+    return held
+
+
 def decode_frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def timeline_frames(path: Path) -> tuple[list[np.ndarray], Fraction, Fraction]:
+    """(the picture at each slot of torchvision 0.28's timeline, its fps, its start time):
+    the timeline shardkin.builder.timeline computes, checked against TorchCodec itself in
+    test_timeline, over a plain decode."""
+    from shardkin.builder.timeline import place, scan
+
+    with av.open(str(path)) as c:
+        found = scan(c, c.streams.best("video"))
+    with av.open(str(path)) as c:
+        pictures = [p.frame.to_ndarray(format="rgb24")
+                    for p in place(c.decode(c.streams.best("video")), found.slots)]
+    return pictures, Fraction(found.fps), found.begin
 
 
 def video_start(path: Path) -> Fraction:
@@ -125,12 +187,27 @@ def resumed_keys(make_dataset, head_batches: int) -> tuple[list, list, dict]:
     return head, pairs(loader), state
 
 
-def _fps(path: Path) -> Fraction:
+def _stream_start(path: Path) -> Fraction:
+    """The first packet's time (decoding time in AVI, which stores no presentation time)."""
     with av.open(str(path)) as c:
-        return Fraction(c.streams.video[0].average_rate)
+        s = c.streams.best("video")
+        avi = c.format.name == "avi"
+        times = [(p.dts if avi else p.pts) for p in c.demux(s) if p.size]
+        return Fraction(min(t for t in times if t is not None)) * s.time_base
 
 
-def _has_audio(path: Path) -> bool:
+def slot_pictures(pictures: list, frames: int, held: list[int]) -> list:
+    """The picture shown at each of ``frames`` timeline slots: the decoded ones in order, a
+    held slot showing the one before."""
+    assert len(pictures) + len(held) == frames
+    shown, k = [], -1
+    for slot in range(frames):
+        k += slot not in held
+        shown.append(pictures[max(k, 0)])
+    return shown
+
+
+def has_audio(path: Path) -> bool:
     with av.open(str(path)) as c:
         return bool(c.streams.audio)
 
@@ -145,16 +222,14 @@ def check_against_source(root: Path, split_dir: Path, fpc: int, step: int,
         by_video[s["json"]["path"]].append(s)
     for video in manifest["videos"]:
         src = root / video["path"]
-        frames = decode_frames(src)
-        rule = ClipRule(fpc, step, float(_fps(src)), frame_rate)
-        assert video["frames"] == len(frames)
+        frames = slot_pictures(decode_frames(src), video["frames"], video["held"])
+        rule = ClipRule(fpc, step, video["fps"], frame_rate)  # the timeline: test_timeline
         assert video["clips"] == rule.num_clips(len(frames))
         clips = by_video.pop(video["path"], [])
         assert [c["json"]["clip_index"] for c in clips] == list(range(video["clips"]))
         assert {c["shard"] for c in clips} <= {video["shard"]}
-        audio = decode_audio(src) if _has_audio(src) else None
-        t0 = video_start(src)
-        fps = rule.fps
+        audio = decode_audio(src) if has_audio(src) else None
+        t0, fps = _stream_start(src), Fraction(video["fps"])
         for clip in clips:
             meta = clip["json"]
             assert meta["source_frames"] == rule.clip_sources(meta["clip_index"])
@@ -164,7 +239,8 @@ def check_against_source(root: Path, split_dir: Path, fpc: int, step: int,
             if size:
                 w, h = output_size(want.shape[2], want.shape[1], *size)
                 with av.open(str(src)) as c:
-                    all_frames = list(c.decode(video=0))
+                    all_frames = slot_pictures(list(c.decode(video=0)), video["frames"],
+                                               video["held"])
                 want = np.stack([all_frames[j].to_ndarray(format="rgb24", width=w, height=h,
                                                           interpolation="AREA")
                                  for j in meta["source_frames"]])
@@ -175,8 +251,7 @@ def check_against_source(root: Path, split_dir: Path, fpc: int, step: int,
             else:
                 data, origin, rate = audio
                 first, last = meta["source_frames"][0], meta["source_frames"][-1]
-                f = _fps(src)
-                span = audio_span(t0 + first / f, t0 + (last + 1) / f, origin, rate)
+                span = audio_span(t0 + first / fps, t0 + (last + 1) / fps, origin, rate)
                 assert meta["audio_rate"] == rate
                 np.testing.assert_array_equal(clip["audio.npy"], data[:, span])
                 assert clip["audio.npy"].shape[1] == pytest.approx(

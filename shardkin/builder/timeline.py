@@ -18,13 +18,15 @@ which its model zoo was trained): the decoded pictures are the frames, the strea
 rate is the fps. shardkin builds made before the timeline option followed it.
 
 The scan reads what the container stores, so that the fps is the same whichever FFmpeg
-reads it (PyAV bundles FFmpeg 7; torchvision's TorchCodec uses the system's, often 5 or 6):
+reads it (PyAV bundles FFmpeg 8; torchvision's TorchCodec uses the system's, often 5 to 7):
 - AVI stores no presentation timestamps: FFmpeg 5 leaves them unset (TorchCodec then uses the
-  decoding timestamp), FFmpeg 7 infers ``dts + 1`` for streams with B-frames. The scan takes
+  decoding timestamp), FFmpeg 8 infers ``dts + 1`` for streams with B-frames. The scan takes
   the decoding timestamp of AVI packets.
-- MP4/MOV store each sample's duration (``stts``). FFmpeg 7 replaces a short last one (e.g. 1
-  tick) by the usual one; FFmpeg 5 keeps it. The stream's duration is the sum of the stored
-  durations, so the last sample's stored one is what the others leave of it.
+- MP4/MOV store each sample's duration (``stts``). With an edit list, FFmpeg 8 gives a short
+  last one (e.g. 1 tick) as the usual one; FFmpeg 5 keeps it. Where no frame is reordered
+  (pts equal to dts throughout), the stream's duration is the sum of the stored durations, so
+  the last sample's stored one is what the others leave of it (measured: FFmpeg 5.1 against
+  PyAV's FFmpeg 8 on the real and made test videos; they agree everywhere else).
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def scan(container: av.container.InputContainer, stream: av.video.stream.VideoSt
     times: list[tuple[int, int, int | None]] = []  # (slot time, packet order, pts)
     ends: list[int] = []  # each packet's slot time + duration
     dts: list[int] = []
-    error = None
+    reordered, error = False, None
     try:
         for packet in container.demux(stream):
             if packet.size == 0 and packet.pts is None and packet.dts is None:
@@ -82,13 +84,15 @@ def scan(container: av.container.InputContainer, stream: av.video.stream.VideoSt
             times.append((t, len(times), packet.pts))
             ends.append(t + packet.duration)
             dts.append(packet.dts if packet.dts is not None else t)
+            reordered |= packet.pts != packet.dts
     except (av.FFmpegError, OSError) as e:
         error = f"scan stopped after {len(times)} packets: {e}"
-    if error is None and container.format.name.startswith("mov,") and stream.duration:
+    if (error is None and not reordered and container.format.name.startswith("mov,")
+            and stream.duration):
         last = max(range(len(dts)), key=dts.__getitem__, default=None)
         if last is not None:  # the last sample's stored duration (see the module's notes)
             stored = stream.duration - (dts[last] - min(dts))
-            if 0 <= stored < ends[last] - times[last][0]:  # shorter: FFmpeg 7 replaced it
+            if 0 <= stored < ends[last] - times[last][0]:  # shorter: FFmpeg 8 replaced it
                 ends[last] = times[last][0] + stored
     lo, hi = (min(times)[0], max(ends)) if times else (None, None)
     times.sort()

@@ -12,7 +12,7 @@ from shardkin import Kinetics
 from shardkin.builder import build
 from shardkin.builder.clips import ClipRule
 
-from helpers import decode_frames, read_split
+from helpers import decode_frames, read_split, timeline_frames
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +26,14 @@ def built(made_root, tmp_path_factory):
 def _torchvision_order(made_root, manifest) -> list[tuple[str, list[int]]]:
     """(path, source frames) of every clip by torchvision's rules: classes sorted,
     videos sorted within a class, clips in order."""
-    import av
 
     order = []
     for cls in manifest["classes"]:
         for path in sorted(p for p in (made_root / "train" / cls).glob("*")
                            if p.suffix in (".mp4", ".mkv", ".avi", ".webm", ".mov")):
-            with av.open(str(path)) as c:
-                fps = float(c.streams.video[0].average_rate)
-            n = len(decode_frames(path))
-            rule = ClipRule(4, 3, fps)
+            frames, fps, _ = timeline_frames(path)
+            rule = ClipRule(4, 3, float(fps))
+            n = len(frames)
             order += [(path.relative_to(made_root).as_posix(), rule.clip_sources(k))
                       for k in range(rule.num_clips(n))]
     return order

@@ -6,10 +6,8 @@ import itertools
 import os
 import random
 from collections import Counter
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -25,11 +23,11 @@ from shardkin.samplers import ClipCounts, RandomClipSampler, UniformClipSampler
 from helpers import (
     audio_span,
     decode_audio,
-    decode_frames,
+    has_audio,
     resumed_keys,
+    timeline_frames,
     tv_random,
     tv_uniform,
-    video_start,
 )
 
 F0 = 4  # the builds' frames_per_clip (contiguous: step 4)
@@ -116,13 +114,10 @@ def test_every_window_of_kinetics_is_torchvisions(made_root, built, f, s, monkey
                         read_range(*a))
     i = tails = 0
     for path in source_videos(made_root):
-        frames = decode_frames(path)
-        with av.open(str(path)) as c:
-            fps, has_audio = Fraction(c.streams.video[0].average_rate), bool(c.streams.audio)
+        frames, fps, t0 = timeline_frames(path)
         rule = ClipRule(F0, F0, float(fps), frame_rate)
         count = windows_by_rule(len(frames), rule, f, s)
-        sound = decode_audio(path) if has_audio else None
-        t0 = video_start(path)
+        sound = decode_audio(path) if has_audio(path) else None
         for k in range(count):
             video, audio, label = ds[i]
             sources = [rule.source_index(p) for p in range(k * s, k * s + f)]
@@ -146,9 +141,8 @@ def test_samplers_over_windows_equal_torchvisions(made_root, built):
     ds = Kinetics(split, None, frames_per_clip=5, step_between_clips=2, return_dict=True)
     counts = []
     for path in source_videos(made_root):
-        with av.open(str(path)) as c:
-            fps = float(c.streams.video[0].average_rate)
-        counts.append(windows_by_rule(len(decode_frames(path)), ClipRule(F0, F0, fps, frame_rate),
+        frames, fps, _ = timeline_frames(path)
+        counts.append(windows_by_rule(len(frames), ClipRule(F0, F0, float(fps), frame_rate),
                                       5, 2))
     assert ds.video_clips.counts.tolist() == counts
     reference = ClipCounts(counts)
@@ -277,10 +271,8 @@ def test_windows_on_real_videos(real_root, tmp_path):
                   output_format="THWC")
     i = 0
     for p in videos:
-        frames = decode_frames(p)
-        with av.open(str(p)) as c:
-            fps, has_audio = Fraction(c.streams.video[0].average_rate), bool(c.streams.audio)
-        sound, t0 = decode_audio(p) if has_audio else None, video_start(p)
+        frames, fps, t0 = timeline_frames(p)
+        sound = decode_audio(p) if has_audio(p) else None
         present = (len(frames) - 16) // 5 + 1  # torchvision's count: the tail is kept
         for k in range(0, present, 3):
             video, audio, _ = ds[i + k]
