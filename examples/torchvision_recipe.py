@@ -9,7 +9,7 @@ torchvision::
 shardkin (after a one-off ``shardkin build ROOT OUT --split train --frames-per-clip 16
 --frame-rate 15``, which this script runs when needed)::
 
-    dataset = shardkin.Kinetics(out, "train", frames_per_clip=16, step_between_clips=1,
+    dataset = shardkin.Kinetics(out, split="train", frames_per_clip=16, step_between_clips=1,
                                 transform=transform_train, frame_rate=15)
 
 The build stores each video's frames once (clips of 16 that do not overlap, and each
@@ -118,10 +118,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if distributed:
         dist.barrier()
 
-    dataset = shardkin.Kinetics(args.output, "train", frames_per_clip=args.clip_len,
+    dataset = shardkin.Kinetics(args.output, split="train", frames_per_clip=args.clip_len,
                                 step_between_clips=1, transform=VideoClassificationPreset(True),
                                 frame_rate=args.frame_rate)
-    dataset_test = shardkin.Kinetics(args.output, "val", frames_per_clip=args.clip_len,
+    dataset_test = shardkin.Kinetics(args.output, split="val", frames_per_clip=args.clip_len,
                                      step_between_clips=1,
                                      transform=VideoClassificationPreset(False),
                                      frame_rate=args.frame_rate)

@@ -24,6 +24,7 @@ from ..format.codecs import MEMBER as VIDEO_CODECS
 from ..format.manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, ShardTable
 from ..format.npy import encode_npy
 from ..format.options import DEFAULT_EXTENSIONS, BuildOptions
+from ..format.videos import PATHS, VIDEOS, encode_videos
 from ..store.folder import Folder
 from ..store.lock import BuildLock, LockedError
 from . import shard
@@ -229,12 +230,18 @@ def _build_shards(folder: Folder, root: Path, plan: dict, options: BuildOptions)
     return records
 
 
+def _write(folder: Folder, name: str, data: bytes) -> IndexInfo:
+    folder.write_bytes(name, data)
+    return IndexInfo(name, len(data), hashlib.sha256(data).hexdigest())
+
+
 def _finish(folder: Folder, split: str, plan: dict, records: dict[str, dict]) -> dict[str, Any]:
-    """Write ``index.npy`` then the manifest, and clear the build's working files."""
-    index = encode_npy(_index(plan, records))
-    folder.write_bytes(INDEX, index)
-    info = IndexInfo(INDEX, len(index), hashlib.sha256(index).hexdigest())
-    manifest = _manifest(plan, records, info)
+    """Write ``index.npy``, ``videos.npy`` and ``paths.npy``, then the manifest, and clear
+    the build's working files."""
+    index = _write(folder, INDEX, encode_npy(_index(plan, records)))
+    videos, paths = encode_videos(_listing(plan, records))
+    manifest = _manifest(plan, records, index, _write(folder, VIDEOS, videos),
+                         _write(folder, PATHS, paths))
     _check_published(folder, manifest)
     manifest = manifest.to_json()
     folder.write_json(MANIFEST, manifest)
@@ -247,10 +254,11 @@ def _check_published(folder: Folder, manifest: Manifest) -> None:
     """Before the manifest is published: one listing shows every shard it names, and the
     index, with the recorded size; BuildError (nothing published) if not."""
     found = folder.sizes()
+    files = [manifest.index, manifest.video_table, manifest.path_table]
     wrong = [f"{name}: {'missing' if found.get(name) is None else f'{found[name]} bytes'}, "
              f"recorded {size}"
              for name, size in [*zip(manifest.shards.names, manifest.shards.bytes),
-                                (manifest.index.name, manifest.index.bytes)]
+                                *((f.name, f.bytes) for f in files)]
              if found.get(name) != size]
     if wrong:
         raise BuildError(f"{folder.url}: not published, the files differ from their records "
@@ -269,7 +277,18 @@ def _index(plan: dict, records: dict[str, dict]) -> np.ndarray:
     return np.array([r[2 : 2 + width] for r in rows], dtype=np.int64).reshape(-1, width)
 
 
-def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifest:
+def _listing(plan: dict, records: dict[str, dict]) -> list[dict]:
+    """Every video the plan listed, in listing order: its record, or for a video that could
+    not be probed its path, label and ``status: skipped``."""
+    built = {v["video_index"]: v for r in records.values() for v in r["videos"]}
+    rows = [(v["position"], built[v["video_index"]]) for v in plan["videos"]]
+    rows += [(s["position"], {**s, "status": "skipped"})
+             for s in plan["skipped"] if "position" in s]
+    return [v for _, v in sorted(rows, key=lambda r: r[0])]
+
+
+def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo, video_table: IndexInfo,
+              path_table: IndexInfo) -> Manifest:
     """The manifest of the plan's shards, from their records."""
     shards, videos, failed = [], [], []
     for s in plan["shards"]:
@@ -279,7 +298,7 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifes
             v = {k: val for k, val in v.items() if k != "samples"}
             (failed if v["status"] == "failed" else videos).append(v)
     videos.sort(key=lambda v: v["video_index"])
-    skipped = plan["skipped"] + [{"path": v["path"], "reason": v["reason"]} for v in failed]
+    skipped = [{"path": v["path"], "reason": v["reason"]} for v in plan["skipped"] + failed]
     status = Counter(v["status"] for v in videos)
     totals = {"videos": len(videos), "clips": sum(s.clips for s in shards),
               "bytes": sum(s.bytes for s in shards), "shards": len(shards),
@@ -288,6 +307,7 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifes
               "held": sum(len(v.get("held", ())) for v in videos),
               "skipped_extensions": sum(plan["skipped_extensions"].values())}
     return Manifest(split=plan["split"], classes=plan["classes"], shards=ShardTable.of(shards),
-                    options=plan["options"], index=index, videos=videos, skipped=skipped,
+                    options=plan["options"], index=index, video_table=video_table,
+                    path_table=path_table, videos=videos, skipped=skipped,
                     skipped_extensions=plan["skipped_extensions"], totals=totals,
                     format_version=plan["format_version"])

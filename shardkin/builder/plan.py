@@ -115,14 +115,15 @@ def make_plan(root: Path, split: str, options: BuildOptions) -> dict:
                        total=len(paths), desc=f"probe {split}", unit="video",
                        disable=not options.execution.progress))
     videos, skipped = [], list(found["skipped"])
-    for v, p in zip(found["videos"], probes, strict=True):
-        if "error" in p:
-            skipped.append({"path": v.path, "reason": p["error"]})
+    for position, (v, p) in enumerate(zip(found["videos"], probes, strict=True)):
+        if "error" in p:  # listed all the same (videos.npy): torchvision lists it
+            skipped.append({"path": v.path, "reason": p["error"], "label": v.label,
+                            "position": position})
             continue
         clips, nbytes = estimate(p, options)
         videos.append({"video_index": len(videos), "path": v.path, "class": v.class_name,
                        "label": v.label, "est_frames": p["frames"], "est_clips": clips,
-                       "est_bytes": nbytes,
+                       "est_bytes": nbytes, "position": position,
                        "est_decode": p["frames"] * p["width"] * p["height"]})
     storage = options.storage
     shards = assign_shards(videos, split, options.selection.seed, parse_size(storage.shard_size),

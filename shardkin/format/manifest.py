@@ -12,19 +12,22 @@ Schema (format versions 1 and 2: see :mod:`.sample`)::
                   "sha256": "..."}],           # names relative to the manifest's folder
       "videos": [{"path": "abseiling/x.mp4", "label": 0, "video_index": 0,
                   "status": "ok" | "partial" | "too_short", "frames": 300,
-                  "clips": 18, "shard": "train-000000.tar", "reason": null}],
+                  "clips": 18, "tail": 12, "fps": 29.97002997002997, "held": [],
+                  "shard": "train-000000.tar", "reason": null}],
       "skipped": [{"path": "...", "reason": "..."}],   # not decodable at all
       "skipped_extensions": {".txt": 2},                # files ignored for their extension
       "index": {"name": "index.npy", "bytes": 1234, "sha256": "..."},
+      "video_table": {"name": "videos.npy", ...}, "path_table": {"name": "paths.npy", ...},
       "totals": {"videos": 10, "clips": 180, "bytes": 123, "shards": 1,
-                 "skipped": 1, "partial": 0, "too_short": 0}
+                 "skipped": 1, "partial": 0, "too_short": 0, "held": 0}
     }
 
 ``index.npy`` (int64 ``[clips, 4]``: shard number in ``shards``, byte offset of the
 sample's first tar header, byte length of its members, xxh3-64 of those bytes as made by
 :func:`~shardkin.format.tar.checksum`; ``[clips, 3]`` in builds from before checksums)
 lists every clip in torchvision's order -- class, video within class, clip within video
--- so clip ``i`` is one positioned read.
+-- so clip ``i`` is one positioned read. ``videos.npy`` and ``paths.npy`` list every
+video in that order for readers (:mod:`.videos`).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from .sample import FORMAT_VERSIONS
 MANIFEST = "manifest.json"
 INDEX = "index.npy"
 REQUIRED_KEYS = ("classes", "format_version", "shards", "split")
-HEAD_KEYS = (*REQUIRED_KEYS, "index", "options")  # what readers parse at start-up
+HEAD_KEYS = (*REQUIRED_KEYS, "index", "options", "video_table", "path_table")  # for readers
 
 
 class ShardInfo(NamedTuple):
@@ -105,9 +108,11 @@ class VideoRecord(TypedDict):
     label: int
     video_index: int
     status: str
-    frames: int
+    frames: int  # on the build's timeline (builder.timeline): torchvision's count
     clips: int
     tail: int  # frames kept after the last clip (contiguous builds; absent before them)
+    fps: float  # the timeline's (absent before it)
+    held: list[int]  # frames with no picture of their own, showing the previous one
     shard: str | None
     reason: str | None
 
@@ -122,6 +127,8 @@ class Manifest:
     shards: ShardTable
     options: dict[str, Any]
     index: IndexInfo | None = None
+    video_table: IndexInfo | None = None  # videos.npy (format.videos); None before it
+    path_table: IndexInfo | None = None  # paths.npy
     videos: list[VideoRecord] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     skipped_extensions: dict[str, int] = field(default_factory=dict)
@@ -146,6 +153,9 @@ class Manifest:
                 shards=ShardTable.from_json(data["shards"]),
                 options=data.get("options") or {},
                 index=IndexInfo(**data["index"]) if data.get("index") else None,
+                video_table=(IndexInfo(**data["video_table"]) if data.get("video_table")
+                             else None),
+                path_table=IndexInfo(**data["path_table"]) if data.get("path_table") else None,
                 videos=data.get("videos", []), skipped=data.get("skipped", []),
                 skipped_extensions=data.get("skipped_extensions", {}),
                 totals=data.get("totals", {}), format_version=data["format_version"])
@@ -178,7 +188,9 @@ class Manifest:
                 "options": self.options, "classes": self.classes,
                 "shards": [s._asdict() for s in self.shards], "videos": self.videos,
                 "skipped": self.skipped, "skipped_extensions": self.skipped_extensions,
-                "index": self.index._asdict() if self.index else None, "totals": self.totals}
+                "index": self.index._asdict() if self.index else None, "totals": self.totals,
+                **{k: getattr(self, k)._asdict() for k in ("video_table", "path_table")
+                   if getattr(self, k) is not None}}
 
 
 _WS = re.compile(r"[ \t\n\r]*")

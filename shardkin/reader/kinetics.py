@@ -1,21 +1,28 @@
-"""``shardkin.Kinetics``: a map-style dataset over a build, indexed like torchvision's.
+"""``shardkin.Kinetics``: a map-style dataset over a build, a drop-in for torchvision's.
 
-Index ``i`` is the clip torchvision's ``Kinetics`` gives at ``i`` on the same tree and
-options (class order, video order within a class, clip order within a video). Start-up
-reads the manifest's head and ``index.npy`` only; each item is one positioned read
-(``preadv``, safe in forked DataLoader workers) or one range request on object storage,
-retried with backoff when it fails (:func:`shardkin.store.fs.retried`). Its members
-are grouped and decoded by the same code as ``ShardDataset``'s
-(:mod:`shardkin.format.samples`, :mod:`.records`), with the same checks and errors.
+It takes ``torchvision.datasets.Kinetics``' arguments in their order, and index ``i`` is
+the clip torchvision's gives at ``i`` on the same tree and options (class order, video
+order within a class, clip order within a video). ``samples``, ``classes`` and
+``video_clips`` (:mod:`.video_clips`) are what torchvision's reference recipe uses, so its
+samplers, its ``KineticsWithVideoId`` and its video-level evaluation run unchanged.
+
+Start-up reads the manifest's head and memory-maps ``index.npy``; the per-video table
+(:mod:`shardkin.format.videos`) is read when ``samples``, ``video_clips`` or clips cut at
+read time need it. Each item is one positioned read (``preadv``, safe in forked DataLoader
+workers) or one range request on object storage, retried with backoff. Its members are
+grouped and decoded by the same code as ``ShardDataset``'s (:mod:`shardkin.format.samples`,
+:mod:`.records`), with the same checks and errors. A pickled dataset (``torch.save``, a
+spawned worker) holds its arguments only and opens the build again when loaded.
 """
 from __future__ import annotations
 
 import functools
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -27,59 +34,114 @@ from ..samplers.video_clips import ClipCounts
 from ..store.split import open_split
 from .cutting import window_ref
 from .items import check_output_format, make_item, video_dtype_for
-from .records import ClipRef, check_on_error, clip_ref, load_clip, wanted_members
+from .records import ClipRef, LoadedClip, check_on_error, clip_ref, load_clip, wanted_members
+from .video_clips import make_video_clips
 from .windows import windows_for
+
+NUM_CLASSES = ("400", "600", "700")
+
+
+class Samples(Sequence):
+    """``(path, label)`` of each video of the dataset, as torchvision's ``samples``: paths
+    relative to the build's ROOT, read when asked for."""
+
+    def __init__(self, table: Any, rows: np.ndarray) -> None:
+        self._table, self._rows = table, rows
+        self._labels = table.column("label")[rows]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._table.path(int(self._rows[i])), int(self._labels[i])
 
 
 class Kinetics(Dataset):
     """Clip ``i`` of a build, as ``torchvision.datasets.Kinetics(...)[i]`` returns it.
 
-    ``source``: a build folder or URL with ``split``, a split folder, or a manifest.
-    Clip arguments given (``frame_rate``, torchvision's ``_video_*``/``_audio_*``) must
-    equal the build's options, or a ``ValueError`` says which differ; left out, the
-    build's are used. ``frames_per_clip`` and ``step_between_clips`` may be any on a
-    contiguous build (the default, step equal to frames_per_clip): clips are then cut at
-    read time (:mod:`.windows`: which windows a video has, and their sound), each in one
-    positioned read or range request.
-    ``output_format``, ``transform``, ``return_dict`` and ``video_dtype`` are as in
-    ``ShardDataset``.
-    A damaged clip raises :class:`~shardkin.format.tar.ShardError` naming the shard and
-    byte range; ``on_error="skip"`` warns and returns the next readable clip instead.
-    ``verify=True`` checks each clip's bytes against its checksum in the index (a
-    flipped pixel byte is caught), as ``ShardDataset(verify=True)`` does.
+    ``root``: a build folder or URL (with ``split``), a split folder, or a manifest.
+    torchvision's arguments, in its order:
+
+    - ``frames_per_clip``, ``step_between_clips``: any on a contiguous build (the default
+      build: step equal to frames_per_clip), whose clips are then cut at read time
+      (:mod:`.windows`); on another build only its own. Left out (None): the build's.
+    - ``frame_rate``, ``_video_width``, ``_video_height``, ``_video_min_dimension``,
+      ``_video_max_dimension``, ``_audio_samples``, ``_audio_channels``: done at build
+      time; given, they must equal the build's (a ``ValueError`` says which differ).
+    - ``extensions``: keep the videos whose file name ends with one of them, as
+      torchvision lists files (a warning counts the videos of the build left out); None
+      (the default): every video of the build.
+    - ``split``; ``_legacy=True``: ``root`` is the split folder (torchvision's old layout),
+      and ``output_format`` is ``"THWC"``, as torchvision does.
+    - ``num_classes``: checked ("400", "600" or "700") as torchvision does, which uses it
+      only to download. ``download=True`` is an error: build the downloaded videos with
+      ``shardkin build``. ``num_download_workers``, ``num_workers`` (torchvision's scan of
+      every video) and ``_precomputed_metadata`` (that scan's result) have nothing to do
+      here: the build did it; the last one warns when given.
+    - ``transform`` on the video; ``output_format`` ``"TCHW"`` (default) or ``"THWC"``.
+
+    shardkin's own (keyword-only): ``return_dict`` and ``video_dtype`` (as in
+    ``ShardDataset``), ``on_error`` (``"skip"``: warn and return the next readable clip
+    instead of raising :class:`~shardkin.format.tar.ShardError`), ``verify`` (check each
+    clip's bytes against its checksum in the index), ``storage_options`` (fsspec).
     """
 
-    def __init__(self, source: str | os.PathLike, split: str | None = "train", *,
-                 output_format: str = "TCHW", transform: Callable[[Any], Any] | None = None,
+    def __init__(self, root: str | os.PathLike, frames_per_clip: int | None = None,
+                 num_classes: str = "400", split: str | None = "train",
+                 frame_rate: float | None = None, step_between_clips: int | None = None,
+                 transform: Callable[[Any], Any] | None = None,
+                 extensions: Sequence[str] | None = None, download: bool = False,
+                 num_download_workers: int = 1, num_workers: int = 1,
+                 _precomputed_metadata: dict[str, Any] | None = None,
+                 _video_width: int = 0, _video_height: int = 0, _video_min_dimension: int = 0,
+                 _audio_samples: int = 0, _audio_channels: int = 0, _legacy: bool = False,
+                 output_format: str = "TCHW", *, _video_max_dimension: int = 0,
                  return_dict: bool = False, video_dtype: torch.dtype | None = None,
                  on_error: str = "raise", verify: bool = False,
-                 storage_options: dict | None = None, **clip_args: Any) -> None:
+                 storage_options: dict | None = None) -> None:
+        self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if isinstance(frames_per_clip, str):
+            raise TypeError(f"frames_per_clip={frames_per_clip!r}: torchvision's second "
+                            f"argument is frames_per_clip; pass the split as split=...")
+        if str(num_classes) not in NUM_CLASSES:
+            raise ValueError(f"num_classes must be one of {', '.join(NUM_CLASSES)} (as "
+                             f"torchvision's), got {num_classes!r}")
+        if download:
+            raise ValueError("shardkin.Kinetics reads a build and downloads nothing: download "
+                             "Kinetics with torchvision or the official scripts, then "
+                             "`shardkin build ROOT OUT` the videos")
+        if _precomputed_metadata is not None:
+            warnings.warn("shardkin.Kinetics ignores _precomputed_metadata: the build already "
+                          "holds every video's frames and clips", stacklevel=2)
+        if _legacy:
+            split, output_format = None, "THWC"
         check_output_format(output_format)
         check_on_error(on_error)
-        unknown = sorted(set(clip_args) - set(TORCHVISION_ARGS))
-        if unknown:
-            raise TypeError(f"unexpected arguments {', '.join(unknown)}")
-        self._split = open_split(source, split, storage_options=storage_options)
+        self.root, self.num_classes, self.extensions = root, str(num_classes), extensions
+        self.num_download_workers, self._legacy = num_download_workers, _legacy
+        self._split = open_split(root, split, storage_options=storage_options)
         manifest, where = self._split.manifest, self._split.folder.url
         if manifest.index is None:
             raise ValueError(f"{where} has no index.npy (built by an older shardkin): "
                              "re-run the build with --overwrite to add it")
         options = manifest.options
-        self.windows = None
-        if clip_args.get("frames_per_clip") or clip_args.get("step_between_clips"):
-            self.windows = windows_for(options, self._split.video_counts, where,
-                                       clip_args.pop("frames_per_clip", None),
-                                       clip_args.pop("step_between_clips", None))
-        differ = [f"{arg}={value!r} (built with {options.get(TORCHVISION_ARGS[arg])!r})"
-                  for arg, value in clip_args.items()
-                  if value is not None and value != (options.get(TORCHVISION_ARGS[arg]) or
-                                                     (None if arg == "frame_rate" else 0))]
-        if differ:
-            raise ValueError(f"{where} was built with other options: {'; '.join(differ)}. "
-                             "Rebuild with those options (shardkin build) or drop the arguments")
+        self._check_built_with(options, where, frame_rate=frame_rate,
+                               _video_width=_video_width, _video_height=_video_height,
+                               _video_min_dimension=_video_min_dimension,
+                               _video_max_dimension=_video_max_dimension,
+                               _audio_samples=_audio_samples, _audio_channels=_audio_channels)
+        self._rows = None if extensions is None else self._with_extensions(extensions)
+        self.windows = windows_for(options, self._counts, where, frames_per_clip,
+                                   step_between_clips)
+        self.frames_per_clip = int(frames_per_clip or options["frames_per_clip"])
+        self.step_between_clips = int(step_between_clips or options.get("step_between_clips")
+                                      or self.frames_per_clip)
+        self.frame_rate = options.get("frame_rate")
         self.index = self._split.read_index()
         self.classes: list[str] = manifest.classes
-        self.split = manifest.split
+        self.split = manifest.split if not _legacy else "unknown"
         self.output_format, self.transform, self.return_dict = output_format, transform, return_dict
         self.video_dtype = video_dtype_for(video_dtype, return_dict)
         self.on_error = on_error
@@ -89,50 +151,126 @@ class Kinetics(Dataset):
         self.verify = verify
         self._wanted = wanted_members(return_dict, self.windows is not None)
 
-    def __len__(self) -> int:
-        return len(self.windows) if self.windows else len(self.index)
+    @staticmethod
+    def _check_built_with(options: dict[str, Any], where: str, **given: Any) -> None:
+        differ = [f"{arg}={value!r} (built with {options.get(TORCHVISION_ARGS[arg])!r})"
+                  for arg, value in given.items()
+                  if value and value != (options.get(TORCHVISION_ARGS[arg]) or
+                                         (None if arg == "frame_rate" else 0))]
+        if differ:
+            raise ValueError(f"{where} was built with other options: {'; '.join(differ)}. "
+                             "Rebuild with those options (shardkin build) or drop the arguments")
+
+    def _with_extensions(self, extensions: Sequence[str]) -> np.ndarray | None:
+        """The table rows of the videos named with one of ``extensions`` (None: all)."""
+        table = self._split.video_table()
+        keep = table.ends_with(tuple(extensions))
+        if keep.all():
+            return None
+        dropped = int(len(keep) - keep.sum())
+        warnings.warn(f"extensions={tuple(extensions)!r} leaves out {dropped} of the "
+                      f"{len(keep)} videos of {self._split.where}, as torchvision would not "
+                      "list them; pass extensions=None to read every video of the build",
+                      stacklevel=3)
+        return np.flatnonzero(keep)
+
+    def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stored clips, tails and first index rows of the dataset's videos."""
+        table = self._split.video_table()
+        rows = slice(None) if self._rows is None else self._rows
+        return (table.column("clips")[rows], table.column("tail")[rows],
+                table.first_rows()[rows])
 
     @functools.cached_property
-    def video_clips(self) -> ClipCounts:
-        """Clips per video, what torchvision's clip samplers read from ``video_clips``:
-        ``clips`` (one ``range`` per video in torchvision's order, too-short videos with
-        none), ``num_clips()``, ``num_videos()``. Read from the manifest on first use."""
-        video_clips = ClipCounts(self.windows.counts if self.windows
-                                 else self._split.clips_per_video())
-        if video_clips.num_clips() != len(self):
-            raise ValueError(f"{self._split.where} lists {video_clips.num_clips()} clips in its "
+    def _stored(self) -> tuple[ClipCounts, np.ndarray] | None:
+        """The stored clips of a subset of the videos (``extensions``) and their first
+        rows; None when every stored clip is the dataset's, row for row."""
+        if self._rows is None or self.windows is not None:
+            return None
+        clips, _, first = self._counts()
+        return ClipCounts(clips), first
+
+    def __len__(self) -> int:
+        if self.windows is not None:
+            return len(self.windows)
+        return self._stored[0].num_clips() if self._stored else len(self.index)
+
+    @functools.cached_property
+    def samples(self) -> Samples:
+        """``(path, label)`` of every video, in torchvision's order: videos without clips
+        (too short, unreadable) included, so that ``video_idx`` indexes it."""
+        table = self._split.video_table()
+        rows = np.arange(len(table)) if self._rows is None else self._rows
+        return Samples(table, rows)
+
+    @functools.cached_property
+    def video_clips(self) -> Any:
+        """torchvision's ``VideoClips`` for its samplers and recipe (:mod:`.video_clips`):
+        ``clips`` (one per video of ``samples``), ``num_clips()``, ``get_clip(i)``, ..."""
+        counts = self.windows.counts if self.windows is not None else self._counts()[0]
+        clips = make_video_clips(self, counts)
+        if clips.num_clips() != len(self):
+            raise ValueError(f"{self._split.where} lists {clips.num_clips()} clips in its "
                              f"videos but index.npy has {len(self)}: rebuild the split")
-        return video_clips
+        return clips
+
+    def video_fps(self) -> np.ndarray:
+        """float64 fps of each video of ``samples`` (the build's timeline)."""
+        fps = self._split.video_table().column("fps")
+        return fps if self._rows is None else fps[self._rows]
+
+    def get_clip(self, idx: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], int]:
+        """torchvision's ``video_clips.get_clip(idx)``: ``(video, audio, info, video_idx)``,
+        video uint8 in ``output_format``, untransformed."""
+        clip, video = self._read(idx)
+        if video is None:  # every stored clip, row for row
+            video = self._per_video.get_clip_location(idx)[0]
+        frames = clip.video.permute(0, 3, 1, 2) if self.output_format == "TCHW" else clip.video
+        fps = self.frame_rate or float(self.video_fps()[video])
+        return frames, clip.audio, {"video_fps": fps}, video
 
     def __getitem__(self, i: int) -> Any:
         if not -len(self) <= i < len(self):
             raise IndexError(f"clip {i} out of range for {len(self)} clips")
-        for j in range(i % len(self), len(self)):
-            try:
-                clip = self._load(j)
-                break
-            except ShardError as e:
-                if self.on_error == "raise":
-                    raise
-                warnings.warn(f"shardkin: clip {j} is unreadable, handing out the next "
-                              f"readable one: {e}", stacklevel=2)
-        else:
-            raise ShardError(f"clip {i} and every clip after it are unreadable: run "
-                             "`shardkin verify` on the build")
+        clip, _ = self._read(i % len(self))
         return make_item(clip.video, clip.audio, clip.label, clip.key,
                          clip.meta and clip.meta["path"], self.output_format, self.transform,
                          self.return_dict, self.video_dtype)
 
-    def _load(self, i: int) -> Any:
-        """Clip ``i`` read and decoded; ShardError for any damage."""
+    @functools.cached_property
+    def _per_video(self) -> ClipCounts:
+        return ClipCounts(self._counts()[0])
+
+    def _read(self, i: int) -> tuple[LoadedClip, int | None]:
+        """Clip ``i`` (or the next readable one, with ``on_error="skip"``) and its video's
+        number in ``samples`` (None where that takes a search: every stored clip)."""
+        for j in range(i, len(self)):
+            try:
+                return self._load(j)
+            except ShardError as e:
+                if self.on_error == "raise":
+                    raise
+                warnings.warn(f"shardkin: clip {j} is unreadable, handing out the next "
+                              f"readable one: {e}", stacklevel=3)
+        raise ShardError(f"clip {i} and every clip after it are unreadable: run "
+                         "`shardkin verify` on the build")
+
+    def _load(self, i: int) -> tuple[LoadedClip, int | None]:
+        """Clip ``i`` read and decoded, and its video (see :meth:`_read`); ShardError for
+        any damage."""
         if self.windows is None:
-            return load_clip(self._refs(i, i, f"clip {i}")[0])
+            if self._stored is None:
+                return load_clip(self._refs(i, i, f"clip {i}")[0]), None
+            counts, first = self._stored
+            video, k = counts.get_clip_location(i)
+            row = int(first[video]) + k
+            return load_clip(self._refs(row, row, f"clip {i}")[0]), video
         w = self.windows
         video, k = w.locate(i)
         span = w.span(k, w.stored[video])
         row = int(w.first_row[video])
         refs = self._refs(row + span.first, row + span.last, f"clip {i} (video {video})")
-        return load_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k))
+        return load_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k)), video
 
     def _refs(self, first: int, last: int, what: str) -> list[ClipRef]:
         """The stored clips of index rows ``first..last`` (consecutive samples of one
@@ -148,7 +286,7 @@ class Kinetics(Dataset):
             blob = self._split.folder.read_range(name, offset, end - offset)
         except (OSError, EOFError, ValueError) as e:  # EOFError: the shard is shorter
             raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
-        view, rows = memoryview(blob), self.index[first : last + 1]
+        view, rows = memoryview(blob), np.asarray(self.index[first : last + 1])
         if self.verify and any(checksum(view[a - offset : a - offset + n]) != want
                                for _, a, n, want in rows.tolist()):
             raise ShardError(f"{where}: does not match its checksum: the shard was damaged "
@@ -158,3 +296,15 @@ class Kinetics(Dataset):
         if [[offset + s.offset, s.length] for s in samples] != rows[:, 1:3].tolist():
             raise ShardError(f"{where}: the index rows do not span exactly its samples")
         return [clip_ref(s.members, s.key, path, offset + s.offset) for s in samples]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The arguments, and what was set since (``transform``): the build is opened again
+        when loaded, so a pickle stays small at any size (torchvision's recipe saves its
+        datasets with ``torch.save``; spawned DataLoader workers get them this way)."""
+        return {"args": self._args, "transform": self.transform}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said when it was made
+            self.__init__(**state["args"])
+        self.transform = state["transform"]

@@ -35,11 +35,12 @@ class Windows:
 
     ``stored``: stored clips of each video in ``video_index`` order (0 for videos too
     short for one); ``stored_frames``: the build's ``frames_per_clip``; ``tails``: the
-    frames each video keeps after its last clip (None: none).
+    frames each video keeps after its last clip (None: none); ``first_row``: each video's
+    first row in ``index.npy`` (default: the videos are all the build's, in order).
     """
 
     def __init__(self, stored: Any, stored_frames: int, frames_per_clip: int,
-                 step_between_clips: int, tails: Any = None) -> None:
+                 step_between_clips: int, tails: Any = None, first_row: Any = None) -> None:
         if frames_per_clip < 1 or step_between_clips < 1:
             raise ValueError("frames_per_clip and step_between_clips must be >= 1")
         self.stored = np.asarray(stored, np.int64)
@@ -50,7 +51,8 @@ class Windows:
             frames = frames + np.where(self.stored > 0, np.asarray(tails, np.int64), 0)
         self.counts = np.where(frames >= frames_per_clip,
                                (frames - frames_per_clip) // step_between_clips + 1, 0)
-        self.first_row = np.concatenate([[0], np.cumsum(self.stored)[:-1]]).astype(np.int64)
+        self.first_row = (np.cumsum(self.stored) - self.stored if first_row is None
+                          else np.asarray(first_row, np.int64))
         self._ends = np.cumsum(self.counts)
 
     def __len__(self) -> int:
@@ -72,11 +74,12 @@ class Windows:
         return Span(*(int(x) for x in span)) if np.ndim(k) == 0 else span
 
 
-def windows_for(options: Mapping[str, Any], counts: Callable[[], tuple[Any, Any]], where: str,
+def windows_for(options: Mapping[str, Any], counts: Callable[[], tuple[Any, ...]], where: str,
                 frames_per_clip: int | None, step_between_clips: int | None) -> Windows | None:
     """The :class:`Windows` asked for of a build with these manifest ``options``, or None
     when they are the build's own clips. An argument left out is the build's. ``counts``
-    gives the stored clips and tails of the videos (read only when needed)."""
+    gives the stored clips and tails of the videos, and optionally their first rows (read
+    only when needed)."""
     f0 = int(options["frames_per_clip"])
     s0 = int(options.get("step_between_clips") or f0)
     f = f0 if frames_per_clip is None else int(frames_per_clip)
@@ -91,5 +94,5 @@ def windows_for(options: Mapping[str, Any], counts: Callable[[], tuple[Any, Any]
             "default). Rebuild it so, or leave out these arguments")
     if f < 1 or s < 1:
         raise ValueError(f"frames_per_clip and step_between_clips must be >= 1, got {f}, {s}")
-    stored, tails = counts()
-    return Windows(stored, f0, f, s, tails)
+    stored, *more = counts()  # tails, and maybe first rows
+    return Windows(stored, f0, f, s, *more)

@@ -10,8 +10,8 @@ of retried range requests that fills the cache as it streams. ``ShardDataset``,
 """
 from __future__ import annotations
 
+import math
 import os
-import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -19,10 +19,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..format.manifest import INDEX, Manifest, ShardTable
-from ..format.npy import decode_npy
+from ..format.npy import decode_npy, parse_header
 from ..format.samples import TarSample, iter_samples
 from ..format.tar import BLOCK, ShardError, checksum
 from ..format.tarread import BlobReader
+from ..format.videos import VideoTable, table_from_manifest
 from .cache import CacheWriter, ShardCache
 from .folder import Folder
 from .locate import choose, locate
@@ -83,7 +84,7 @@ class Split:
 
     def __post_init__(self) -> None:
         self._starts: dict[str, np.ndarray] | None = None
-        self._counts: tuple[np.ndarray, np.ndarray] | None = None  # clips, tails
+        self._table: VideoTable | None = None
 
     @property
     def where(self) -> str:
@@ -93,30 +94,47 @@ class Split:
     def path(self, name: str) -> str:
         return self.folder.path(name)
 
+    def read_array(self, name: str) -> np.ndarray:
+        """The npy file ``name`` of the split: memory-mapped when local (the page cache
+        shares it among processes, and only the rows used are read), else fetched."""
+        if self.folder.remote:
+            return decode_npy(self.folder.read_bytes(name))
+        path = self.path(name)
+        with open(path, "rb") as f:
+            offset, dtype, shape = parse_header(f.read(4096))
+        if math.prod(shape) == 0:
+            return np.zeros(shape, dtype)
+        return np.memmap(path, dtype, "r", offset, shape)
+
     def read_index(self) -> np.ndarray:
-        """``index.npy``: int64 ``[clips, 3]`` (shard number, offset, length)."""
-        name = self.manifest.index.name if self.manifest.index else INDEX
-        return decode_npy(self.folder.read_bytes(name))
+        """``index.npy``: int64 ``[clips, 4]`` (shard number, offset, length, checksum;
+        ``[clips, 3]`` in builds from before checksums)."""
+        return self.read_array(self.manifest.index.name if self.manifest.index else INDEX)
+
+    def video_table(self) -> VideoTable:
+        """Every video the build listed (:mod:`shardkin.format.videos`), read on first use;
+        for a build older than ``videos.npy``, made from its whole manifest."""
+        if self._table is None:
+            m = self.manifest
+            if m.video_table is not None and m.path_table is not None:
+                self._table = VideoTable(self.read_array(m.video_table.name),
+                                         lambda: self.read_array(m.path_table.name))
+            else:
+                raw = self.folder.read_bytes(self.manifest_name)
+                self._table = table_from_manifest(Manifest.parse(raw, self.where).videos)
+        return self._table
 
     def clips_per_video(self) -> np.ndarray:
-        """int64 clip counts of the split's videos in ``video_index`` order (torchvision's),
-        videos too short for a clip included with 0: what clip samplers need. Read from the
-        whole manifest once (about a second for Kinetics-700's)."""
+        """int64 clip counts of the split's built videos in ``video_index`` order
+        (torchvision's), videos too short for a clip included with 0."""
         return self.video_counts()[0]
 
     def video_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`clips_per_video`, and the frames each video keeps after its last clip
         (contiguous builds keep them for clips cut at read time; zeros for older builds)."""
-        if self._counts is None:
-            raw = self.folder.read_bytes(self.manifest_name)
-            counts = _scan_counts(raw)
-            if counts is None:
-                videos = Manifest.parse(raw, self.where).videos
-                order = sorted(videos, key=lambda v: v["video_index"])
-                counts = tuple(np.fromiter((v.get(key, 0) for v in order), np.int64, len(order))
-                               for key in ("clips", "tail"))
-            self._counts = counts
-        return self._counts
+        table = self.video_table()
+        built = table.built()
+        return table.column("clips")[built], table.column("tail")[built]
 
     def open_file(self, name: str, size: int) -> BinaryIO:
         """File ``name`` of the split (``size`` bytes) for one front-to-back read: a local
@@ -205,33 +223,7 @@ class Split:
         return self._starts.get(name)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_starts": None}  # fetched again where needed
-
-
-_VIDEOS = re.compile(rb'"videos": \[')
-_CLIPS = re.compile(rb'"clips": (\d+)')
-_TAIL = re.compile(rb'"tail": (\d+)')
-_VIDEO_INDEX = re.compile(rb'"video_index": (\d+)')
-
-
-def _scan_counts(raw: bytes) -> tuple[np.ndarray, np.ndarray] | None:
-    """Clips and tails per video read from the ``videos`` list of a manifest's bytes
-    without parsing the JSON (a second instead of a tenth for Kinetics-700's): the list is
-    the last key and each entry has one ``clips``, one ``video_index`` and (builds with
-    tails) one ``tail``, in order (strings cannot hold an unescaped quote). None when
-    that does not hold: parse it then."""
-    found = list(_VIDEOS.finditer(raw))
-    if len(found) != 1:
-        return None
-    section = raw[found[0].end():]
-    clips = np.array(_CLIPS.findall(section), np.int64)
-    order = np.array(_VIDEO_INDEX.findall(section), np.int64)
-    if len(clips) != len(order) or not np.all(np.diff(order) > 0):
-        return None
-    tails = np.array(_TAIL.findall(section), np.int64)
-    if len(tails) not in (0, len(clips)):
-        return None
-    return clips, tails if len(tails) else np.zeros(len(clips), np.int64)
+        return {**self.__dict__, "_starts": None, "_table": None}  # read again where needed
 
 
 def open_split(source: Any, split: str | None = None, *, storage_options: dict | None = None,

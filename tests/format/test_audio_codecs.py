@@ -204,7 +204,7 @@ def test_each_codec_in_manifest_members_and_json(builds):
             assert exts - rest == {"video.npy", "cls", "json"} | ({want[codec]} - {None})
             rests |= rest
         assert rests == {"rest.video.npy"} | ({f"rest.{want[codec]}"} - {"rest.None"})
-        meta = Kinetics(out, "train", return_dict=True)[0]
+        meta = Kinetics(out, split="train", return_dict=True)[0]
         assert meta["audio"].dtype == torch.float32
         with tarfile.open(next((out / "train").glob("*.tar"))) as tar:
             doc = json.loads(tar.extractfile(next(m for m in tar if m.name.endswith(".json")))
@@ -219,7 +219,7 @@ def test_each_codec_in_manifest_members_and_json(builds):
 
 
 def test_both_readers_and_make_loader(builds):
-    raw, flac, none = (Kinetics(builds[c], "train") for c in CODECS)
+    raw, flac, none = (Kinetics(builds[c], split="train") for c in CODECS)
     assert len(raw) == len(flac) == len(none) > 0
     with_sound = 0
     for i in range(len(raw)):
@@ -254,7 +254,7 @@ def test_older_and_newer_builds_read_side_by_side(builds, tmp_path):
     assert verify_split(open_split(old, "train", head=False), progress=False) == []
     assert summarize(open_split(old, "train", head=False).manifest)["options"][
         "audio_codec"] == "raw"
-    older, newer = Kinetics(old, "train"), Kinetics(builds["flac"], "train")
+    older, newer = Kinetics(old, split="train"), Kinetics(builds["flac"], split="train")
     for i in range(len(older)):
         a, fa = older[i][1], newer[i][1]
         assert torch.equal(fa, torch.from_numpy(_flac(a.numpy())))
@@ -277,7 +277,7 @@ def test_verify_and_readers_catch_a_damaged_flac_member(builds, tmp_path):
     found = verify_split(open_split(split, head=False), progress=False)
     assert any(p.startswith(f"{shard.name} {key}: undecodable") for p in found), found
     assert any(p.startswith(f"{shard.name}: checksum mismatch") for p in found), found
-    ds = Kinetics(split.parent, "train")
+    ds = Kinetics(split.parent, split="train")
     with pytest.raises(ShardError, match="corrupt audio.flac member"):
         for i in range(len(ds)):
             ds[i]

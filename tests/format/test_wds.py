@@ -39,8 +39,8 @@ def split(request, made_root, tmp_path_factory) -> tuple[Path, list[str]]:
 
 def _reference(split_dir: Path) -> dict[tuple[int, int], tuple]:
     """Every clip as Kinetics gives it (THWC), by (video_index, clip_index)."""
-    keys = shardkin.Kinetics(split_dir, "train", return_dict=True)
-    clips = shardkin.Kinetics(split_dir, "train", output_format="THWC")
+    keys = shardkin.Kinetics(split_dir, split="train", return_dict=True)
+    clips = shardkin.Kinetics(split_dir, split="train", output_format="THWC")
     return {(keys[i]["video_index"], keys[i]["clip_index"]): clips[i] for i in range(len(clips))}
 
 
@@ -135,7 +135,7 @@ def test_rest_members_decode_and_windows_are_cut_from_every_codec(split):
             pairs[0].extend(meta["audio_marks"]["starts"] + rest.get("starts", []))
             pairs[1].extend(meta["audio_marks"]["ends"] + rest.get("ends", []))
             sound.setdefault(v, meta["audio_marks"]["first"])
-    ds = shardkin.Kinetics(split_dir, "train", frames_per_clip=6, step_between_clips=3,
+    ds = shardkin.Kinetics(split_dir, split="train", frames_per_clip=6, step_between_clips=3,
                            output_format="THWC")
     assert len(ds) == sum((len(f) - 6) // 3 + 1 for f in frames.values() if len(f) >= 6)
     for i in range(len(ds)):

@@ -41,7 +41,7 @@ def _torchvision_order(made_root, manifest) -> list[tuple[str, list[int]]]:
 
 def test_index_i_is_torchvision_clip_i(made_root, built):
     out, manifest = built
-    ds = Kinetics(out, "train", frames_per_clip=4, step_between_clips=3, return_dict=True)
+    ds = Kinetics(out, split="train", frames_per_clip=4, step_between_clips=3, return_dict=True)
     expected = _torchvision_order(made_root, manifest)
     assert len(ds) == len(expected) == manifest["totals"]["clips"]
     frames = {}
@@ -59,7 +59,7 @@ def test_tuple_items_equal_streamed_samples(built):
     out, manifest = built
     _, samples = read_split(out / "train")
     by_key = {s["key"]: s for s in samples}
-    ds = Kinetics(out, "train")
+    ds = Kinetics(out, split="train")
     assert ds[-1][0].shape == ds[len(ds) - 1][0].shape
     for i, key in enumerate(sorted(by_key)):
         video, audio, label = ds[i]
@@ -76,19 +76,19 @@ def test_other_options_are_refused(built):
     with pytest.raises(ValueError, match="step_between_clips=3: clips of other lengths and "
                        "steps .frames_per_clip=8, step_between_clips=3. are cut at read time "
                        "only from a contiguous build"):
-        Kinetics(out, "train", frames_per_clip=8)
+        Kinetics(out, split="train", frames_per_clip=8)
     with pytest.raises(ValueError, match="frame_rate=5 .built with None"):
-        Kinetics(out, "train", frame_rate=5)
+        Kinetics(out, split="train", frame_rate=5)
     with pytest.raises(ValueError, match="_video_min_dimension"):
-        Kinetics(out, "train", _video_min_dimension=128)
+        Kinetics(out, split="train", _video_min_dimension=128)
     with pytest.raises(FileNotFoundError, match="no split .test.; its splits: train"):
-        Kinetics(out, "test")
+        Kinetics(out, split="test")
 
 
 @pytest.mark.parametrize("sampler", ["sequential", "random", "distributed"])
 def test_samplers_with_worker_processes(built, sampler):
     out, manifest = built
-    ds = Kinetics(out, "train", return_dict=True)
+    ds = Kinetics(out, split="train", return_dict=True)
     n = len(ds)
     if sampler == "distributed":
         keys = []
@@ -125,7 +125,7 @@ def test_startup_reads_only_manifest_and_index(built, tmp_path):
     (big / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
     assert (big / "manifest.json").stat().st_size > 40e6
     t = time.perf_counter()
-    ds = Kinetics(big, None)
+    ds = Kinetics(big, split=None)
     n = len(ds)
     assert n == 1_000_000 and time.perf_counter() - t < 1.0
 
@@ -136,8 +136,8 @@ def test_on_object_storage(built, bucket):
     out, manifest = built
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.put(str(out / "train"), f"{bucket.removeprefix('s3://')}/k/train", recursive=True)
-    remote = Kinetics(f"{bucket}/k", "train")
-    local = Kinetics(out, "train")
+    remote = Kinetics(f"{bucket}/k", split="train")
+    local = Kinetics(out, split="train")
     assert len(remote) == len(local)
     for i in (0, len(local) // 2, len(local) - 1):
         a, b = remote[i], local[i]
@@ -153,7 +153,7 @@ def test_make_loader_on_kinetics_follows_the_sampler_and_keeps_held_batches(buil
     from shardkin.reader import collate, make_loader
 
     out, _ = built
-    ds = Kinetics(out, "train")
+    ds = Kinetics(out, split="train")
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(3)).tolist()
     loader = make_loader(ds, 3, num_workers=2, sampler=order)
     assert len(loader) == -(-len(ds) // 3)

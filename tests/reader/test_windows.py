@@ -106,7 +106,7 @@ def test_every_window_of_kinetics_is_torchvisions(made_root, built, f, s, monkey
     and the sound sample for sample a full decode's (the gaps that --frame-rate leaves
     between stored clips, and the tail, included). Each window is one positioned read."""
     split, frame_rate = built
-    ds = Kinetics(split, None, frames_per_clip=f, step_between_clips=s, frame_rate=frame_rate,
+    ds = Kinetics(split, split=None, frames_per_clip=f, step_between_clips=s, frame_rate=frame_rate,
                   output_format="THWC", return_dict=False)
     reads = []
     read_range = ds._split.folder.read_range
@@ -138,7 +138,7 @@ def test_every_window_of_kinetics_is_torchvisions(made_root, built, f, s, monkey
 
 def test_samplers_over_windows_equal_torchvisions(made_root, built):
     split, frame_rate = built
-    ds = Kinetics(split, None, frames_per_clip=5, step_between_clips=2, return_dict=True)
+    ds = Kinetics(split, split=None, frames_per_clip=5, step_between_clips=2, return_dict=True)
     counts = []
     for path in source_videos(made_root):
         frames, fps, _ = timeline_frames(path)
@@ -160,7 +160,7 @@ def test_samplers_over_windows_equal_torchvisions(made_root, built):
 def keys(split, *, world_size=1, workers=2, epoch=0, **kw) -> list[list[tuple[int, int]]]:
     """Per rank, the (video_index, window number) of ``epoch`` in order, every window's
     pixels checked against the map-style reader's."""
-    ref = Kinetics(split, None, return_dict=True, video_dtype=torch.uint8,
+    ref = Kinetics(split, split=None, return_dict=True, video_dtype=torch.uint8,
                    frames_per_clip=kw["frames_per_clip"],
                    step_between_clips=kw["step_between_clips"])
     where = {ref.video_clips.get_clip_location(i): i for i in range(len(ref))}
@@ -181,7 +181,7 @@ def keys(split, *, world_size=1, workers=2, epoch=0, **kw) -> list[list[tuple[in
 def test_streamed_windows_are_exact_across_ranks_and_workers(built):
     split, _ = built
     kw = dict(frames_per_clip=6, step_between_clips=1, shuffle_buffer=16)
-    total = len(Kinetics(split, None, frames_per_clip=6, step_between_clips=1))
+    total = len(Kinetics(split, split=None, frames_per_clip=6, step_between_clips=1))
     for world, workers in [(1, 0), (2, 2), (3, 1)]:
         ranks = keys(split, world_size=world, workers=workers, drop_remainder=False, **kw)
         assert len({len(r) for r in ranks}) == 1
@@ -193,7 +193,7 @@ def test_streamed_windows_are_exact_across_ranks_and_workers(built):
 
 def test_streamed_windows_with_clips_per_video(built):
     split, _ = built
-    ref = Kinetics(split, None, frames_per_clip=5, step_between_clips=2)
+    ref = Kinetics(split, split=None, frames_per_clip=5, step_between_clips=2)
     counts = ref.video_clips.counts.tolist()
     kw = dict(frames_per_clip=5, step_between_clips=2, drop_remainder=False)
     for epoch in (0, 1):
@@ -267,7 +267,7 @@ def test_windows_on_real_videos(real_root, tmp_path):
         (root / "train" / p.parent.name).mkdir(parents=True)
         (root / "train" / p.parent.name / p.name).symlink_to(p)
     build(root, tmp_path / "out", "train", frames_per_clip=8, workers=2, progress=False)
-    ds = Kinetics(tmp_path / "out", "train", frames_per_clip=16, step_between_clips=5,
+    ds = Kinetics(tmp_path / "out", split="train", frames_per_clip=16, step_between_clips=5,
                   output_format="THWC")
     i = 0
     for p in videos:
@@ -294,10 +294,10 @@ def test_windows_over_http_equal_local_ones(built):
 
     split, _ = built
     kw = dict(frames_per_clip=5, step_between_clips=1)
-    local = Kinetics(split, None, **kw)
+    local = Kinetics(split, split=None, **kw)
     with nginx_server(split.parent) as url:
         with cutting_proxy(urlsplit(url).port, cut_after=1 << 40, cuts=0) as proxy:
-            remote = Kinetics(f"{proxy.url}/train", None, **kw)
+            remote = Kinetics(f"{proxy.url}/train", split=None, **kw)
             for i in range(0, len(local), 7):
                 assert all(torch.equal(a, b) for a, b in zip(local[i][:2], remote[i][:2]))
             one = proxy.forwarded

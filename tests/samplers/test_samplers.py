@@ -54,12 +54,12 @@ def kinetics(request, made_root, tmp_path_factory) -> Kinetics:
     out = tmp_path_factory.mktemp(request.param)
     build(made_root, out, "train", **BUILDS[request.param], clips_per_shard=16, workers=2,
           progress=False)
-    return Kinetics(out, "train", return_dict=True, **BUILDS[request.param])
+    return Kinetics(out, split="train", return_dict=True, **BUILDS[request.param])
 
 
 def test_video_clips_are_lazy_and_map_every_index_to_its_clip(kinetics):
-    ds = Kinetics(kinetics._split.folder.url, None)
-    assert "video_clips" not in vars(ds) and ds._split._counts is None
+    ds = Kinetics(kinetics._split.folder.url, split=None)
+    assert "video_clips" not in vars(ds) and ds._split._table is None
     vc = kinetics.video_clips
     counts = [len(c) for c in vc.clips]
     assert vc.num_videos() == len(counts) == 6 and vc.num_clips() == sum(counts) == len(kinetics)

@@ -197,9 +197,9 @@ def test_server_errors_are_retried(local_build, local_epochs, http):
 def test_random_access_survives_cut_connections(local_build, http):
     from shardkin import Kinetics
 
-    local = Kinetics(local_build, "train")
+    local = Kinetics(local_build, split="train")
     with cutting_proxy(int(http.rsplit(":", 1)[1]), cut_after=60_000, cuts=3) as proxy:
-        remote = Kinetics(proxy.url, "train")
+        remote = Kinetics(proxy.url, split="train")
         for i in range(0, len(local), 5):
             for a, b in zip(remote[i], local[i]):
                 assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
