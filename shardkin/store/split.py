@@ -121,7 +121,8 @@ class Split:
                                          lambda: self.read_array(m.path_table.name))
             else:
                 raw = self.folder.read_bytes(self.manifest_name)
-                self._table = table_from_manifest(Manifest.parse(raw, self.where).videos)
+                self._table = table_from_manifest(Manifest.parse(raw, self.where).videos,
+                                                  m.shards.names)
         return self._table
 
     def clips_per_video(self) -> np.ndarray:

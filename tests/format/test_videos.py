@@ -1,0 +1,60 @@
+"""videos.npy / paths.npy: every video a build listed, in torchvision's order, for readers."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from shardkin import Kinetics, build
+from shardkin.format.npy import decode_npy
+from shardkin.format.videos import COLUMNS, STATUS, VideoTable, encode_videos
+from shardkin.store.split import open_split
+
+
+def test_the_table_lists_every_video_with_its_record(made_root, tmp_path):
+    root = tmp_path / "src"
+    shutil.copytree(made_root, root)
+    (root / "train/bowling/broken.mp4").write_bytes(b"not a video")  # the probe refuses it
+    build(root, tmp_path / "out", "train", frames_per_clip=4, clips_per_shard=6, workers=2,
+          progress=False)
+    manifest = json.loads((tmp_path / "out/train/manifest.json").read_text())
+    table = open_split(tmp_path / "out", "train").video_table()
+    paths = [table.path(i) for i in range(len(table))]
+    assert paths == sorted(paths, key=lambda p: (p.split("/")[1], p))  # class, then name
+    assert "train/bowling/broken.mp4" in paths and len(paths) == len(manifest["videos"]) + 1
+    broken = paths.index("train/bowling/broken.mp4")
+    row = dict(zip(COLUMNS, table.table[broken].tolist()))
+    assert (row["video_index"], STATUS[row["status"]], row["clips"]) == (-1, "skipped", 0)
+    assert row["label"] == manifest["classes"].index("bowling")
+    index = np.load(tmp_path / "out/train/index.npy")
+    names = [s["name"] for s in manifest["shards"]]
+    for v in manifest["videos"]:
+        i = paths.index(v["path"])
+        row = dict(zip(COLUMNS, table.table[i].tolist()))
+        assert (row["video_index"], row["label"], STATUS[row["status"]], row["clips"],
+                row["tail"], row["frames"], row["held"]) == (
+            v["video_index"], v["label"], v["status"], v["clips"], v["tail"], v["frames"],
+            len(v["held"]))
+        assert table.column("fps")[i] == v["fps"]
+        first = table.first_rows()[i]
+        if v["clips"]:  # its rows in index.npy, found from the table alone
+            assert names[row["shard"]] == v["shard"] and index[first, 1] == row["offset"]
+            assert (index[first : first + v["clips"], 0] == row["shard"]).all()
+    ds = Kinetics(tmp_path / "out", split="train")
+    assert ds.samples[broken] == ("train/bowling/broken.mp4", row_label(table, broken))
+    assert len(ds.video_clips.clips[broken]) == 0 and len(ds.samples) == len(paths)
+
+
+def row_label(table: VideoTable, i: int) -> int:
+    return int(table.column("label")[i])
+
+
+def test_paths_match_extensions_as_torchvision_tests_names():
+    videos, paths = encode_videos([
+        {"path": p, "label": 0, "status": "ok"}
+        for p in ("a/x.MP4", "a/y.avi", "b/zmp4", "b/é.mkv", "m")])
+    table = VideoTable(decode_npy(videos), decode_npy(paths))
+    assert table.ends_with(("avi", "mp4")).tolist() == [True, True, True, False, False]
+    assert table.ends_with((".mkv",)).tolist() == [False, False, False, True, False]
+    assert table.ends_with(("",)).all() and table.path(3) == "b/é.mkv"
