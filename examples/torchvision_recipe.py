@@ -1,27 +1,26 @@
 """torchvision's reference video-classification recipe (references/video_classification) on
-shardkin: only the dataset lines differ.
+shardkin: one line of its ``datasets.py`` differs, the base class::
 
-torchvision::
+    class KineticsWithVideoId(torchvision.datasets.Kinetics):   # torchvision
+    class KineticsWithVideoId(shardkin.Kinetics):               # shardkin
 
-    dataset = torchvision.datasets.Kinetics400(traindir, frames_per_clip=16,
-        step_between_clips=1, transform=transform_train, frame_rate=15, extensions=("avi", "mp4"))
-
-shardkin (after a one-off ``shardkin build ROOT OUT --split train --frames-per-clip 16
---frame-rate 15``, which this script runs when needed)::
-
-    dataset = shardkin.Kinetics(out, split="train", frames_per_clip=16, step_between_clips=1,
-                                transform=transform_train, frame_rate=15)
+and ``--data-path`` names the build (made once by ``shardkin build DATA OUT --split train,val
+--frames-per-clip 16 --frame-rate 15``, which this script runs when needed). ``train.py``'s
+dataset arguments (``frames_per_clip=16, num_classes="400", split=..., step_between_clips=1,
+transform=..., frame_rate=15, extensions=("avi", "mp4"), output_format="TCHW",
+num_workers=...``), its samplers over ``dataset.video_clips`` (``RandomClipSampler(..., 5)``,
+``UniformClipSampler(..., 5)``, in ``DistributedSampler`` under torchrun, ``set_epoch`` each
+epoch), its collate that drops the audio, its video-level evaluation over ``samples``,
+``classes`` and ``video_idx`` and its ``--cache-dataset`` are kept; the clips and the
+samplers' index lists are torchvision 0.28's (tests/reader/test_torchvision_recipe.py runs
+this flow against the real torchvision).
 
 The build stores each video's frames once (clips of 16 that do not overlap, and each
 video's tail); ``step_between_clips=1`` then cuts torchvision's clips from them at read
-time, the same clips in the same order, so the shards are 16 times smaller than a build
-of the overlapping clips themselves.
-
-The samplers (``RandomClipSampler(dataset.video_clips, 5)`` for training,
-``UniformClipSampler`` for evaluation, both in torchvision's ``DistributedSampler`` when run
-under torchrun), the collate that drops audio, the train and eval presets and the SGD loop
-are the recipe's; the presets are written with torch ops (torchvision need not be
-installed) and the model is a tiny 3D convnet instead of R(2+1)D-18.
+time, so the shards are 16 times smaller than a build of the overlapping clips themselves.
+torchvision's samplers are used when it is installed, shardkin's identical ones otherwise;
+the presets are written with torch ops, and the model is a tiny 3D convnet instead of
+R(2+1)D-18.
 
     python examples/torchvision_recipe.py --demo --data-path /tmp/kin --output /tmp/kin-shards
 """
@@ -41,7 +40,15 @@ from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 import shardkin
-from shardkin.samplers import DistributedSampler, RandomClipSampler, UniformClipSampler
+
+try:  # the recipe's own samplers; shardkin's give the same indices
+    from torchvision.datasets.samplers import (
+        DistributedSampler,
+        RandomClipSampler,
+        UniformClipSampler,
+    )
+except ImportError:
+    from shardkin.samplers import DistributedSampler, RandomClipSampler, UniformClipSampler
 
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
@@ -75,9 +82,21 @@ class VideoClassificationPreset:
         return x[..., top : top + size, left : left + size].permute(1, 0, 2, 3)
 
 
+class KineticsWithVideoId(shardkin.Kinetics):  # datasets.py: the one line changed
+    def __getitem__(self, idx):
+        video, audio, info, video_idx = self.video_clips.get_clip(idx)
+        label = self.samples[video_idx][1]
+
+        if self.transform is not None:
+            video = self.transform(video)
+
+        return video, audio, label, video_idx
+
+
 def collate_fn(batch: Sequence[Any]) -> Any:
-    """The recipe's: audio dropped, ``(video, label)`` batched."""
-    return default_collate([(d[0], d[2]) for d in batch])
+    """train.py's: the audio dropped, ``(video, label, video_idx)`` batched."""
+    batch = [(d[0], d[2], d[3]) for d in batch]
+    return default_collate(batch)
 
 
 class TinyVideoNet(nn.Module):
@@ -118,13 +137,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if distributed:
         dist.barrier()
 
-    dataset = shardkin.Kinetics(args.output, split="train", frames_per_clip=args.clip_len,
-                                step_between_clips=1, transform=VideoClassificationPreset(True),
-                                frame_rate=args.frame_rate)
-    dataset_test = shardkin.Kinetics(args.output, split="val", frames_per_clip=args.clip_len,
-                                     step_between_clips=1,
-                                     transform=VideoClassificationPreset(False),
-                                     frame_rate=args.frame_rate)
+    dataset = load_data(args, "train", VideoClassificationPreset(True))
+    dataset_test = load_data(args, "val", VideoClassificationPreset(False))
 
     train_sampler = RandomClipSampler(dataset.video_clips, args.clips_per_video)
     test_sampler = UniformClipSampler(dataset_test.video_clips, args.clips_per_video)
@@ -149,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for epoch in range(math.ceil(args.steps / len(data_loader))):
         if distributed:
             train_sampler.set_epoch(epoch)
-        for video, target in data_loader:
+        for video, target, _ in data_loader:
             loss = criterion(model(video.to(device)), target.to(device))
             optimizer.zero_grad()
             loss.backward()
@@ -159,18 +173,48 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if len(losses) == args.steps:
                 break
 
+    # train.py's evaluate(): clip accuracy, and video accuracy from the clips' softmax summed
+    # by video_idx into len(dataset.samples) x len(dataset.classes)
     model.eval()
     correct = seen = 0
+    num_videos, num_classes = len(dataset_test.samples), len(dataset_test.classes)
+    agg_preds = torch.zeros((num_videos, num_classes), dtype=torch.float32, device=device)
+    agg_targets = torch.zeros(num_videos, dtype=torch.int32, device=device)
     with torch.inference_mode():
-        for video, target in data_loader_test:
+        for video, target, video_idx in data_loader_test:
             output = model(video.to(device))
             correct += int((output.argmax(1).cpu() == target).sum())
             seen += len(target)
-    print(f" * Clip Acc@1 {100 * correct / max(seen, 1):.3f} ({seen} clips)")
+            preds = torch.softmax(output, dim=1)
+            for b in range(video.size(0)):
+                agg_preds[video_idx[b].item()] += preds[b].detach()
+                agg_targets[video_idx[b].item()] = target[b].item()
+    videos = agg_preds.sum(1) > 0
+    video_acc = float((agg_preds.argmax(1) == agg_targets)[videos].float().mean())
+    print(f" * Clip Acc@1 {100 * correct / max(seen, 1):.3f} ({seen} clips), "
+          f"Video Acc@1 {100 * video_acc:.3f} ({int(videos.sum())} videos)")
     if distributed:
         dist.destroy_process_group()
     return {"losses": losses, "accuracy": correct / max(seen, 1), "eval_clips": seen,
-            "train_sampler": train_sampler, "test_sampler": test_sampler}
+            "video_accuracy": video_acc, "train_sampler": train_sampler,
+            "test_sampler": test_sampler}
+
+
+def load_data(args: argparse.Namespace, split: str, transform: Any) -> KineticsWithVideoId:
+    """train.py's dataset, with ``--cache-dataset``: saved with ``torch.save`` and loaded
+    again with a new transform (the pickle holds the arguments, not the index)."""
+    cache = os.path.join(args.output, f"{split}-dataset.pt")
+    if args.cache_dataset and os.path.exists(cache):
+        dataset, _ = torch.load(cache, weights_only=False)
+        dataset.transform = transform
+        return dataset
+    dataset = KineticsWithVideoId(
+        args.output, frames_per_clip=args.clip_len, num_classes=args.kinetics_version,
+        split=split, step_between_clips=1, transform=transform, frame_rate=args.frame_rate,
+        extensions=("avi", "mp4"), output_format="TCHW", num_workers=args.workers)
+    if args.cache_dataset:
+        torch.save((dataset, args.output), cache)
+    return dataset
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -189,6 +233,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinetics-version", default="400", choices=["400", "600", "700"])
+    parser.add_argument("--cache-dataset", action="store_true",
+                        help="save the datasets with torch.save and load them next time")
     return parser.parse_args(argv)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import socket
+import sys
 from pathlib import Path
 
 import shardkin.samplers
@@ -15,6 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def load_example(name: str):
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as when run: its classes pickle (--cache-dataset)
     spec.loader.exec_module(module)
     return module
 
@@ -28,9 +30,9 @@ def test_torchvision_recipe_trains_on_its_samplers(tmp_path, monkeypatch):
             return iter(self.drawn)
 
     read: list[tuple[str, int]] = []
-    get = Kinetics.__getitem__
+    get = Kinetics.get_clip
     monkeypatch.setattr(recipe, "RandomClipSampler", Recorded)
-    monkeypatch.setattr(Kinetics, "__getitem__",
+    monkeypatch.setattr(Kinetics, "get_clip",
                         lambda ds, i: read.append((ds.split, i)) or get(ds, i))
     with socket.socket() as s:  # torchrun's environment for one process: distributed
         s.bind(("127.0.0.1", 0))
@@ -39,9 +41,10 @@ def test_torchvision_recipe_trains_on_its_samplers(tmp_path, monkeypatch):
                            MASTER_PORT=str(port)).items():
         monkeypatch.setenv(key, value)
 
-    out = recipe.main(["--demo", "--data-path", str(tmp_path / "data"), "--output",
-                       str(tmp_path / "out"), "--steps", "3", "-b", "2", "--clip-len", "4",
-                       "-j", "0", "--device", "cpu"])
+    argv = ["--demo", "--data-path", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+            "--steps", "3", "-b", "2", "--clip-len", "4", "-j", "0", "--device", "cpu",
+            "--cache-dataset"]
+    out = recipe.main(argv)
     assert len(out["losses"]) == 3 and all(math.isfinite(x) for x in out["losses"])
     train, test = out["train_sampler"], out["test_sampler"]
     assert isinstance(train, shardkin.samplers.DistributedSampler)
@@ -51,6 +54,12 @@ def test_torchvision_recipe_trains_on_its_samplers(tmp_path, monkeypatch):
     assert [i for s, i in read if s == "train"] == train.dataset.drawn[:6]
     assert [i for s, i in read if s == "val"] == list(test.dataset) == list(test)
     assert out["eval_clips"] == len(test) == 6 * 5
+    assert 0 <= out["video_accuracy"] <= 1
+    cached = sorted(p.name for p in (tmp_path / "out").glob("*-dataset.pt"))
+    assert cached == ["train-dataset.pt", "val-dataset.pt"]
+    assert all(p.stat().st_size < 10_000 for p in (tmp_path / "out").glob("*-dataset.pt"))
+    again = recipe.main(argv)  # from the cache, with the transforms set again
+    assert again["eval_clips"] == out["eval_clips"]
 
 
 def test_pytorchvideo_lightning_example_trains(tmp_path):
