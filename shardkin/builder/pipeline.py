@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from ..format.codecs import JPEG_PSNR
 from ..format.codecs import MEMBER as VIDEO_CODECS
-from ..format.manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, ShardTable
+from ..format.manifest import HEAD, INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, ShardTable
 from ..format.npy import encode_npy
 from ..format.options import DEFAULT_EXTENSIONS, BuildOptions
-from ..format.videos import PATHS, VIDEOS, encode_videos
+from ..format.videos import PATHS, VIDEOS, encode_manifest_videos, encode_videos
 from ..store.folder import Folder
 from ..store.lock import BuildLock, LockedError
 from . import shard
@@ -131,8 +131,10 @@ def _build_locked(folder: Folder, root: Path, split: str, options: BuildOptions,
         raise BuildError(f"cannot read {folder.url}: {type(e).__name__}: {e} (check the "
                          "path or bucket, the credentials and the endpoint)") from None
     if finished is not None:
+        added = _add_reader_files(folder, finished)
         if run.progress:
-            print(f"{folder.url}: already built with these options, nothing to do",
+            print(f"{folder.url}: already built with these options, "
+                  f"{'added ' + ', '.join(added) if added else 'nothing to do'}",
                   file=sys.stderr)
         return finished
     _remove_temporaries(folder, split)
@@ -162,9 +164,26 @@ def _check_existing(folder: Folder, split: str, recorded: dict, overwrite: bool)
                          f"pass --overwrite to replace it, or choose another OUT")
     for name in folder.names(f"{split}-"):
         folder.delete(name)
-    for name in (MANIFEST, INDEX, ".build"):
+    for name in (MANIFEST, HEAD, INDEX, VIDEOS, PATHS, ".build"):
         folder.delete(name)
     return None
+
+
+def _add_reader_files(folder: Folder, manifest: dict[str, Any]) -> list[str]:
+    """Give a build made before ``head.json`` and ``videos.npy`` the files readers start
+    from (made from its manifest: its built videos, no shard offsets); the names added."""
+    if folder.exists(HEAD):
+        return []
+    m = Manifest.from_json(manifest, folder.path(MANIFEST))
+    added = [HEAD]
+    if m.video_table is None:
+        videos, paths = encode_manifest_videos(m.videos, m.shards.names)
+        m.video_table, m.path_table = _write(folder, VIDEOS, videos), _write(folder, PATHS, paths)
+        manifest.update({k: getattr(m, k)._asdict() for k in ("video_table", "path_table")})
+        folder.write_json(MANIFEST, manifest)
+        added = [VIDEOS, PATHS, HEAD]
+    folder.write_json(HEAD, m.head_json(), indent=None)
+    return added
 
 
 def _remove_temporaries(folder: Folder, split: str) -> None:
@@ -243,6 +262,7 @@ def _finish(folder: Folder, split: str, plan: dict, records: dict[str, dict]) ->
     manifest = _manifest(plan, records, index, _write(folder, VIDEOS, videos),
                          _write(folder, PATHS, paths))
     _check_published(folder, manifest)
+    folder.write_json(HEAD, manifest.head_json(), indent=None)
     manifest = manifest.to_json()
     folder.write_json(MANIFEST, manifest)
     folder.delete(".build")

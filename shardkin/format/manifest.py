@@ -31,9 +31,7 @@ video in that order for readers (:mod:`.videos`).
 """
 from __future__ import annotations
 
-import codecs
 import json
-import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
@@ -41,9 +39,10 @@ from typing import Any, NamedTuple, TypedDict
 from .sample import FORMAT_VERSIONS
 
 MANIFEST = "manifest.json"
+HEAD = "head.json"  # the manifest's head, for readers' start-up
 INDEX = "index.npy"
 REQUIRED_KEYS = ("classes", "format_version", "shards", "split")
-HEAD_KEYS = (*REQUIRED_KEYS, "index", "options", "video_table", "path_table")  # for readers
+HEAD_KEYS = (*REQUIRED_KEYS, "index", "options", "video_table", "path_table")  # head.json
 
 
 class ShardInfo(NamedTuple):
@@ -72,7 +71,10 @@ class ShardTable(Sequence[ShardInfo]):
                    [s.sha256 for s in rows])
 
     @classmethod
-    def from_json(cls, entries: list[dict[str, Any]]) -> ShardTable:
+    def from_json(cls, entries: list[dict[str, Any]] | dict[str, list]) -> ShardTable:
+        """From a manifest's list of shards, or ``head.json``'s columns."""
+        if isinstance(entries, dict):
+            return cls(entries["name"], entries["clips"], entries["bytes"], entries["sha256"])
         return cls([s["name"] for s in entries], [s["clips"] for s in entries],
                    [s["bytes"] for s in entries], [s.get("sha256") for s in entries])
 
@@ -119,8 +121,8 @@ class VideoRecord(TypedDict):
 
 @dataclass
 class Manifest:
-    """One built split. Readers parse only its head (:meth:`parse` with ``head=True``):
-    ``videos``, ``skipped`` and ``totals`` are then empty."""
+    """One built split. Readers parse only its head (``head.json``, :meth:`head_json`):
+    ``videos`` and ``skipped`` are then empty."""
 
     split: str
     classes: list[str]
@@ -163,24 +165,22 @@ class Manifest:
             raise ValueError(f"{where} is not a valid shardkin manifest ({e})") from None
 
     @classmethod
-    def parse(cls, raw: bytes, where: str = "manifest", head: bool = False) -> Manifest:
-        """The manifest of ``manifest.json``'s bytes; with ``head``, its head only (fast:
-        only the first bytes are decoded when they hold it)."""
+    def parse(cls, raw: bytes, where: str = "manifest") -> Manifest:
+        """The manifest of ``manifest.json``'s (or ``head.json``'s) bytes."""
         try:
-            if not head:
-                return cls.from_json(json.loads(raw.decode("utf-8")), where)
-            for limit in (*_HEAD_PREFIXES, len(raw)):
-                try:
-                    data = _head(_decode(raw, limit), where, HEAD_KEYS)
-                except ValueError:  # a value cut by the prefix
-                    if limit >= len(raw):
-                        raise
-                    continue
-                if all(k in data for k in REQUIRED_KEYS) or limit >= len(raw):
-                    break
+            data = json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{where} is not valid JSON ({e})") from None
         return cls.from_json(data, where)
+
+    def head_json(self) -> dict[str, Any]:
+        """``head.json``: what readers need at start-up (no ``videos``, ``skipped``), the
+        shards by column (a JSON list a column parses faster than an object a shard)."""
+        full = self.to_json()
+        head = {k: full[k] for k in HEAD_KEYS if full.get(k) is not None}
+        head["shards"] = {"name": self.shards.names, "clips": self.shards.clips,
+                          "bytes": self.shards.bytes, "sha256": self.shards.sha256}
+        return {**head, "totals": self.totals}
 
     def to_json(self) -> dict[str, Any]:
         """The ``manifest.json`` object (written with sorted keys)."""
@@ -191,40 +191,3 @@ class Manifest:
                 "index": self.index._asdict() if self.index else None, "totals": self.totals,
                 **{k: getattr(self, k)._asdict() for k in ("video_table", "path_table")
                    if getattr(self, k) is not None}}
-
-
-_WS = re.compile(r"[ \t\n\r]*")
-
-
-_HEAD_PREFIXES = (1 << 22, 1 << 25)  # bytes decoded to find the head, before all of them
-
-
-def _decode(raw: bytes, limit: int) -> str:
-    """The text of ``raw``'s first ``limit`` bytes (a character cut at the end left out)."""
-    return codecs.getincrementaldecoder("utf-8")().decode(raw[:limit])
-
-
-def _head(text: str, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The top-level ``keys`` of a manifest's JSON ``text``, leaving the rest unparsed:
-    manifests are written with sorted keys, so ``videos`` (most of a large one) is last
-    and a reader's start-up does not pay for it."""
-    decoder, out, pos = json.JSONDecoder(), {}, _WS.match(text).end()
-    if text[pos : pos + 1] != "{":
-        raise ValueError(f"{where} is not a JSON object")
-    pos += 1
-    while len(out) < len(keys):
-        pos = _WS.match(text, pos).end()
-        if text[pos : pos + 1] in ("}", ""):
-            break
-        key, pos = decoder.raw_decode(text, pos)
-        if key == "videos" and all(k in out for k in REQUIRED_KEYS):
-            break  # what is left to find is optional (an older build's head)
-        pos = _WS.match(text, pos).end()
-        if text[pos : pos + 1] != ":":
-            raise ValueError(f"{where}: malformed JSON at character {pos}")
-        value, pos = decoder.raw_decode(text, _WS.match(text, pos + 1).end())
-        if key in keys:
-            out[key] = value
-        pos = _WS.match(text, pos).end()
-        pos += text[pos : pos + 1] == ","
-    return out

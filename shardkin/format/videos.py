@@ -117,11 +117,17 @@ class VideoTable:
         return np.cumsum(clips) - clips
 
 
-def table_from_manifest(videos: Sequence[Mapping[str, Any]],
-                        shards: Sequence[str]) -> VideoTable:
-    """The table of an older build, from its manifest's ``videos`` (built videos only; no
+def encode_manifest_videos(videos: Sequence[Mapping[str, Any]],
+                           shards: Sequence[str]) -> tuple[bytes, bytes]:
+    """:func:`encode_videos` of an older build's manifest ``videos`` (built videos only, no
     offsets) and shard names."""
     number = {name: i for i, name in enumerate(shards)}
-    table, paths = encode_videos({**v, "shard": number.get(v.get("shard"), -1)}
-                                 for v in sorted(videos, key=lambda v: v["video_index"]))
+    return encode_videos({**v, "shard": number.get(v.get("shard"), -1)}
+                         for v in sorted(videos, key=lambda v: v["video_index"]))
+
+
+def table_from_manifest(videos: Sequence[Mapping[str, Any]],
+                        shards: Sequence[str]) -> VideoTable:
+    """The table of an older build, from its manifest."""
+    table, paths = encode_manifest_videos(videos, shards)
     return VideoTable(decode_npy(table), decode_npy(paths))

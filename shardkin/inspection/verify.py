@@ -9,11 +9,13 @@ rules are :class:`~shardkin.inspection.check.SplitCheck`'s.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
+from ..format.manifest import HEAD
 from ..format.samples import iter_samples
 from ..format.tar import ShardError, checksum
 from ..format.tarread import TarReader
@@ -107,4 +109,27 @@ def verify_split(split: Split, progress: bool = True,
         except FileNotFoundError:
             data = None
         check.index(name, data, split.path(name))
+    _check_reader_files(split, check)
     return check.finish()
+
+
+def _check_reader_files(split: Split, check: SplitCheck) -> None:
+    """``videos.npy``, ``paths.npy`` (their bytes) and ``head.json`` (the manifest's head)."""
+    manifest = split.manifest
+    for entry in (manifest.video_table, manifest.path_table):
+        if entry is None:
+            continue
+        try:
+            data = split.folder.read_bytes(entry.name)
+        except FileNotFoundError:
+            check.problem(entry.name, f"missing: in the manifest, but {split.path(entry.name)} "
+                                      "does not exist")
+            continue
+        if (len(data), hashlib.sha256(data).hexdigest()) != (entry.bytes, entry.sha256):
+            check.problem(entry.name, f"checksum mismatch: {len(data)} bytes, the manifest has "
+                                      f"{entry.bytes} and another sha256")
+    if split.folder.exists(HEAD):
+        head = json.loads(split.folder.read_bytes(HEAD))
+        if head != json.loads(json.dumps(manifest.head_json())):
+            check.problem(HEAD, "differs from the manifest's head: readers would start from "
+                                "other shards or options; re-run the build command to rewrite it")

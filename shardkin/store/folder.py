@@ -222,8 +222,8 @@ class Folder:
             entries = ((e.name, e.stat().st_size) for e in os.scandir(self.url) if e.is_file())
         return {name: size for name, size in entries if name.startswith(prefix)}
 
-    def write_json(self, name: str, data: Any) -> None:
-        text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    def write_json(self, name: str, data: Any, indent: int | None = 1) -> None:
+        text = json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
         self.write_bytes(name, text.encode("utf-8"))
 
     def delete(self, name: str) -> None:

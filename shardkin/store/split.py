@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..format.manifest import INDEX, Manifest, ShardTable
+from ..format.manifest import HEAD, INDEX, MANIFEST, Manifest, ShardTable
 from ..format.npy import decode_npy, parse_header
 from ..format.samples import TarSample, iter_samples
 from ..format.tar import BLOCK, ShardError, checksum
@@ -230,11 +230,13 @@ class Split:
 def open_split(source: Any, split: str | None = None, *, storage_options: dict | None = None,
                attempts: int = 5, head: bool = True, strict_split: bool = False,
                cache: ShardCache | None = None) -> Split:
-    """The split of ``source`` (see :func:`locate`); ``head``: parse only the manifest's
-    head (what readers need: fast for a large split), else all of it."""
+    """The split of ``source`` (see :func:`locate`); ``head``: read only what readers need,
+    ``head.json`` (a build made before it: its whole manifest, which may take seconds at
+    Kinetics size; re-running its build command adds the file), else the whole manifest."""
     folder, name, chosen = locate(source, split, storage_options, attempts)
     where = folder.path(name)
-    manifest = Manifest.parse(folder.read_bytes(name), where, head=head)
+    read = HEAD if head and name == MANIFEST and folder.exists(HEAD) else name
+    manifest = Manifest.parse(folder.read_bytes(read), folder.path(read))
     if strict_split and split is not None and manifest.split != split:
         raise FileNotFoundError(f"{where} is the manifest of split {manifest.split!r}, "
                                 f"not {split!r}: leave out --split or pass the build folder")

@@ -58,3 +58,24 @@ def test_paths_match_extensions_as_torchvision_tests_names():
     assert table.ends_with(("avi", "mp4")).tolist() == [True, True, True, False, False]
     assert table.ends_with((".mkv",)).tolist() == [False, False, False, True, False]
     assert table.ends_with(("",)).all() and table.path(3) == "b/é.mkv"
+
+
+def test_a_build_made_before_the_reader_files_reads_and_gets_them(made_root, tmp_path):
+    kw = dict(frames_per_clip=4, classes=["archery", "bowling"], workers=1, progress=False)
+    build(made_root, tmp_path, "train", **kw)
+    split = tmp_path / "train"
+    want = Kinetics(tmp_path, split="train")
+    counts, samples = want.video_clips.counts.tolist(), list(want.samples)
+    manifest = json.loads((split / "manifest.json").read_text())
+    for name in ("head.json", "videos.npy", "paths.npy"):
+        (split / name).unlink()
+    for key in ("video_table", "path_table"):
+        del manifest[key]
+    (split / "manifest.json").write_text(json.dumps(manifest))
+    older = Kinetics(tmp_path, split="train")  # from the whole manifest
+    assert older.video_clips.counts.tolist() == counts and list(older.samples) == samples
+    build(made_root, tmp_path, "train", **kw)  # the same command: adds what readers start from
+    assert {p.name for p in split.iterdir()} >= {"head.json", "videos.npy", "paths.npy"}
+    again = Kinetics(tmp_path, split="train")
+    assert again.video_clips.counts.tolist() == counts and list(again.samples) == samples
+    assert (again[3][0] == want[3][0]).all()

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from shardkin.builder import build
+from shardkin.format.manifest import Manifest
 from shardkin.inspection.sheet import contact_sheet, frame_positions, pick
 from shardkin.inspection.verify import verify_split
 from shardkin.store.split import open_split
@@ -127,9 +128,22 @@ def _flip_byte(split: Path) -> None:
 
 
 def _edit_manifest(split: Path, edit) -> None:
+    """Edit the manifest, and head.json with it (as a build would have written them)."""
     manifest = json.loads((split / "manifest.json").read_text())
     edit(manifest)
     (split / "manifest.json").write_text(json.dumps(manifest))
+    head = Manifest.from_json(manifest).head_json()
+    (split / "head.json").write_text(json.dumps(head))
+
+
+def test_verify_finds_a_head_json_that_differs_from_the_manifest(copy):
+    head = json.loads((copy / "head.json").read_text())
+    head["shards"]["clips"][0] += 1
+    (copy / "head.json").write_text(json.dumps(head))
+    r = cli("verify", copy, "--quiet")
+    assert r.returncode == 1 and problems(r) == [
+        "head.json: differs from the manifest's head: readers would start from other shards "
+        "or options; re-run the build command to rewrite it"]
 
 
 def _wrong_label(split: Path) -> str:
