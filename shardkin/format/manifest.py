@@ -31,11 +31,13 @@ video in that order for readers (:mod:`.videos`).
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
 
+from .options import BuildOptions
 from .sample import FORMAT_VERSIONS
 
 MANIFEST = "manifest.json"
@@ -136,6 +138,11 @@ class Manifest:
     skipped_extensions: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     format_version: int = 1  # 2 for builds with flac or no audio
+
+    @functools.cached_property
+    def build_options(self) -> BuildOptions:
+        """``options`` as typed records (an older build's missing ones as it made them)."""
+        return BuildOptions.from_manifest(self.options)
 
     @classmethod
     def from_json(cls, data: Any, where: str = "manifest") -> Manifest:

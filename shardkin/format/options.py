@@ -193,6 +193,13 @@ class BuildOptions:
         options = {**older_options(), **options}
         return cls.from_kwargs(**{k: v for k, v in options.items() if k in recorded})
 
+    def value(self, name: str) -> Any:
+        """The option ``name``, whichever group holds it."""
+        for group in option_groups():
+            if any(f.name == name for f in fields(getattr(self, group))):
+                return getattr(getattr(self, group), name)
+        raise KeyError(f"no build option {name!r}")
+
     def to_manifest(self) -> dict[str, Any]:
         """The manifest's ``options``: the recorded options by name (lists for tuples)."""
         flat = {}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..format.options import TORCHVISION_ARGS
+from ..format.options import TORCHVISION_ARGS, BuildOptions
 from ..format.samples import iter_samples
 from ..format.tar import ShardError, checksum
 from ..format.tarread import BlobReader
@@ -126,19 +126,18 @@ class Kinetics(Dataset):
         if manifest.index is None:
             raise ValueError(f"{where} has no index.npy (built by an older shardkin): "
                              "re-run the build with --overwrite to add it")
-        options = manifest.options
+        options = manifest.build_options
         self._check_built_with(options, where, frame_rate=frame_rate,
                                _video_width=_video_width, _video_height=_video_height,
                                _video_min_dimension=_video_min_dimension,
                                _video_max_dimension=_video_max_dimension,
                                _audio_samples=_audio_samples, _audio_channels=_audio_channels)
         self._rows = None if extensions is None else self._with_extensions(extensions)
-        self.windows = windows_for(options, self._counts, where, frames_per_clip,
+        self.windows = windows_for(options.clips, self._counts, where, frames_per_clip,
                                    step_between_clips)
-        self.frames_per_clip = int(frames_per_clip or options["frames_per_clip"])
-        self.step_between_clips = int(step_between_clips or options.get("step_between_clips")
-                                      or self.frames_per_clip)
-        self.frame_rate = options.get("frame_rate")
+        self.frames_per_clip = int(frames_per_clip or options.clips.frames_per_clip)
+        self.step_between_clips = int(step_between_clips or options.clips.step_between_clips)
+        self.frame_rate = options.clips.frame_rate
         self.index = self._split.read_index()
         self.classes: list[str] = manifest.classes
         self.split = manifest.split if not _legacy else "unknown"
@@ -152,11 +151,10 @@ class Kinetics(Dataset):
         self._wanted = wanted_members(return_dict, self.windows is not None)
 
     @staticmethod
-    def _check_built_with(options: dict[str, Any], where: str, **given: Any) -> None:
-        differ = [f"{arg}={value!r} (built with {options.get(TORCHVISION_ARGS[arg])!r})"
+    def _check_built_with(options: BuildOptions, where: str, **given: Any) -> None:
+        differ = [f"{arg}={value!r} (built with {options.value(TORCHVISION_ARGS[arg])!r})"
                   for arg, value in given.items()
-                  if value and value != (options.get(TORCHVISION_ARGS[arg]) or
-                                         (None if arg == "frame_rate" else 0))]
+                  if value and value != options.value(TORCHVISION_ARGS[arg])]
         if differ:
             raise ValueError(f"{where} was built with other options: {'; '.join(differ)}. "
                              "Rebuild with those options (shardkin build) or drop the arguments")

@@ -139,7 +139,7 @@ def plan_clips(split: Split, frames_per_clip: int | None, step_between_clips: in
     :class:`ClipSelection` of ``k`` clips a video, or of windows when the clip arguments
     (left out: the build's) are not the build's own."""
     windows = None if frames_per_clip is None and step_between_clips is None else windows_for(
-        split.manifest.options, split.video_counts, split.where, frames_per_clip,
+        split.manifest.build_options.clips, split.video_counts, split.where, frames_per_clip,
         step_between_clips)
     return None if k is None and windows is None else select_clips(split, k, sampler, seed,
                                                                     windows)

@@ -16,10 +16,12 @@ windows reaching into the tail are absent.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from ..format.options import ClipOptions
 
 
 class Span(NamedTuple):
@@ -74,14 +76,13 @@ class Windows:
         return Span(*(int(x) for x in span)) if np.ndim(k) == 0 else span
 
 
-def windows_for(options: Mapping[str, Any], counts: Callable[[], tuple[Any, ...]], where: str,
+def windows_for(clips: ClipOptions, counts: Callable[[], tuple[Any, ...]], where: str,
                 frames_per_clip: int | None, step_between_clips: int | None) -> Windows | None:
-    """The :class:`Windows` asked for of a build with these manifest ``options``, or None
-    when they are the build's own clips. An argument left out is the build's. ``counts``
-    gives the stored clips and tails of the videos, and optionally their first rows (read
-    only when needed)."""
-    f0 = int(options["frames_per_clip"])
-    s0 = int(options.get("step_between_clips") or f0)
+    """The :class:`Windows` asked for of a build with these ``clips`` options, or None when
+    they are the build's own clips. An argument left out is the build's. ``counts`` gives
+    the stored clips and tails of the videos, and optionally their first rows (read only
+    when needed)."""
+    f0, s0 = clips.frames_per_clip, clips.step_between_clips
     f = f0 if frames_per_clip is None else int(frames_per_clip)
     s = s0 if step_between_clips is None else int(step_between_clips)
     if (f, s) == (f0, s0):

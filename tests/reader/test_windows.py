@@ -15,6 +15,7 @@ import torch
 from shardkin import Kinetics, ShardDataset, make_loader
 from shardkin.builder import build
 from shardkin.builder.clips import ClipRule
+from shardkin.format.options import ClipOptions
 from shardkin.reader.cutting import window_ref
 from shardkin.reader.records import read_video
 from shardkin.reader.windows import Windows, windows_for
@@ -82,7 +83,7 @@ def test_window_arithmetic_equals_torchvision_rule():
 
 
 def test_arguments_choose_windows_or_the_build_clips():
-    contiguous = {"frames_per_clip": 16, "step_between_clips": 16}
+    contiguous = ClipOptions(16, 16)
     def never():
         raise AssertionError("the counts are read only for windows")
 
@@ -93,9 +94,9 @@ def test_arguments_choose_windows_or_the_build_clips():
     assert windows_for(contiguous, never, "x", 16, 16) is None
     w = windows_for(contiguous, counts, "x", 8, None)  # a step left out is the build's
     assert (w.frames, w.step, w.counts.tolist()) == (8, 16, [3])
-    assert windows_for({"frames_per_clip": 16}, counts, "x", 16, 1).counts.tolist() == [38]
+    assert windows_for(contiguous, counts, "x", 16, 1).counts.tolist() == [38]
     with pytest.raises(ValueError, match="built with frames_per_clip=16, step_between_clips=2"):
-        windows_for({"frames_per_clip": 16, "step_between_clips": 2}, never, "x", 16, 1)
+        windows_for(ClipOptions(16, 2), never, "x", 16, 1)
     with pytest.raises(ValueError, match=">= 1"):
         windows_for(contiguous, never, "x", 16, 0)
 
