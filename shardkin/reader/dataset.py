@@ -31,8 +31,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import IterableDataset
 
-from ..format.options import parse_size
-from ..store.cache import ShardCache
+from ..store.cache import open_cache
 from ..store.split import open_split
 from .env import dist_rank, worker_id
 from .items import check_output_format, make_item, video_dtype_for
@@ -142,7 +141,7 @@ class ShardDataset(IterableDataset):
         where = self.split_source.where
         remote = self.split_source.folder.remote
         if cache_dir is not None and remote:
-            self.split_source.cache = ShardCache(cache_dir, parse_size(cache_size))
+            self.split_source.cache = open_cache(cache_dir, cache_size)
         elif cache_dir is not None:
             warnings.warn(f"shardkin: {where} is local: its shards are read in place, "
                           "cache_dir is not used", stacklevel=2)

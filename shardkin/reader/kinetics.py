@@ -31,6 +31,7 @@ from ..format.samples import iter_samples
 from ..format.tar import ShardError, checksum
 from ..format.tarread import BlobReader
 from ..samplers.video_clips import ClipCounts
+from ..store.cache import open_cache
 from ..store.split import open_split
 from .cutting import window_ref
 from .items import check_output_format, make_item, video_dtype_for
@@ -85,7 +86,10 @@ class Kinetics(Dataset):
     shardkin's own (keyword-only): ``return_dict`` and ``video_dtype`` (as in
     ``ShardDataset``), ``on_error`` (``"skip"``: warn and return the next readable clip
     instead of raising :class:`~shardkin.format.tar.ShardError`), ``verify`` (check each
-    clip's bytes against its checksum in the index), ``storage_options`` (fsspec).
+    clip's bytes against its checksum in the index), ``storage_options`` (fsspec),
+    ``cache_dir``/``cache_size``: on object storage, ``index.npy`` and the video table are
+    fetched once a machine into this cache and memory-mapped from there (else every process
+    fetches them).
     """
 
     def __init__(self, root: str | os.PathLike, frames_per_clip: int | None = None,
@@ -100,7 +104,9 @@ class Kinetics(Dataset):
                  output_format: str = "TCHW", *, _video_max_dimension: int = 0,
                  return_dict: bool = False, video_dtype: torch.dtype | None = None,
                  on_error: str = "raise", verify: bool = False,
-                 storage_options: dict | None = None) -> None:
+                 storage_options: dict | None = None,
+                 cache_dir: str | os.PathLike | None = None,
+                 cache_size: str | int = "100GB") -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if isinstance(frames_per_clip, str):
             raise TypeError(f"frames_per_clip={frames_per_clip!r}: torchvision's second "
@@ -121,7 +127,8 @@ class Kinetics(Dataset):
         check_on_error(on_error)
         self.root, self.num_classes, self.extensions = root, str(num_classes), extensions
         self.num_download_workers, self._legacy = num_download_workers, _legacy
-        self._split = open_split(root, split, storage_options=storage_options)
+        self._split = open_split(root, split, storage_options=storage_options,
+                                 cache=open_cache(cache_dir, cache_size))
         manifest, where = self._split.manifest, self._split.folder.url
         if manifest.index is None:
             raise ValueError(f"{where} has no index.npy (built by an older shardkin): "

@@ -21,6 +21,8 @@ import time
 import warnings
 from typing import BinaryIO
 
+from ..format.options import parse_size
+
 _STALE_TEMP = 3600.0  # seconds: temporary files older than this were left by a dead worker
 
 
@@ -150,3 +152,8 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def open_cache(folder: str | os.PathLike | None, size: str | int) -> ShardCache | None:
+    """The cache at ``folder`` holding at most ``size`` (``"100GB"``), or None."""
+    return None if folder is None else ShardCache(folder, parse_size(size))

@@ -96,15 +96,36 @@ class Split:
 
     def read_array(self, name: str) -> np.ndarray:
         """The npy file ``name`` of the split: memory-mapped when local (the page cache
-        shares it among processes, and only the rows used are read), else fetched."""
-        if self.folder.remote:
-            return decode_npy(self.folder.read_bytes(name))
+        shares it among processes, and only the rows used are read); on object storage
+        fetched, once a machine into the shard cache when there is one, and memory-mapped
+        from there."""
         path = self.path(name)
+        if self.folder.remote:
+            entry = next((e for e in (self.manifest.index, self.manifest.video_table,
+                                      self.manifest.path_table) if e and e.name == name), None)
+            path = self._cached(entry) if entry is not None and self.cache else None
+            if path is None:
+                return decode_npy(self.folder.read_bytes(name))
         with open(path, "rb") as f:
             offset, dtype, shape = parse_header(f.read(4096))
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype)
         return np.memmap(path, dtype, "r", offset, shape)
+
+    def _cached(self, entry: Any) -> str | None:
+        """The local copy of a file of the split in the shard cache (fetched into it when
+        missing); None when the cache cannot take it."""
+        cached = self.cache.open(entry.sha256, entry.bytes)
+        if cached is None:
+            writer = self.cache.writer(entry.sha256, entry.bytes)
+            if writer is None:
+                return None
+            writer(memoryview(self.folder.read_bytes(entry.name)))
+            if not writer.commit():
+                return None
+        else:
+            cached.close()
+        return self.cache.path(entry.sha256)
 
     def read_index(self) -> np.ndarray:
         """``index.npy``: int64 ``[clips, 4]`` (shard number, offset, length, checksum;

@@ -145,6 +145,14 @@ def test_on_object_storage(built, bucket):
     loader = DataLoader(remote, batch_size=None, num_workers=2,
                         sampler=RandomSampler(remote, num_samples=6))
     assert sum(1 for _ in loader) == 6
+    # with a cache, index.npy and the video table are fetched once and memory-mapped
+    cached = Kinetics(f"{bucket}/k", split="train", cache_dir=out / "cache")
+    assert isinstance(cached.index, np.memmap) and len(cached.video_clips.clips) > 0
+    files = sorted(p.name for p in (out / "cache").iterdir() if not p.name.startswith("."))
+    entries = [local._split.manifest.index, local._split.manifest.video_table]
+    assert files == sorted(f"{e.sha256}.tar" for e in entries)
+    again = Kinetics(f"{bucket}/k", split="train", cache_dir=out / "cache")
+    assert torch.equal(again[1][0], local[1][0]) and list(again.samples) == list(local.samples)
 
 
 def test_make_loader_on_kinetics_follows_the_sampler_and_keeps_held_batches(built):
