@@ -12,6 +12,7 @@ from ..format.tarwrite import ShardWriter
 from ..store.folder import Folder
 from .decode import DecodeError, VideoCutter
 from .executors import Progress
+from .lifecycle import builder_alive
 
 
 def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
@@ -82,6 +83,9 @@ def build_shard(task: dict, root: str, out: str, options: BuildOptions,
             if progress:
                 progress(videos[-1]["clips"], writer.size - before)
         size, sha = writer.commit()
+    if not builder_alive():  # the worker of a builder that died publishes nothing, and ends
+        folder.discard(writer.path)
+        os._exit(1)
     folder.publish(writer.path, task["name"])
     record = {"name": task["name"], "clips": sum(v["clips"] for v in videos), "bytes": size,
               "sha256": sha, "fingerprint": folder.fingerprint(task["name"]), "videos": videos}
