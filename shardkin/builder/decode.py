@@ -259,6 +259,12 @@ class VideoCutter:
         finally:
             self.close()
 
+    @property
+    def audio_error(self) -> str | None:
+        """Why the sound stopped decoding before the video's end (None if it did not): the
+        clips from there on hold only the sound decoded before it."""
+        return self._audio.error if self._audio is not None else None
+
     def close(self) -> None:
         self._container.close()
         if self._audio is not None:

@@ -290,6 +290,7 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifes
               "bytes": sum(s.bytes for s in shards), "shards": len(shards),
               "skipped": len(skipped), "partial": status["partial"],
               "too_short": status["too_short"],
+              "audio_errors": sum(1 for v in videos if v.get("audio_error")),
               "skipped_extensions": sum(plan["skipped_extensions"].values())}
     return Manifest(split=plan["split"], classes=plan["classes"], shards=ShardTable.of(shards),
                     options=plan["options"], index=index, videos=videos, skipped=skipped,

@@ -52,6 +52,8 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
         stats.error = f"{type(e).__name__}: {e}"
         cutter.close()
     record.update(clips=stats.clips, frames=stats.frames, tail=stats.tail, reason=stats.error)
+    if cutter.audio_error:  # the frames are whole; the sound stopped early
+        record["audio_error"] = cutter.audio_error
     if stats.error:
         record["status"] = "partial" if stats.clips else "failed"
         if not stats.clips:
