@@ -49,12 +49,11 @@ class BuildInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def _die_with_parent() -> bool:
-    """Ask Linux to SIGKILL this process when its parent ends; False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent ends (elsewhere the check of
+    :func:`builder_alive` remains)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def worker_init(builder_pid: int, then: Any = None, *args: Any) -> None:
@@ -90,7 +89,7 @@ def kill_workers(pool: ProcessPoolExecutor) -> None:
 
 
 _ours: set[int] = set()  # the signals whose handler stop_on_signals installed
-_received: list[int] = []  # the signal _interrupt turned into BuildInterrupted
+_received: list[int] = []  # the signals _interrupt turned into BuildInterrupted
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -120,6 +119,8 @@ def stop_on_signals() -> Iterator[None]:
     defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
     saved = {sig: signal.getsignal(sig) for sig, default in defaults.items()
              if signal.getsignal(sig) is default}
+    if saved:
+        _received.clear()
     for sig in saved:
         signal.signal(sig, _interrupt)
         _ours.add(sig)
