@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .inspection.info import SHARDS_LISTED
@@ -22,8 +23,11 @@ examples:
 
 Re-running the same command after an interruption resumes it (finished shards are
 kept, the result is byte-identical); other options over an existing build need
---overwrite. Labels are the index of the class in the sorted union of the class
-folders of all splits (so they agree across splits), or of --classes-from's list.
+--overwrite. However the build is stopped (Ctrl-C, SIGTERM: exit status 130 or 143;
+kill -9), its worker processes, and a local Ray cluster it started, end with it.
+Labels are the index of the class in the sorted union of the class folders of all
+splits (so they agree across splits), or of --classes-from's list. Frames and fps are
+torchvision 0.28's (--timeline torchcodec, the default).
 """
 
 
@@ -44,31 +48,47 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from .builder import BuildError, build
-    from .builder.scan import find_splits
-    from .format.options import command_line
+    from .builder import BuildError
+    from .builder.lifecycle import stop_on_signals, stopping_signal
 
-    options = {flag.dest: getattr(args, flag.dest) for flag in command_line()}
     try:
-        splits = args.split or ([] if args.annotations else find_splits(args.root))
-        if not splits:
-            raise BuildError("no split to build: pass --split NAME" if args.annotations
-                             else f"no split folders under {args.root}")
-        if args.annotations and len(splits) != 1:
-            raise BuildError("--annotations builds one split: pass --split NAME")
-        empty = []
-        for split in splits:
-            manifest = build(args.root, args.out, split=split, **options)
-            if manifest["totals"]["clips"] == 0:
-                empty.append(split)
+        with stop_on_signals():
+            empty = _build_splits(args)
     except (BuildError, FileNotFoundError, ValueError, ImportError) as e:
         print(f"shardkin build: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (lifecycle.BuildInterrupted)
+        signum = stopping_signal(e)
+        print(f"shardkin build: stopped by {signal.Signals(signum).name}; its workers are "
+              "stopped and the lock released, finished shards are kept: run the same command "
+              "again to resume", file=sys.stderr)
+        return 128 + signum
     if empty:
         print(f"shardkin build: no clip was built for {', '.join(empty)}: see 'skipped' and "
               "'videos' in the manifest for the reasons", file=sys.stderr)
         return 1
     return 0
+
+
+def _build_splits(args: argparse.Namespace) -> list[str]:
+    """Build each split asked for; returns those that got no clip."""
+    from .builder import BuildError, build
+    from .builder.scan import find_splits
+    from .format.options import command_line
+
+    options = {flag.dest: getattr(args, flag.dest) for flag in command_line()}
+    splits = args.split or ([] if args.annotations else find_splits(args.root))
+    if not splits:
+        raise BuildError("no split to build: pass --split NAME" if args.annotations
+                         else f"no split folders under {args.root}")
+    if args.annotations and len(splits) != 1:
+        raise BuildError("--annotations builds one split: pass --split NAME")
+    empty = []
+    for split in splits:
+        manifest = build(args.root, args.out, split=split, **options)
+        if manifest["totals"]["clips"] == 0:
+            empty.append(split)
+    return empty
 
 
 SOURCE_HELP = ("a build folder (OUT, with --split NAME unless it holds one split), "

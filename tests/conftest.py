@@ -1,10 +1,15 @@
-"""Shared fixtures: small made videos and the optional real clips in ../shared/realvideos."""
+"""Shared fixtures: small made videos and the optional real clips in ../shared/realvideos;
+and the check that the suite leaves no process behind."""
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
+import psutil
 import pytest
 
 from shardkin.synth import make_video
@@ -73,3 +78,53 @@ def bucket(s3_endpoint, request) -> str:
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+# Processes of this pytest that end with it: multiprocessing's helpers, not left behind.
+_ENDS_WITH_PYTEST = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+_PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def pytest_configure(config):
+    """Make this process the reaper of every process the tests start, also of those whose
+    parent ended (Linux's child subreaper), so that none can escape the check below."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _left_behind(grace: float) -> list[psutil.Process]:
+    """Descendants of this process still running after ``grace`` seconds (zombies reaped:
+    their parent ended, so they are ours now)."""
+    deadline = time.monotonic() + grace
+    while True:
+        left, reaped = [], False
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    p.wait(0)
+                    reaped = True  # its children may be on their way to us: look again
+                elif not any(name in " ".join(p.cmdline()) for name in _ENDS_WITH_PYTEST):
+                    left.append(p)
+            except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+                pass
+        if not (left or reaped) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if any process a test started outlives it by 15 s (then kill them)."""
+    left = _left_behind(grace=15)
+    if not left:
+        return
+    lines = []
+    for p in left:
+        try:
+            lines.append(f"  pid {p.pid}: {' '.join(p.cmdline())[:200]}")
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    reporter.write_line("processes left behind by the tests (killed now):\n" + "\n".join(lines),
+                        red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -42,7 +42,7 @@ def moto_server(require_auth: bool = False) -> Iterator[str]:
         [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
          "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # its imports take long on a busy machine
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -132,7 +132,7 @@ http {{
         proc = subprocess.Popen([nginx, "-p", tmp, "-c", str(conf), "-e", str(log)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_http(f"http://127.0.0.1:{port}/", proc, 20, log)
+            _wait_http(f"http://127.0.0.1:{port}/", proc, 60, log)
             yield f"https://127.0.0.1:{tls_port}" if tls else f"http://127.0.0.1:{port}"
         finally:
             proc.terminate()

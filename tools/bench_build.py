@@ -1,17 +1,27 @@
 """Build speed: `shardkin build` against a bare PyAV decode loop (the floor), and 1 -> 2 workers.
 
-    python tools/bench_build.py [--root ROOT --split train] [--min-dimension 128]
+    python tools/bench_build.py [--root ROOT --split train] [--min-dimension 128] [--rounds 3]
+                                [--base OTHER_SHARDKIN_TREE] [--executor ray]
 
-Frames/s counts source frames decoded per second of wall time. The floor opens
-every video and decodes and converts every frame to RGB at the same output size,
-one FFmpeg thread, nothing written. The build runs with one FFmpeg thread per
-worker too, so the 1 -> 2 worker speed-up measures the process pool. Without
+Frames/s counts source frames decoded per second of wall time. The floor opens every
+video and decodes and converts every frame to RGB at the same output size with
+``frame.to_ndarray``, one FFmpeg thread, nothing written; "one swscale context" is the
+same loop converting through one ``VideoReformatter`` a video, as the build does. Builds
+keep each video's tail (16-frame clips at step 16). Each build runs with one FFmpeg thread
+per worker, so the 1 -> 2 worker speed-up measures the process pool.
+
+The machine may be shared: every measurement runs in its own process, all of them in
+each round, in an order rotated from round to round, so that a change in load falls on
+all sides; the load average is printed with each round. ``--base`` times another source
+tree of shardkin the same way in the same rounds (an interleaved A/B). Without
 ../shared/realvideos it makes videos first.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,16 +29,18 @@ from pathlib import Path
 
 import av
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from shardkin.builder import build  # noqa: E402
+HERE = Path(__file__).resolve().parents[1]
+REAL = HERE.parent / "shared" / "realvideos"
+sys.path.insert(0, os.environ.get("BENCH_TREE") or str(HERE))  # the tree a measurement times
 from shardkin.builder.clips import output_size  # noqa: E402
 from shardkin.format.options import DEFAULT_EXTENSIONS  # noqa: E402
 from shardkin.synth import make_video  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realvideos"
 
+def floor_decode(paths: list[Path], min_dimension: int, one_context: bool) -> int:
+    """Decode and convert every frame of ``paths``; returns the frames."""
+    from av.video.reformatter import VideoReformatter
 
-def floor_decode(paths: list[Path], min_dimension: int) -> int:
     frames = 0
     for path in paths:
         with av.open(str(path)) as c:
@@ -36,22 +48,55 @@ def floor_decode(paths: list[Path], min_dimension: int) -> int:
             s.codec_context.thread_count = 1
             w, h = output_size(s.codec_context.width, s.codec_context.height,
                                0, 0, min_dimension, 0)
+            size = dict(width=w, height=h, interpolation="AREA") if min_dimension else {}
+            convert = VideoReformatter() if one_context else None
             for frame in c.decode(s):
-                if min_dimension:
-                    frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+                if convert is None:
+                    frame.to_ndarray(format="rgb24", **size)
                 else:
-                    frame.to_ndarray(format="rgb24")
+                    convert.reformat(frame, format="rgb24", **size).to_ndarray()
                 frames += 1
     return frames
 
 
-def timed(fn, repeat: int):
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
+def measure(kind: str, args: argparse.Namespace, out: str) -> dict:
+    """One measurement, in this process: {"seconds", "frames"}."""
+    paths = sorted(p for p in (args.root / args.split).rglob("*")
+                   if p.suffix.lower().lstrip(".") in DEFAULT_EXTENSIONS)
+    if kind.startswith("floor"):
+        start = time.perf_counter()
+        frames = floor_decode(paths, args.min_dimension, kind == "floor-one-context")
+        return {"seconds": time.perf_counter() - start, "frames": frames}
+    from shardkin.builder import build
+
+    workers = int(kind.split("-")[1])
+    executor = "ray" if kind.startswith("ray") else "local"
+    if executor == "ray":  # the cluster's start is not timed
+        from shardkin.builder.executors import connect_ray
+
+        connect_ray(None, workers)
+    start = time.perf_counter()
+    m = build(args.root, out, args.split, frames_per_clip=args.frames_per_clip,
+              min_dimension=args.min_dimension, shard_size=args.shard_size, workers=workers,
+              decode_threads=1, progress=False, executor=executor)
+    return {"seconds": time.perf_counter() - start,
+            "frames": sum(v["frames"] for v in m["videos"]), "bytes": m["totals"]["bytes"],
+            "shards": m["totals"]["shards"]}
+
+
+def run(kind: str, tree: Path, args: argparse.Namespace, tmp: str) -> dict:
+    """``measure(kind)`` in a fresh process with ``tree`` first on its path."""
+    command = [sys.executable, __file__, "--measure", kind, "--out", tempfile.mkdtemp(dir=tmp),
+               "--root", str(args.root), "--split", args.split,
+               "--frames-per-clip", str(args.frames_per_clip),
+               "--min-dimension", str(args.min_dimension), "--shard-size", args.shard_size]
+    env = {**os.environ, "BENCH_TREE": str(tree), "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def main() -> None:
@@ -63,51 +108,65 @@ def main() -> None:
     ap.add_argument("--min-dimension", type=int, default=128)
     ap.add_argument("--shard-size", default="8MB",
                     help="small shards so the pool has work to share")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--base", type=Path, help="another shardkin source tree to time alongside")
     ap.add_argument("--executor", choices=("local", "ray"), default="local",
-                    help="ray: also time the build on a local 2-CPU Ray cluster "
-                         "against local processes")
+                    help="ray: also time the build on a local Ray cluster of 2 CPUs")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args, args.out)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.root
-        if root is None:
-            root = Path(tmp) / "videos"
+        if args.root is None:
+            args.root = Path(tmp) / "videos"
             for i in range(12):
-                make_video(root / args.split / f"class_{i % 4}" / f"v{i}.mp4", 150, 30, (320, 240),
-                           seed=i)
-        paths = sorted(p for p in (root / args.split).rglob("*")
-                       if p.suffix.lower().lstrip(".") in DEFAULT_EXTENSIONS)
-        t_floor, frames = timed(lambda: floor_decode(paths, args.min_dimension), args.repeat)
-
-        def run(workers: int, executor: str = "local") -> dict:
-            out = Path(tempfile.mkdtemp(dir=tmp))
-            return build(root, out, args.split, frames_per_clip=args.frames_per_clip,
-                         min_dimension=args.min_dimension, shard_size=args.shard_size,
-                         workers=workers, decode_threads=1, progress=False, executor=executor)
-
-        t1, m = timed(lambda: run(1), args.repeat)
-        t2, _ = timed(lambda: run(2), args.repeat)
-        built = sum(v["frames"] for v in m["videos"])
-        assert built == frames, (built, frames)
-        print(f"videos: {len(paths)} from {root / args.split}, {frames} frames, "
-              f"min_dimension={args.min_dimension}, {m['totals']['shards']} shards, "
-              f"{m['totals']['bytes'] / 1e6:.0f} MB, cores={os.cpu_count()}")
-        print(f"{'PyAV decode loop (floor)':<32}{frames / t_floor:9.0f} frames/s")
-        print(f"{'shardkin build --workers 1':<32}{frames / t1:9.0f} frames/s   "
-              f"ratio to floor {t_floor / t1:.2f}  (goal >= 0.85)")
-        print(f"{'shardkin build --workers 2':<32}{frames / t2:9.0f} frames/s   "
-              f"speed-up 1 -> 2 workers {t1 / t2:.2f}  (goal >= 1.7)")
+                make_video(args.root / args.split / f"class_{i % 4}" / f"v{i}.mp4", 150, 30,
+                           (320, 240), seed=i)
+        sides = [("floor", HERE), ("floor-one-context", HERE), ("build-1", HERE),
+                 ("build-2", HERE)]
+        if args.base:
+            sides += [("build-1", args.base), ("build-2", args.base)]
         if args.executor == "ray":
-            os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-            import ray
+            sides.append(("ray-2", HERE))
+        names = {(k, t): (f"base {k}" if t == args.base else k) for k, t in sides}
+        times: dict[str, list[float]] = {names[s]: [] for s in sides}
+        frames = 0
+        for r in range(args.rounds):
+            order = sides[r % len(sides):] + sides[: r % len(sides)]
+            load = os.getloadavg()[0]
+            got = {names[s]: run(*s, args, tmp) for s in order}
+            frames = got["floor"]["frames"]
+            assert all(g["frames"] == frames for g in got.values()), got
+            for name, g in got.items():
+                times[name].append(g["seconds"])
+            row = "  ".join(f"{n} {frames / g['seconds']:.0f}" for n, g in got.items())
+            print(f"round {r + 1} (load {load:.1f} -> {os.getloadavg()[0]:.1f}), frames/s: {row}",
+                  flush=True)
+        print(f"videos from {args.root / args.split}: {frames} frames, min_dimension="
+              f"{args.min_dimension}, {got['build-1']['shards']} shards, "
+              f"{got['build-1']['bytes'] / 1e6:.0f} MB, cores={os.cpu_count()}, "
+              f"{args.rounds} rounds (ranges over the rounds; ratios within a round)")
 
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1", _temp_dir=os.path.join(tmp, "ray"))
-            t_ray, _ = timed(lambda: run(2, "ray"), args.repeat)
-            ray.shutdown()
-            print(f"{'shardkin build --executor ray':<32}{frames / t_ray:9.0f} frames/s   "
-                  f"ratio to local processes {t2 / t_ray:.2f}  "
-                  f"(local {os.cpu_count()}-CPU Ray cluster)")
+        def ratios(a: str, b: str) -> list[float]:
+            return [tb / ta for ta, tb in zip(times[a], times[b])]
+
+        for name in times:
+            fps = [frames / t for t in times[name]]
+            line = f"{name:<22}{spread(fps):>14} frames/s"
+            build, tree = name.removeprefix("base "), "base " if name.startswith("base") else ""
+            if build == "build-1":
+                line += (f"   to the floor {spread(ratios(name, 'floor'))} (goal >= 0.85), to "
+                         f"one swscale context {spread(ratios(name, 'floor-one-context'))}")
+            elif build == "build-2":
+                line += f"   1 -> 2 workers {spread(ratios(name, tree + 'build-1'))} (goal >= 1.7)"
+            elif name == "ray-2":
+                line += f"   to local processes {spread(ratios(name, 'build-2'))}"
+            print(line)
+        if args.base:
+            print(f"this tree / base, 1 worker: {spread(ratios('build-1', 'base build-1'))}, "
+                  f"2 workers: {spread(ratios('build-2', 'base build-2'))}")
 
 
 if __name__ == "__main__":

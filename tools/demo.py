@@ -46,7 +46,7 @@ def main() -> None:
             seen += len(label)
             labels += label.tolist()
         print(f"   epoch {epoch}: {len(labels)} clips, labels in order {labels[:12]}...")
-    kin = shardkin.Kinetics(args.out / "shards", split="train", frames_per_clip=8, step_between_clips=1)
+    kin = shardkin.Kinetics(args.out / "shards", 8, split="train", step_between_clips=1)
     print(f"4. the same shards read with torchvision's step 1 (shardkin.Kinetics, map-style): "
           f"{len(kin)} clips cut at read time from the {t['clips']} stored; clip 5 is "
           f"{tuple(kin[5][0].shape)} (T,C,H,W)")

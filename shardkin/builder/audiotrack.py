@@ -46,7 +46,8 @@ class AudioTrack:
             self.done = True
             out = self._resampler.resample(None)
         except av.FFmpegError as e:
-            self.done, self.error = True, f"audio decode error: {e}"
+            self.done = True
+            self.error = f"audio decode error after {self._count / self.rate:.2f} s: {e}"
             return
         for f in out:
             arr = f.to_ndarray().reshape(self.channels, -1)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..format.options import ExecutionOptions
 from .errors import PermanentError, is_permanent
+from .lifecycle import keep_signal_handlers, kill_workers, worker_init
 
 Progress = Callable[[int, int], None]  # (clips, bytes) after each video
 Outcome = tuple[Any, Any, BaseException | None]  # (task, result, error)
@@ -48,8 +49,23 @@ def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context(_START)) as pool:
+    pool = _pool(workers)
+    done = False
+    try:
         yield from pool.map(fn, items, chunksize=chunksize)
+        done = True
+    finally:
+        if done:
+            pool.shutdown()
+        else:  # interrupted, or the caller stopped early
+            kill_workers(pool)
+
+
+def _pool(workers: int, then: Callable | None = None, *args: Any) -> ProcessPoolExecutor:
+    """Worker processes that end with the builder (:func:`.lifecycle.worker_init`), each
+    calling ``then(*args)`` first."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context(_START),
+                               initializer=worker_init, initargs=(os.getpid(), then, *args))
 
 
 def _init(q: Any) -> None:
@@ -104,8 +120,8 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
     todo = list(tasks)
     videos = _Videos(on_progress)
     while todo:
-        pool = ProcessPoolExecutor(max(1, min(workers, len(todo))), mp_context=ctx,
-                                   initializer=_init, initargs=(q,))
+        pool = _pool(max(1, min(workers, len(todo))), _init, q)
+        finished = False
         for t in todo:
             runs[id(t)] += 1  # progress is told apart by run
         running: dict[Future, Any] = {pool.submit(_call, fn, t, runs[id(t)], kwargs): t
@@ -133,8 +149,12 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
                         yield task, None, result
                     else:
                         yield task, result, None
+            finished = True
         finally:
-            pool.shutdown(cancel_futures=True)
+            if finished:
+                pool.shutdown(cancel_futures=True)
+            else:  # interrupted, or the caller stopped: the running shards are not awaited
+                kill_workers(pool)
             _drain(q, videos)
 
 
@@ -146,26 +166,45 @@ def _drain(q: Any, videos: _Videos) -> None:
             return
 
 
-def connect_ray(address: str | None) -> None:
-    """Join ``address`` ("auto", "HOST:PORT", "ray://HOST:PORT") or start a local Ray."""
+def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join ``address`` ("auto", "HOST:PORT", "ray://HOST:PORT") or the cluster named by
+    ``RAY_ADDRESS``; with neither, start a local Ray of ``num_cpus`` (default: all cores)
+    that ends with this process, however it ends (:mod:`.localray`)."""
     try:
         import ray
     except ImportError:
         raise ImportError(RAY_INSTALL_HINT) from None
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    if ray.is_initialized():
+        return
+    with keep_signal_handlers():  # ray.init sets its own for SIGTERM (documented)
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            from . import localray
+
+            temp = localray.start(num_cpus or os.cpu_count() or 1)
+            ray.init(log_to_driver=False, _temp_dir=temp)  # found there
+        else:
+            ray.init(address=address, log_to_driver=False)
 
 
 def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,
             retries: int = 2, **kwargs: Any) -> Iterator[Outcome]:
     """Run the tasks on the Ray cluster at ``ray_address``, one CPU and ``decode_threads``
     (default 1) each; progress is reported per finished shard, video by video."""
-    connect_ray(execution.ray_address)
+    connect_ray(execution.ray_address, execution.workers)
     import ray
 
     kwargs["decode_threads"] = execution.decode_threads or 1
     remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_attempt)
     pending = {remote.remote(fn, task, **kwargs): task for task in tasks}
+    try:
+        yield from _ray_outcomes(ray, pending, on_progress)
+    finally:  # interrupted, or the caller stopped: the running tasks are stopped too
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+def _ray_outcomes(ray: Any, pending: dict, on_progress: Progress) -> Iterator[Outcome]:
+    """The outcomes of the ``pending`` tasks (refs to tasks), as they finish."""
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:

@@ -30,6 +30,7 @@ from ..store.lock import BuildLock, LockedError
 from . import shard
 from .errors import BuildError, PermanentError
 from .executors import EXECUTORS
+from .lifecycle import stop_on_signals
 from .plan import make_plan
 from .summary import summary
 
@@ -113,7 +114,7 @@ def build_split(root: str | os.PathLike, out: str | os.PathLike, split: str,
         raise BuildError(f"cannot write to {folder.url}: {type(e).__name__}: {e} (check the "
                          "path or bucket, the credentials and the endpoint)") from None
     try:
-        with BuildLock(folder, run.break_lock):
+        with stop_on_signals(), BuildLock(folder, run.break_lock):
             return _build_locked(folder, root, split, options, t0)
     except LockedError as e:
         raise BuildError(str(e)) from None
@@ -143,7 +144,11 @@ def _build_locked(folder: Folder, root: Path, split: str, options: BuildOptions,
     else:
         plan = make_plan(root, split, options)
         folder.write_json(PLAN, plan)
-    records = _build_shards(folder, root, plan, options)
+    try:
+        records = _build_shards(folder, root, plan, options)
+    except BaseException:  # its workers are gone: what they left half-written goes too
+        _remove_temporaries(folder, split)
+        raise
     manifest = _finish(folder, split, plan, records)
     if run.progress:
         print(summary(manifest, time.monotonic() - t0), file=sys.stderr)
@@ -230,19 +235,21 @@ def _build_shards(folder: Folder, root: Path, plan: dict, options: BuildOptions)
     run = EXECUTORS[options.execution.executor]
     errors = []
     # shard.build_shard is looked up now, so that tests can stand in for it
-    for task, record, error in run(shard.build_shard, todo, on_progress, options.execution,
-                                   root=os.fspath(root.resolve()), out=folder.url,
-                                   options=options):
-        if isinstance(error, PermanentError):
-            bar.close()
-            raise BuildError(f"{task['name']}: {error}. Retrying cannot fix this: free space, "
-                             "fix the permissions or choose another OUT, then re-run the same "
-                             "command (finished shards are kept)") from None
-        if error is not None:
-            errors.append(f"{task['name']}: {type(error).__name__}: {error}")
-        else:
-            records[task["name"]] = record
-    bar.close()
+    outcomes = run(shard.build_shard, todo, on_progress, options.execution,
+                   root=os.fspath(root.resolve()), out=folder.url, options=options)
+    try:
+        for task, record, error in outcomes:
+            if isinstance(error, PermanentError):
+                raise BuildError(f"{task['name']}: {error}. Retrying cannot fix this: free "
+                                 "space, fix the permissions or choose another OUT, then re-run "
+                                 "the same command (finished shards are kept)") from None
+            if error is not None:
+                errors.append(f"{task['name']}: {type(error).__name__}: {error}")
+            else:
+                records[task["name"]] = record
+    finally:
+        outcomes.close()  # stops the workers still running, when the loop ended early
+        bar.close()
     if errors:
         raise BuildError(f"{len(errors)} shard(s) failed after retries; finished shards are kept, "
                          "re-run the same command to retry:\n  " + "\n  ".join(errors))
@@ -328,6 +335,7 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo, video_tabl
               "skipped": len(skipped), "partial": status["partial"],
               "too_short": status["too_short"],
               "held": sum(len(v.get("held", ())) for v in videos),
+              "audio_errors": sum(1 for v in videos if v.get("audio_error")),
               "skipped_extensions": sum(plan["skipped_extensions"].values())}
     return Manifest(split=plan["split"], classes=plan["classes"], shards=ShardTable.of(shards),
                     options=plan["options"], index=index, video_table=video_table,

@@ -12,6 +12,7 @@ from ..format.tarwrite import ShardWriter
 from ..store.folder import Folder
 from .decode import DecodeError, VideoCutter
 from .executors import Progress
+from .lifecycle import builder_alive
 
 
 def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
@@ -52,6 +53,8 @@ def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
         cutter.close()
     record.update(clips=stats.clips, frames=stats.frames, tail=stats.tail, fps=stats.fps,
                   held=stats.held, reason=stats.error)
+    if cutter.audio_error:  # the frames are whole; the sound stopped early
+        record["audio_error"] = cutter.audio_error
     if stats.error:
         record["status"] = "partial" if stats.clips else "failed"
         if not stats.clips:
@@ -83,6 +86,9 @@ def build_shard(task: dict, root: str, out: str, options: BuildOptions,
             if progress:
                 progress(videos[-1]["clips"], writer.size - before)
         size, sha = writer.commit()
+    if not builder_alive():  # the worker of a builder that died publishes nothing, and ends
+        folder.discard(writer.path)
+        os._exit(1)
     folder.publish(writer.path, task["name"])
     record = {"name": task["name"], "clips": sum(v["clips"] for v in videos), "bytes": size,
               "sha256": sha, "fingerprint": folder.fingerprint(task["name"]), "videos": videos}

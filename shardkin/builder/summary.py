@@ -13,6 +13,7 @@ def summary(manifest: dict, seconds: float) -> str:
         ("classes", len(manifest["classes"])),
         ("videos with clips", t["videos"] - t["too_short"]),
         ("  of which partial", t["partial"]),
+        ("  sound cut short", t.get("audio_errors", 0)),
         ("videos too short", t["too_short"]),
         ("frames held", f"{t.get('held', 0)} (no picture of their own: the previous shown)"),
         ("videos skipped", t["skipped"]),

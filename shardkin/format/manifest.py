@@ -13,13 +13,14 @@ Schema (format versions 1 and 2: see :mod:`.sample`)::
       "videos": [{"path": "abseiling/x.mp4", "label": 0, "video_index": 0,
                   "status": "ok" | "partial" | "too_short", "frames": 300,
                   "clips": 18, "tail": 12, "fps": 29.97002997002997, "held": [],
-                  "shard": "train-000000.tar", "reason": null}],
+                  "shard": "train-000000.tar", "reason": null,
+                  "audio_error": "..."}],     # only where the sound stopped decoding early
       "skipped": [{"path": "...", "reason": "..."}],   # not decodable at all
       "skipped_extensions": {".txt": 2},                # files ignored for their extension
       "index": {"name": "index.npy", "bytes": 1234, "sha256": "..."},
       "video_table": {"name": "videos.npy", ...}, "path_table": {"name": "paths.npy", ...},
       "totals": {"videos": 10, "clips": 180, "bytes": 123, "shards": 1,
-                 "skipped": 1, "partial": 0, "too_short": 0, "held": 0}
+                 "skipped": 1, "partial": 0, "too_short": 0, "held": 0, "audio_errors": 0}
     }
 
 ``index.npy`` (int64 ``[clips, 4]``: shard number in ``shards``, byte offset of the
@@ -119,6 +120,9 @@ class VideoRecord(TypedDict):
     held: list[int]  # frames with no picture of their own, showing the previous one
     shard: str | None
     reason: str | None
+    # present only where the sound stopped decoding before the video's end: why; the clips
+    # from there on hold only the sound decoded before it (absent before this key existed)
+    audio_error: str
 
 
 @dataclass

@@ -184,6 +184,13 @@ class Folder:
         else:
             os.replace(local_file, self.path(name))
 
+    def discard(self, local_file: str) -> None:
+        """Remove a file of :meth:`temp_path` that will not be published."""
+        if self.remote:
+            shutil.rmtree(os.path.dirname(local_file), ignore_errors=True)
+        elif os.path.exists(local_file):
+            os.unlink(local_file)
+
     def write_bytes(self, name: str, data: bytes) -> None:
         tmp = self.temp_path(name)
         with open(tmp, "wb") as f:

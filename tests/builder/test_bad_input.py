@@ -121,3 +121,46 @@ def test_missing_root_and_split_are_clear_errors(tmp_path, made_root):
     assert r.returncode == 2 and "split folder" in r.stderr and "train" in r.stderr
     with pytest.raises(BuildError, match="unknown classes"):
         build(made_root, tmp_path / "o", "train", classes=["nope"], progress=False)
+
+
+def _damage_audio_midway(path: Path) -> None:
+    """Overwrite the middle audio packet of ``path`` (AAC): its decoder fails there."""
+    with av.open(str(path)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.audio[0]) if p.size]
+    pos, size = packets[len(packets) // 2]
+    data = bytearray(path.read_bytes())
+    data[pos : pos + size] = b"\xff" * size
+    path.write_bytes(data)
+
+
+def test_sound_that_fails_partway_is_recorded(tmp_path):
+    from shardkin.builder.summary import summary
+
+    root = tmp_path / "root"
+    damaged = make_video(root / "train" / "a" / "damaged.mp4", 60, 30, (64, 48), 16000, seed=1)
+    make_video(root / "train" / "a" / "fine.mp4", 60, 30, (64, 48), 16000, seed=2)
+    _damage_audio_midway(damaged)
+    sound = []  # the samples PyAV decodes before the error
+    with av.open(str(damaged)) as c, pytest.raises(av.FFmpegError):
+        for frame in c.decode(c.streams.audio[0]):
+            sound.append(frame.to_ndarray())
+    sound = np.concatenate(sound, axis=1)
+    m = build(root, tmp_path / "out", "train", frames_per_clip=8, workers=1, progress=False)
+    bad, fine = m["videos"]
+    assert bad["status"] == "ok" and bad["frames"] == 60 and bad["clips"] == 7  # all frames
+    assert bad["audio_error"].startswith(f"audio decode error after {sound.shape[1] / 16000:.2f} s")
+    assert "audio_error" not in fine
+    assert m["totals"]["audio_errors"] == 1
+    assert "sound cut short     1" in summary(m, 1.0)
+    _, samples = read_split(tmp_path / "out" / "train")
+    clips = [s for s in samples if s["json"]["video_index"] == 0]
+    frames = decode_frames(damaged)
+    for k, s in enumerate(clips):  # the pictures are whole
+        np.testing.assert_array_equal(s["video.npy"], np.stack(frames[8 * k : 8 * k + 8]))
+    lengths = [s["audio.npy"].shape[1] for s in clips]
+    cut = next(k for k, n in enumerate(lengths) if n < 4266)
+    assert 0 < lengths[cut] and set(lengths[cut + 1 :]) == {0}, lengths  # short, then none
+    assert "rest.audio.npy" not in clips[-1]  # nor with the tail
+    first = clips[0]["json"]["audio_marks"]["first"]
+    np.testing.assert_array_equal(np.concatenate([s["audio.npy"] for s in clips], axis=1),
+                                  sound[:, first:])  # every sample that decoded, in place

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import shardkin.builder.shard as shard_module
@@ -38,8 +39,9 @@ def shardkin_cli(*args: str) -> subprocess.Popen:
 
 
 def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> None:
+    """Wait until ``path`` (or a file matching it, a glob pattern) exists."""
     deadline = time.monotonic() + seconds
-    while not path.exists():
+    while not next(path.parent.glob(path.name), None):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
@@ -51,9 +53,13 @@ def test_a_second_build_of_a_running_split_is_refused(slow_root, tmp_path, other
     first = shardkin_cli("build", str(slow_root), str(out), "--split", "train", "--workers", "1",
                          "--quiet", "--frames-per-clip", "4")
     wait_for(out / "train" / ".build.lock", first)
-    second = shardkin_cli("build", str(slow_root), str(out), "--split", "train", "--workers", "1",
-                          "--quiet", *(other or ["--frames-per-clip", "4"]))
-    _, err = second.communicate(timeout=120)
+    first.send_signal(signal.SIGSTOP)  # still running while the second starts, however slowly
+    try:
+        second = shardkin_cli("build", str(slow_root), str(out), "--split", "train",
+                              "--workers", "1", "--quiet", *(other or ["--frames-per-clip", "4"]))
+        _, err = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2, err
     assert f"is being built by pid {first.pid}" in err
     assert first.wait(timeout=300) == 0, first.communicate()
@@ -67,9 +73,12 @@ def test_a_killed_builder_leaves_no_lock_behind(slow_root, tmp_path):
     out = tmp_path / "out"
     first = shardkin_cli("build", str(slow_root), str(out), "--split", "train", "--workers", "1",
                          "--quiet", "--frames-per-clip", "4")
-    wait_for(out / "train" / ".build.lock", first)
+    wait_for(out / "train" / ".train-*.tmp-*", first)  # its worker is writing a shard
+    worker = psutil.Process(first.pid).children()
     first.send_signal(signal.SIGKILL)
     first.wait()
+    _, alive = psutil.wait_procs(worker, timeout=10)  # the worker is gone too
+    assert worker and not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     manifest = build(slow_root, out, "train", **{**KW, "clips_per_shard": None})
     assert manifest["totals"]["clips"] > 0
 

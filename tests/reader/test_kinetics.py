@@ -124,10 +124,10 @@ def test_startup_reads_only_manifest_and_index(built, tmp_path):
                           for i in range(240_000)]  # as many videos as Kinetics-400
     (big / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
     assert (big / "manifest.json").stat().st_size > 40e6
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: a busy machine does not lengthen it as it does wall time
     ds = Kinetics(big, split=None)
     n = len(ds)
-    assert n == 1_000_000 and time.perf_counter() - t < 1.0
+    assert n == 1_000_000 and time.process_time() - t < 1.0
 
 
 def test_on_object_storage(built, bucket):

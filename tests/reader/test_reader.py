@@ -522,8 +522,11 @@ def _gloo_rank(rank: int, world: int, folder: str, port: int, out: str) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # how long a collective waits for the other rank: its first batch waits for two spawned
+    # workers to import torch, which takes minutes on a busy machine; a real hang (a rank
+    # with fewer batches) still fails, within the test's own timeout
     dist.init_process_group("gloo", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))
+                            timeout=datetime.timedelta(seconds=240))
     ds = ShardDataset(folder, return_dict=True)
     assert (ds.rank, ds.world_size) == (rank, world)
     loader = make_loader(ds, 8, num_workers=2)  # spawned workers: this process was spawned
@@ -539,6 +542,7 @@ def _gloo_rank(rank: int, world: int, folder: str, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.timeout(600)
 def test_torch_distributed_gloo(split_dir, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

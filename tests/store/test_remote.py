@@ -228,7 +228,7 @@ def test_a_silent_server_is_an_error_not_a_hang():
         t = time.monotonic()
         with pytest.raises(OSError, match="could not be read in 2 attempts.*(?i:timeout)"):
             ShardDataset(url, storage_options=quick, attempts=2)
-        assert time.monotonic() - t < 10
+        assert time.monotonic() - t < 60  # about 2.5 s; aiohttp alone would wait 5 minutes
 
 
 def test_a_missing_shard_object_fails_at_once(local_build, bucket):
