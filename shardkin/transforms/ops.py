@@ -11,6 +11,7 @@ along the memory's own order instead.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,6 +108,16 @@ def check_std(std: torch.Tensor) -> None:
                          "division by zero.")
 
 
+@functools.lru_cache(maxsize=64)
+def _constants(values: tuple[float, ...], shape: tuple[int, ...], device: str,
+               rows: int = 0) -> torch.Tensor:
+    """Per-channel float32 constants viewed as ``shape``, repeated ``rows`` times first
+    when given (cached: tiny tensors made anew for every clip cost more than one might
+    think next to the arithmetic on a crop)."""
+    t = torch.tensor(values, dtype=torch.float32, device=device)
+    return (t.repeat(rows) if rows else t).view(shape)
+
+
 def normalize_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                channel_dim: int = -3) -> torch.Tensor:
     """``Normalize(mean, std)`` in place on float32 ``x`` (channels at ``channel_dim``):
@@ -115,16 +126,18 @@ def normalize_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     (``[..., H, W, C]`` storage) the constants are tiled along the next dimension so the
     inner loop runs over whole rows."""
     c = channel_dim % x.dim()
-    mean, std = mean.to(x.device), std.to(x.device)
+    values = tuple(mean.tolist()), tuple(std.tolist())
     if x.stride(c) == 1 and x.shape[c] > 1 and c < x.dim() - 1:
         inner = min((d for d in range(x.dim()) if d != c), key=lambda d: x.stride(d))
         v = x.movedim((c, inner), (-1, -2))  # [..., inner, C]: rows contiguous in memory
-        n = v.shape[-2]
-        v.sub_(mean.repeat(n).view(n, -1)).div_(std.repeat(n).view(n, -1))
-        return x
-    shape = [1] * x.dim()
-    shape[c] = -1
-    return x.sub_(mean.view(shape)).div_(std.view(shape))
+        rows, shape = v.shape[-2], (v.shape[-2], v.shape[-1])
+        x, out = v, x
+    else:
+        rows, shape = 0, tuple(-1 if d == c else 1 for d in range(x.dim()))
+        out = x
+    x.sub_(_constants(values[0], shape, str(x.device), rows))
+    x.div_(_constants(values[1], shape, str(x.device), rows))
+    return out
 
 
 def center_window(height: int, width: int, crop: tuple[int, int]) -> tuple[int, int]:
