@@ -3,9 +3,13 @@ float parts equal to the whole, per-sample windows, errors (the comparison with 
 torchvision is test_presets_reference.py)."""
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
+import shardkin
 from shardkin.transforms import (
     VideoClassification,
     VideoClassificationPresetEval,
@@ -114,3 +118,26 @@ def test_errors_say_what_to_do():
         VideoClassificationPresetEval(crop_size=112, resize_size=128, std=(1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="interpolation"):
         VideoClassification(crop_size=(112, 112), resize_size=(128, 171), interpolation="box")
+
+
+def test_transforms_stand_beside_the_other_packages():
+    """transforms imports nothing of shardkin; format, store and builder never import it."""
+    root = Path(shardkin.__file__).parent
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                package = ".".join(path.relative_to(root.parent).parts[:-1]).split(".")
+                base = package[: len(package) - node.level + 1] if node.level else []
+                names.add(".".join([*base, *(node.module or "").split(".")]).strip("."))
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    for path in (root / "transforms").rglob("*.py"):
+        assert {n for n in imported(path) if n.startswith("shardkin.")} <= {
+            n for n in imported(path) if n.startswith("shardkin.transforms")}, path
+    for package in ("format", "store", "builder"):
+        for path in (root / package).rglob("*.py"):
+            assert not any(n.startswith("shardkin.transforms") for n in imported(path)), path
