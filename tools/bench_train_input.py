@@ -18,7 +18,8 @@ Each run, in turn (``--runs`` runs; ranges over them):
 
 1. Transforms alone, one core (one process, one thread; ``time.process_time``), on the
    same 64 clips held in memory, outputs dropped (batched forms write into reused memory,
-   as in the loader's workers):
+   as in the loader's workers); the rows take turns batch by batch, so that load from
+   other jobs falls on all of them alike:
    - the reference train and eval presets per clip on contiguous ``[T, C, H, W]`` clips
      (torchvision's decoders' layout: the baseline of every ratio) and the train preset
      on shardkin's clips (views of ``[T, H, W, C]`` memory, on which it is much slower);
@@ -34,7 +35,9 @@ Each run, in turn (``--runs`` runs; ranges over them):
 2. Whole pipelines, ``make_loader`` with ``--workers`` workers and batches of
    ``--batch-size``, over epochs of a manifest listing the shards about 1024 clips'
    worth (page cache warm), each timed ``--seconds`` after a warm-up: reading and
-   decoding, then the reference train preset as the dataset's ``transform``, shardkin's
+   decoding, then the reference train preset as the dataset's ``transform`` (on the clip
+   made contiguous first, as torchvision's decoders give it: on shardkin's views it is
+   slower still), shardkin's
    per-clip preset as ``transform``, shardkin's batched preset in the workers
    (``batch_transform=in_workers(to_float=True)``), the device path's worker side
    (``in_workers()``: uint8 crops), and reading alone. Per core = clips / CPU seconds
@@ -122,51 +125,54 @@ def load_clips(split: Path, n: int) -> torch.Tensor:
     return torch.stack([v for v, _, _ in itertools.islice(ds, n)])
 
 
-def per_clip_ms(rows: dict[str, Callable[[], int]], rounds: int = 2) -> dict[str, float]:
-    """CPU ms a clip of each row (a call returns the clips it did), rows interleaved."""
+def per_clip_ms(rows: dict[str, Callable[[int], int]], parts: int,
+                rounds: int = 2) -> dict[str, float]:
+    """CPU ms a clip of each row. A row's call ``row(i)`` does part ``i`` of the clips and
+    returns how many it did; the rows take turns part by part (a fraction of a second
+    each), so that a busy machine weighs on all of them alike."""
     spent = dict.fromkeys(rows, 0.0)
     clips = dict.fromkeys(rows, 0)
     for row in rows.values():
-        row()  # warm: memory, caches of the first call
-    for _ in range(rounds):
+        row(0)  # warm: memory, caches of the first call
+    for _, i in itertools.product(range(rounds), range(parts)):
         for name, row in rows.items():
             t = time.process_time()
-            clips[name] += row()
+            clips[name] += row(i)
             spent[name] += time.process_time() - t
     return {name: spent[name] / clips[name] * 1e3 for name in rows}
 
 
-def transform_rows(stored: torch.Tensor, batch: int) -> dict[str, Callable[[], int]]:
-    """Part 1's rows over the clips ``stored`` ``[N, T, H, W, C]``."""
+def transform_rows(stored: torch.Tensor, batch: int) -> tuple[dict[str, Callable], int]:
+    """Part 1's rows over the clips ``stored`` ``[N, T, H, W, C]``, in parts of ``batch``
+    clips; and the number of parts."""
     ref_train, ref_eval = reference_presets()
     train = VideoClassificationPresetTrain(crop_size=CROP, resize_size=RESIZE)
     evaluation = VideoClassificationPresetEval(crop_size=CROP, resize_size=RESIZE)
     views = stored.permute(0, 1, 4, 2, 3)  # shardkin's [T, C, H, W] clips
-    contiguous = views.contiguous()
     batches = [views[i : i + batch] for i in range(0, len(views), batch)]
+    contiguous = [b.contiguous() for b in batches]
     keys = [[f"{i:08d}_000000" for i in range(i, i + len(b))] for i, b in
             zip(range(0, len(views), batch), batches)]
     crops, alloc = train.in_workers(seed=0), Reused()
     cropped = [crops(b, k, 0, Reused()) for b, k in zip(batches, keys)]
 
-    def each(preset: Callable, clips: torch.Tensor) -> Callable[[], int]:
-        def row() -> int:
-            for clip in clips:
+    def each(preset: Callable, clips: list[torch.Tensor], most: int = batch) -> Callable:
+        def row(i: int) -> int:
+            for clip in clips[i][:most]:
                 preset(clip)
-            return len(clips)
+            return min(len(clips[i]), most)
         return row
 
-    def batched(step: Callable[[int], Any]) -> Callable[[], int]:
-        def row() -> int:
-            for i in range(len(batches)):
-                step(i)
-            return len(views)
+    def batched(step: Callable[[int], Any]) -> Callable:
+        def row(i: int) -> int:
+            step(i)
+            return len(batches[i])
         return row
 
     rows = {
         "reference train, contiguous clips": each(ref_train, contiguous),
-        "reference train, shardkin's clips": each(ref_train, views[:8]),
-        "shardkin train, per clip": each(train, views),
+        "reference train, shardkin's clips": each(ref_train, batches, 4),
+        "shardkin train, per clip": each(train, batches),
         "shardkin train, batched (float on CPU)": batched(
             lambda i: train.batch(batches[i], alloc=alloc)),
         "device path, CPU side (uint8 crop+flip)": batched(
@@ -174,15 +180,15 @@ def transform_rows(stored: torch.Tensor, batch: int) -> dict[str, Callable[[], i
         "device path, float part (on the CPU)": batched(
             lambda i: train.normalize_batch(cropped[i], alloc=alloc)),
         "reference eval, contiguous clips": each(ref_eval, contiguous),
-        "shardkin eval, per clip": each(evaluation, views),
+        "shardkin eval, per clip": each(evaluation, batches),
         "shardkin eval, batched (float on CPU)": batched(
             lambda i: evaluation.batch(batches[i], alloc=alloc)),
     }
     rows.update(pytorchvideo_rows())
-    return rows
+    return rows, len(batches)
 
 
-def pytorchvideo_rows() -> dict[str, Callable[[], int]]:
+def pytorchvideo_rows() -> dict[str, Callable[[int], int]]:
     """PyTorchVideo's Kinetics tutorial train transform, whole and split."""
     try:
         from pytorchvideo.transforms import (
@@ -194,24 +200,23 @@ def pytorchvideo_rows() -> dict[str, Callable[[], int]]:
     except ImportError:
         return {}
     g = torch.Generator().manual_seed(0)
-    clips = torch.randint(0, 256, (4, 3, 60, 256, 340), dtype=torch.uint8, generator=g)
+    clips = torch.randint(0, 256, (2, 3, 60, 256, 340), dtype=torch.uint8, generator=g)
     floats = clips.float()  # PyTorchVideo's reader gives float32 [C, T, H, W], 0..255
     subsample = UniformTemporalSubsample(8)
     rest = Compose([lambda x: x / 255.0, Normalize((0.45,) * 3, (0.225,) * 3),
                     RandomShortSideScale(min_size=256, max_size=320), RandomCrop(244),
                     RandomHorizontalFlip(p=0.5)])
+    sub = [subsample(c).float() for c in clips]
 
-    def row(step: Callable[[torch.Tensor], Any], inputs: torch.Tensor) -> Callable[[], int]:
-        def run() -> int:
-            for x in inputs:
-                step(x)
-            return len(inputs)
+    def row(step: Callable[[torch.Tensor], Any], inputs: Any) -> Callable[[int], int]:
+        def run(i: int) -> int:
+            step(inputs[i % len(inputs)])
+            return 1
         return run
 
-    sub = [subsample(c).float() for c in clips]
     return {"PyTorchVideo tutorial train, per clip": row(lambda x: rest(subsample(x)), floats),
             "  its uint8 subsample (worker side)": row(subsample, clips),
-            "  the rest (device side, here on the CPU)": row(rest, torch.stack(sub))}
+            "  the rest (device side, here on the CPU)": row(rest, sub)}
 
 
 class Rate(NamedTuple):
@@ -273,8 +278,9 @@ def pipelines(manifest: Path, workers: int, batch: int, seconds: float) -> dict[
     crops = (batch, FRAMES, 3, *CROP)
     full = (batch, FRAMES, 3, *RESIZE)
     return {
-        "reference preset as transform": measure(
-            ShardDataset(manifest, transform=ref_train), workers, batch, seconds, model),
+        "reference preset as transform": measure(  # on contiguous clips, as torchvision's
+            ShardDataset(manifest, transform=lambda v: ref_train(v.contiguous())), workers,
+            batch, seconds, model),
         "shardkin preset as transform": measure(
             ShardDataset(manifest, transform=train), workers, batch, seconds, model),
         "shardkin batched in workers": measure(
@@ -327,7 +333,7 @@ def main() -> None:
     rates: dict[str, list[Rate]] = {}
     for run in range(args.runs):
         torch.set_num_threads(1)
-        for name, value in per_clip_ms(transform_rows(stored, b)).items():
+        for name, value in per_clip_ms(*transform_rows(stored, b)).items():
             ms.setdefault(name, []).append(value)
         print(f"run {run + 1}: " + ", ".join(f"{n.split(',')[0]} {v[-1]:.3f}"
                                              for n, v in list(ms.items())[:4]) + " ms/clip")
