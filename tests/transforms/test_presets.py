@@ -141,3 +141,14 @@ def test_transforms_stand_beside_the_other_packages():
     for package in ("format", "store", "builder"):
         for path in (root / package).rglob("*.py"):
             assert not any(n.startswith("shardkin.transforms") for n in imported(path)), path
+
+
+def test_the_float_part_as_a_gpu_does_it_whole_batch():
+    """On a device normalize_batch converts the whole batch in a few kernels (no device
+    here: the same operations on CPU tensors)."""
+    train = presets()[0]
+    crops = train.crop_batch(batch_of(3, 2, 16, 20))
+    for fmt in (torch.preserve_format, torch.contiguous_format):
+        whole = train._float_batch(crops.shape, crops, None, fmt)
+        train._into(whole, crops.transpose(1, 2), channel_dim=1)
+        assert torch.equal(whole, train.normalize_batch(crops))
