@@ -111,9 +111,12 @@ class BatchedPreset:
         return empty_like_layout(shape, like.transpose(1, 2), torch.float32, alloc)
 
     def _into(self, out: torch.Tensor, crop: torch.Tensor, channel_dim: int = 0) -> None:
-        """``out`` (float32) = the uint8 ``crop`` (same shape) converted and normalized."""
+        """``out`` (float32) = the uint8 ``crop`` (same shape) converted and normalized, with
+        the values of the CPU's operations on any device: CUDA computes ``x / 255.0`` (a
+        Python number) as ``x * (1 / 255)``, off by a bit for some pixel values, and ``x /
+        t`` for a tensor ``t`` on the device as a true division, as the CPU does."""
         out.copy_(crop)
-        out.div_(255.0)
+        out.div_(255.0 if out.device.type == "cpu" else ops.scalar(255.0, out.device))
         ops.normalize_(out, self._mean, self._std, channel_dim)
 
     def batch(self, video: torch.Tensor, windows: Sequence[Window] | None = None, *,

@@ -118,6 +118,11 @@ def _constants(values: tuple[float, ...], shape: tuple[int, ...], device: str,
     return (t.repeat(rows) if rows else t).view(shape)
 
 
+def scalar(value: float, device: torch.device) -> torch.Tensor:
+    """A float32 0-dim tensor on ``device`` (cached)."""
+    return _constants((value,), (), str(device))
+
+
 def normalize_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                channel_dim: int = -3) -> torch.Tensor:
     """``Normalize(mean, std)`` in place on float32 ``x`` (channels at ``channel_dim``):
