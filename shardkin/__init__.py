@@ -5,8 +5,8 @@
 ``shardkin.Kinetics`` indexes them like ``torchvision.datasets.Kinetics``.
 Torch is imported only when the reader is first used. The packages, bottom to top:
 ``format`` (the on-disk contract), ``store`` (where builds live), ``builder`` (the
-write side), ``reader`` (the read side), ``inspection`` (info, verify, show); see
-ARCHITECTURE.md.
+write side), ``reader`` (the read side), ``inspection`` (info, verify, show); beside
+them ``transforms`` (torchvision's video presets, cheaper; torch only); see ARCHITECTURE.md.
 """
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def _audio(audios: Sequence[torch.Tensor], audio: str,
 
 
 def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = False,
-            alloc: Alloc = empty) -> Any:
+            alloc: Alloc = empty, video_alloc: Alloc | None = None) -> Any:
     """Batch :class:`ShardDataset` items (tuples or dicts), e.g. as a DataLoader ``collate_fn``.
 
     Videos (and any other tensors) are stacked; labels and numbers become int64 or
@@ -76,6 +76,7 @@ def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = Fa
     zero-pads to ``[B, C_max, S_max]`` (dicts' 1-D audio to ``[B, S_max]``; dicts also
     get ``audio_lengths``, tuples get it appended as a fourth element when
     ``audio_lengths=True``); ``audio="list"`` keeps a list of the clips' tensors.
+    ``video_alloc``: memory for tuples' stacked videos, if not ``alloc``.
     """
     if isinstance(samples[0], dict):
         batch: dict[str, Any] = {}
@@ -93,7 +94,7 @@ def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = Fa
                 batch[key] = values
         return batch
     videos, audios, labels = zip(*samples)
-    video = stack(videos, alloc)
+    video = stack(videos, video_alloc or alloc)
     sound, lengths = _audio(audios, audio, alloc)
     out = (video, sound, _tensor(labels, alloc))
     return out + (lengths,) if audio_lengths and lengths is not None else out
@@ -117,6 +118,11 @@ class ClipBuffers:
         for tensor in self._lent:
             self._free[tuple(tensor.shape)].append(tensor)
         self._lent = []
+
+
+def _reused(buffers: ClipBuffers | None) -> Alloc:
+    """Memory for a batch that only the worker reads: ``buffers``' (reused) when given."""
+    return empty if buffers is None else lambda shape, dtype: buffers.take(tuple(shape))
 
 
 def _direct(video: Any) -> bool:
@@ -159,7 +165,8 @@ def read_videos(refs: Sequence[ClipRef], dtype: torch.dtype, alloc: Alloc = empt
 
 def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
                  audio_lengths: bool = False, alloc: Alloc = empty,
-                 buffers: ClipBuffers | None = None) -> Any:
+                 buffers: ClipBuffers | None = None, batch_transform: Any = None,
+                 epoch: int = 0) -> Any:
     """Read and batch clips as :func:`collate` batches the items of ``ds`` (a
     ``ShardDataset``: its transform, output format, dict choice and video dtype apply).
 
@@ -167,11 +174,22 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
     (stored ``[T, H, W, C]`` layout; the batch is then a permuted view), or for a
     float32 batch converted into it from the stored uint8 (:func:`read_videos`). With
     one, videos are read into ``buffers`` (reused once the batch is made: transforms
-    must not keep references to their input), transformed, then stacked.
+    must not keep references to their input), transformed, then stacked. With a
+    ``batch_transform`` (tuples of uint8 TCHW videos, see ``make_loader``) the videos are
+    read into ``buffers`` as one uint8 batch and the transform writes the batch's video.
     """
     if ds.transform is not None:
         items = [ds.sample(load_clip(r, _scratch(r, buffers))) for r in refs]
         return collate(items, audio, audio_lengths, alloc)
+    if batch_transform is not None:
+        read = read_videos(refs, torch.uint8, _reused(buffers), buffers)
+        video = batch_transform(read.permute(0, 1, 4, 2, 3), [r.key for r in refs], epoch, alloc)
+        if video.untyped_storage().data_ptr() == read.untyped_storage().data_ptr():
+            raise ValueError("batch_transform must return a new tensor (from alloc), not its "
+                             "input: the input's memory is reused for the next batch")
+        sound, lengths = _audio([read_audio(r.audio) for r in refs], audio, alloc)
+        out = (video, sound, _tensor([r.label for r in refs], alloc))
+        return out + (lengths,) if audio_lengths and lengths is not None else out
     video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
     sounds = [read_audio(r.audio) for r in refs]
     if not ds.return_dict:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from .collate import ClipBuffers, collate_refs
 from .dataset import ShardDataset
 from .env import worker_id
-from .maploader import MapLoader
+from .maploader import BatchTransform, MapLoader, check_batch_transform
 from .memory import BatchMemory, Held, hold
 from .partition import split_sizes
 from .records import ClipRef
@@ -26,10 +26,11 @@ class _Batches(IterableDataset):
     """A worker's clips as ``(worker, clips, substitutes, slot, batch)`` tuples."""
 
     def __init__(self, ds: ShardDataset, batch_size: int, drop_last: bool, num_workers: int,
-                 audio: str, audio_lengths: bool, memory: BatchMemory) -> None:
+                 audio: str, audio_lengths: bool, memory: BatchMemory,
+                 batch_transform: BatchTransform | None = None) -> None:
         self.ds, self.batch_size, self.drop_last = ds, batch_size, drop_last
         self.num_workers, self.audio, self.audio_lengths = num_workers, audio, audio_lengths
-        self.memory = memory
+        self.memory, self.batch_transform = memory, batch_transform
         self._buffers: ClipBuffers | None = None
 
     def __len__(self) -> int:
@@ -37,27 +38,28 @@ class _Batches(IterableDataset):
         return sum(n // b if self.drop_last else -(-n // b)
                    for n in split_sizes(len(self.ds), self.num_workers))
 
-    def _batch(self, worker: int, generation: int, refs: list[ClipRef], subs: int) -> tuple:
+    def _batch(self, worker: int, generation: int, refs: list[ClipRef], subs: int,
+               epoch: int) -> tuple:
         arena = self.memory.arena(worker, generation)
         self._buffers = self._buffers or ClipBuffers()  # kept across epochs
         batch = collate_refs(self.ds, refs, self.audio, self.audio_lengths, arena,
-                                self._buffers)
+                             self._buffers, self.batch_transform, epoch)
         self._buffers.give_back()
         return worker, len(refs), subs, arena.slot, batch
 
     def __iter__(self) -> Iterator[tuple]:
         worker, num_workers = worker_id()
-        generation = int(self.memory.generation)
+        generation, epoch = int(self.memory.generation), self.ds.epoch
         refs: list[ClipRef] = []
         subs = 0
         for ref, substitute in self.ds.stream(worker, num_workers):
             refs.append(ref)
             subs += substitute
             if len(refs) == self.batch_size:
-                yield self._batch(worker, generation, refs, subs)
+                yield self._batch(worker, generation, refs, subs, epoch)
                 refs, subs = [], 0
         if refs and not self.drop_last:
-            yield self._batch(worker, generation, refs, subs)
+            yield self._batch(worker, generation, refs, subs, epoch)
 
 
 class ShardLoader:
@@ -73,15 +75,18 @@ class ShardLoader:
 
     def __init__(self, dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                  drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
-                 memory_slots: int = 5, **dataloader_kwargs: Any) -> None:
+                 memory_slots: int = 5, batch_transform: BatchTransform | None = None,
+                 **dataloader_kwargs: Any) -> None:
         if audio not in ("pad", "list"):
             raise ValueError(f"audio must be 'pad' or 'list', got {audio!r}")
+        if batch_transform is not None:
+            check_batch_transform(dataset)
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._memory = BatchMemory(max(1, num_workers), memory_slots)
         self._batches = _Batches(dataset, batch_size, drop_last, max(1, num_workers), audio,
-                                 audio_lengths, self._memory)
+                                 audio_lengths, self._memory, batch_transform)
         self._kwargs = dataloader_kwargs
         self._held: Held = []
         self._loader = self._make()
@@ -166,7 +171,8 @@ class ShardLoader:
 def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                 drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
                 pin_memory: bool = False, persistent_workers: bool | None = None,
-                prefetch_factor: int | None = None, **dataloader_kwargs: Any) -> ShardLoader:
+                prefetch_factor: int | None = None, batch_transform: BatchTransform | None = None,
+                **dataloader_kwargs: Any) -> ShardLoader:
     """A loader of ``(video [B,T,C,H,W], audio [B,C,S], label [B])`` batches (or dicts).
 
     Batches are made in the workers. Over a :class:`ShardDataset`, each new pass is the
@@ -179,13 +185,23 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
     flight (queued, being made, held by the loop), which a DataLoader needs anyway,
     plus one or two. E.g. 32 clips of 16x128x171 RGB are 34 MB a batch. Other
     keyword arguments go to ``torch.utils.data.DataLoader``.
+
+    ``batch_transform(video, samples, epoch, alloc)`` runs in the workers on each batch's
+    uint8 video ``[B, T, C, H, W]`` (tuple items, ``output_format="TCHW"``, no
+    ``transform``) and returns the batch's video, a new tensor from ``alloc(shape,
+    dtype)`` (the batch memory); ``samples`` are the clips' keys (``ShardDataset``) or
+    indices (map-style), ``epoch`` the dataset's epoch (map-style: the loader's passes), so
+    random draws can follow the sample alone, whatever the worker, and resume with the
+    loader. E.g. ``shardkin.transforms.VideoClassificationPresetTrain(...).in_workers()``:
+    crop and flip in the workers, convert and normalize on the device.
     """
     if not isinstance(dataset, ShardDataset):
         if prefetch_factor is not None and num_workers:
             dataloader_kwargs["prefetch_factor"] = prefetch_factor
         return MapLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
                          audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
-                         memory_slots=(prefetch_factor or 2) + 3, **dataloader_kwargs)
+                         memory_slots=(prefetch_factor or 2) + 3,
+                         batch_transform=batch_transform, **dataloader_kwargs)
     if num_workers:
         dataloader_kwargs["persistent_workers"] = (True if persistent_workers is None
                                                    else persistent_workers)
@@ -193,4 +209,5 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
             dataloader_kwargs["prefetch_factor"] = prefetch_factor
     return ShardLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
                        audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
-                       memory_slots=(prefetch_factor or 2) + 3, **dataloader_kwargs)
+                       memory_slots=(prefetch_factor or 2) + 3, batch_transform=batch_transform,
+                       **dataloader_kwargs)

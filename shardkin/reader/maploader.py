@@ -4,9 +4,10 @@ does for streaming. Fresh shared memory per batch (PyTorch's default) costs a fi
 page fault per 4 KiB, more than reading the clips."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import torch
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -17,18 +18,33 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from .collate import collate
+from .collate import ClipBuffers, collate
 from .env import worker_id
-from .memory import BatchMemory, Held, hold
+from .memory import Alloc, BatchMemory, Held, hold
+
+# make_loader's batch_transform: (uint8 video [B, T, C, H, W], samples, epoch, alloc) -> video
+BatchTransform = Callable[[torch.Tensor, Sequence[Any], int, Alloc], torch.Tensor]
+
+
+def check_batch_transform(ds: Any) -> None:
+    """A ``batch_transform`` takes uint8 ``[B, T, C, H, W]`` videos of tuple items."""
+    if (getattr(ds, "transform", None) is not None or getattr(ds, "return_dict", False)
+            or getattr(ds, "output_format", "TCHW") != "TCHW"
+            or getattr(ds, "video_dtype", torch.uint8) != torch.uint8):
+        raise ValueError("batch_transform needs the dataset's plain items: uint8 videos "
+                         "(video_dtype), output_format='TCHW', no transform, no return_dict")
 
 
 class _PlannedBatches(IterableDataset):
     """Worker ``w`` of ``K`` makes batches ``w, w + K, ...`` of the epoch's plan: the
     DataLoader takes workers in turn, so batches arrive in the sampler's order."""
 
-    def __init__(self, ds: Dataset, audio: str, audio_lengths: bool, memory: BatchMemory) -> None:
+    def __init__(self, ds: Dataset, audio: str, audio_lengths: bool, memory: BatchMemory,
+                 batch_transform: BatchTransform | None = None) -> None:
         self.ds, self.audio, self.audio_lengths, self.memory = ds, audio, audio_lengths, memory
+        self.batch_transform = batch_transform
         self.plan: list[Sequence[int]] = []
+        self.epoch = 0  # the loader's passes: batch_transform's epoch
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -36,10 +52,21 @@ class _PlannedBatches(IterableDataset):
     def __iter__(self) -> Iterator[tuple[int, int, Any]]:
         worker, num_workers = worker_id()
         generation = int(self.memory.generation)
+        buffers = ClipBuffers()  # a batch_transform's input: the clips stacked, reused
+
+        def scratch(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+            return buffers.take(tuple(shape))
+
         for n in range(worker, len(self.plan), num_workers):
             arena = self.memory.arena(worker, generation)
             items = [self.ds[i] for i in self.plan[n]]
-            yield worker, arena.slot, collate(items, self.audio, self.audio_lengths, arena)
+            if self.batch_transform is None:
+                yield worker, arena.slot, collate(items, self.audio, self.audio_lengths, arena)
+                continue
+            batch = collate(items, self.audio, self.audio_lengths, arena, video_alloc=scratch)
+            video = self.batch_transform(batch[0], list(self.plan[n]), self.epoch, arena)
+            buffers.give_back()
+            yield worker, arena.slot, (video, *batch[1:])
 
 
 class MapLoader:
@@ -50,13 +77,18 @@ class MapLoader:
     def __init__(self, dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None,
                  shuffle: bool = False, num_workers: int = 0, drop_last: bool = False,
                  audio: str = "pad", audio_lengths: bool = False, memory_slots: int = 5,
+                 batch_transform: BatchTransform | None = None,
                  **dataloader_kwargs: Any) -> None:
+        if batch_transform is not None:
+            check_batch_transform(dataset)
         if sampler is None:
             sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         self.dataset, self.num_workers = dataset, num_workers
         self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)
         self._memory = BatchMemory(max(1, num_workers), memory_slots)
-        self._batches = _PlannedBatches(dataset, audio, audio_lengths, self._memory)
+        self._batches = _PlannedBatches(dataset, audio, audio_lengths, self._memory,
+                                        batch_transform)
+        self._passes = 0
         self._kwargs = {k: v for k, v in dataloader_kwargs.items() if k != "persistent_workers"}
         self._held: Held = []
 
@@ -65,6 +97,7 @@ class MapLoader:
 
     def __iter__(self) -> Iterator[Any]:
         self._batches.plan = [list(b) for b in self.batch_sampler]
+        self._batches.epoch, self._passes = self._passes, self._passes + 1
         self._memory.new_generation({(w, s) for _, w, s in self._held})
         loader = DataLoader(self._batches, batch_size=None, num_workers=self.num_workers,
                             **self._kwargs)

@@ -1,0 +1,168 @@
+"""What torchvision's video presets share in shardkin: the per-channel constants, the
+float part, and the batched forms on uint8 ``[B, T, C, H, W]`` (CPU or CUDA, each clip its
+own window): ``crop_batch`` (the uint8 part: crop and flip, for DataLoader workers),
+``normalize_batch`` (the float part: convert and normalize, for the device), ``batch``
+(both), ``in_workers`` (``make_loader``'s ``batch_transform``)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from . import ops
+from .windows import Window, crop_into, cut, empty_like_layout
+from .workers import InWorkers
+
+
+class BatchedPreset:
+    """The base of the presets: constants, the float part, the batched forms."""
+
+    crop: tuple[int, int]
+    resize_size: Any
+
+    def _constants(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self._mean = ops.channel_constants(mean, "mean")
+        self._std = ops.channel_constants(std, "std")
+        ops.check_std(self._std)
+
+    def _at_size(self, video: torch.Tensor) -> bool:
+        h, w = video.shape[-2:]
+        return ops.resized_size(h, w, self.resize_size) == (h, w)
+
+    def _normalized(self, crop: torch.Tensor) -> torch.Tensor:
+        """A crop converted and normalized (a new tensor: the input is never written)."""
+        x = ops.to_float(crop)
+        if x.data_ptr() == crop.data_ptr():
+            x = x.clone()
+        return ops.normalize_(x, self._mean, self._std)
+
+    def windows(self, video: torch.Tensor) -> list[Window]:
+        """Each clip's window: the center (no draws) unless the preset draws."""
+        h, w = video.shape[-2:]
+        top, left = ops.center_window(h, w, self.crop)
+        return [Window(top, left, False)] * video.shape[0]
+
+    def sample_window(self, height: int, width: int, *, seed: int, epoch: int,
+                      sample: object) -> Window:
+        """The window of one sample of an epoch (:func:`~.windows.sample_window`)."""
+        top, left = ops.center_window(height, width, self.crop)
+        return Window(top, left, False)
+
+    def _uint8_input(self, video: torch.Tensor) -> torch.Tensor:
+        """``video`` ready for the uint8 crop: at the size the crop is taken at."""
+        if video.dtype != torch.uint8 or video.dim() != 5:
+            raise ValueError(f"expected a uint8 [B, T, C, H, W] batch, got {video.dtype} "
+                             f"{tuple(video.shape)}")
+        if not self._at_size(video):
+            raise ValueError(
+                f"clips of {tuple(video.shape[-2:])} are not at resize_size={self.resize_size}: "
+                "the resize is done in float before the crop, so the uint8 part cannot "
+                "take it; build the shards at that size (--height/--width) or use batch()")
+        if not ops.fits(*video.shape[-2:], self.crop):
+            raise ValueError(f"crop_size {self.crop} is larger than the clips "
+                             f"{tuple(video.shape[-2:])}")
+        return video
+
+    def crop_batch(self, video: torch.Tensor, windows: Sequence[Window] | None = None, *,
+                   alloc: Any = None) -> torch.Tensor:
+        """The uint8 part: each clip's crop (mirrored when drawn so) of a uint8
+        ``[B, T, C, H, W]`` batch at ``resize_size``, as ``[B, T, C, h, w]`` in the input's
+        memory layout. ``windows``: one a clip (default: drawn from torch's global
+        generator clip by clip, as the per-clip preset draws; the eval presets take the
+        center). ``alloc(shape, dtype)`` gives the output memory (a loader's batch)."""
+        video = self._uint8_input(video)
+        windows = list(windows) if windows is not None else self.windows(video)
+        if len(windows) != video.shape[0]:
+            raise ValueError(f"{len(windows)} windows for {video.shape[0]} clips")
+        out = empty_like_layout((*video.shape[:3], *self.crop), video, torch.uint8, alloc)
+        return crop_into(out, video, windows, self.crop)
+
+    def normalize_batch(self, video: torch.Tensor, *, alloc: Any = None,
+                        memory_format: torch.memory_format = torch.preserve_format
+                        ) -> torch.Tensor:
+        """The float part: uint8 ``[B, T, C, h, w]`` (on any device) -> float32
+        ``[B, C, T, h, w]``, ``ConvertImageDtype`` then ``Normalize`` as the preset does
+        them. The output keeps the input's memory layout (``[B, T, h, w, C]`` storage is
+        ``torch.channels_last_3d``), or is contiguous with ``memory_format=
+        torch.contiguous_format`` (the copy then transposes: cheap on a GPU, not on a CPU)."""
+        if video.dtype != torch.uint8 or video.dim() != 5:
+            raise ValueError(f"expected a uint8 [B, T, C, h, w] batch, got {video.dtype} "
+                             f"{tuple(video.shape)}")
+        out = self._float_batch(video.shape, video, alloc, memory_format)
+        if video.device.type != "cpu":  # a few kernels over the whole batch
+            self._into(out, video.transpose(1, 2), channel_dim=1)
+            return out
+        for o, clip in zip(out, video):  # clip by clip: the passes stay in the caches
+            self._into(o, clip.transpose(0, 1))
+        return out
+
+    @staticmethod
+    def _float_batch(shape: torch.Size, like: torch.Tensor, alloc: Any,
+                     memory_format: torch.memory_format) -> torch.Tensor:
+        """Float32 ``[B, C, T, h, w]`` for uint8 ``[B, T, C, h, w]`` ``like``."""
+        shape = (shape[0], shape[2], shape[1], *shape[3:])
+        if memory_format == torch.contiguous_format:
+            return (alloc(shape, torch.float32) if alloc is not None
+                    else torch.empty(shape, dtype=torch.float32, device=like.device))
+        if memory_format != torch.preserve_format:
+            raise ValueError("memory_format must be torch.preserve_format or "
+                             "torch.contiguous_format")
+        return empty_like_layout(shape, like.transpose(1, 2), torch.float32, alloc)
+
+    def _into(self, out: torch.Tensor, crop: torch.Tensor, channel_dim: int = 0) -> None:
+        """``out`` (float32) = the uint8 ``crop`` (same shape) converted and normalized, with
+        the values of the CPU's operations on any device: CUDA computes ``x / 255.0`` (a
+        Python number) as ``x * (1 / 255)``, off by a bit for some pixel values, and ``x /
+        t`` for a tensor ``t`` on the device as a true division, as the CPU does."""
+        out.copy_(crop)
+        out.div_(255.0 if out.device.type == "cpu" else ops.scalar(255.0, out.device))
+        ops.normalize_(out, self._mean, self._std, channel_dim)
+
+    def batch(self, video: torch.Tensor, windows: Sequence[Window] | None = None, *,
+              alloc: Any = None) -> torch.Tensor:
+        """The preset on a uint8 ``[B, T, C, H, W]`` batch -> float32 ``[B, C, T, h, w]``
+        (in the input's memory layout), each clip's output bit-identical to the per-clip
+        preset's with the same window (by default drawn clip by clip from torch's global
+        generator, as calling the preset on each clip in turn draws). Clips not at
+        ``resize_size`` are resized as the original does first. ``alloc(shape, dtype)``
+        gives the output memory."""
+        if video.dim() != 5:
+            raise ValueError(f"expected a [B, T, C, H, W] batch, got {tuple(video.shape)}")
+        if (video.dtype != torch.uint8 or not self._at_size(video)
+                or not ops.fits(*video.shape[-2:], self.crop)):
+            return self._resized_batch(video, windows, alloc)
+        if video.device.type != "cpu":
+            return self.normalize_batch(self.crop_batch(video, windows), alloc=alloc)
+        video = self._uint8_input(video)
+        windows = list(windows) if windows is not None else self.windows(video)
+        out = self._float_batch((*video.shape[:3], *self.crop), video, alloc,
+                                torch.preserve_format)
+        for o, clip, window in zip(out, video, windows):  # crop, convert: clip by clip
+            self._into(o, cut(clip, window, self.crop).transpose(0, 1))
+        return out
+
+    def _resized_batch(self, video: torch.Tensor, windows: Sequence[Window] | None,
+                       alloc: Any) -> torch.Tensor:
+        clips = [self(clip) for clip in video] if windows is None else [
+            self._with_window(clip, w) for clip, w in zip(video, windows)]
+        out = empty_like_layout((video.shape[0], *clips[0].shape), clips[0], torch.float32,
+                                alloc)
+        for o, c in zip(out, clips):
+            o.copy_(c)
+        return out
+
+    def _with_window(self, clip: torch.Tensor, window: Window) -> torch.Tensor:
+        """The per-clip preset with ``window`` (the presets without draws ignore it)."""
+        return self(clip)
+
+    def in_workers(self, *, seed: int = 0, to_float: bool = False) -> InWorkers:
+        """``make_loader(..., batch_transform=preset.in_workers(seed=...))``: the workers
+        crop and flip each uint8 batch (``to_float=False``: then ``normalize_batch`` on the
+        device after a pinned, non-blocking copy) or do it all (``to_float=True``: float
+        batches, for training on the CPU). Windows are drawn per sample from ``seed``, the
+        epoch and the sample (:meth:`sample_window`): the same in any worker, with any
+        number of workers, after a resume."""
+        return InWorkers(self, seed=seed, to_float=to_float)
+
+

@@ -1,0 +1,154 @@
+"""shardkin.transforms on their own: batched forms equal to the per-clip ones, the uint8 and
+float parts equal to the whole, per-sample windows, errors (the comparison with the real
+torchvision is test_presets_reference.py)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+import shardkin
+from shardkin.transforms import (
+    VideoClassification,
+    VideoClassificationPresetEval,
+    VideoClassificationPresetTrain,
+    Window,
+    sample_window,
+)
+
+
+def batch_of(clips: int, frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """uint8 ``[B, T, C, H, W]`` as shardkin's loaders give it: a view of ``[B, T, H, W, C]``."""
+    g = torch.Generator().manual_seed(seed)
+    stored = torch.randint(0, 256, (clips, frames, height, width, 3), dtype=torch.uint8,
+                           generator=g)
+    return stored.permute(0, 1, 4, 2, 3)
+
+
+def presets(resize=(16, 20), crop=(12, 12)):
+    return [VideoClassificationPresetTrain(crop_size=crop, resize_size=resize),
+            VideoClassificationPresetEval(crop_size=crop, resize_size=resize),
+            VideoClassification(crop_size=crop, resize_size=resize)]
+
+
+@pytest.mark.parametrize("size", [(16, 20), (14, 18), (30, 24)])  # at and off resize_size
+@pytest.mark.parametrize("contiguous", [False, True])
+def test_batch_equals_the_per_clip_preset(size, contiguous):
+    video = batch_of(4, 3, *size)
+    video = video.contiguous() if contiguous else video
+    for preset in presets():
+        torch.manual_seed(7)
+        one = torch.stack([preset(clip) for clip in video])
+        torch.manual_seed(7)
+        assert torch.equal(preset.batch(video), one), type(preset).__name__
+        if size == (16, 20) or isinstance(preset, VideoClassification):
+            torch.manual_seed(7)
+            parts = preset.normalize_batch(preset.crop_batch(video))
+            assert torch.equal(parts, one)
+            torch.manual_seed(7)
+            flat = preset.normalize_batch(preset.crop_batch(video),
+                                          memory_format=torch.contiguous_format)
+            assert flat.is_contiguous() and torch.equal(flat, one)
+
+
+def test_outputs_keep_the_inputs_memory_layout():
+    video = batch_of(2, 3, 16, 20)
+    train = presets()[0]
+    out = train.batch(video)
+    assert out.shape == (2, 3, 3, 12, 12) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)  # [B, T, h, w, C] memory
+    crops = train.crop_batch(video)
+    assert crops.permute(0, 1, 3, 4, 2).is_contiguous()
+
+
+def test_windows_follow_torchs_draws_and_mirror_the_column():
+    video = batch_of(1, 2, 16, 20)[0]
+    train = VideoClassificationPresetTrain(crop_size=12, resize_size=(16, 20), hflip_prob=1.0)
+    torch.manual_seed(3)
+    out = train(video)
+    torch.manual_seed(3)
+    assert bool(torch.rand(1) < 1.0)
+    top = int(torch.randint(0, 16 - 12 + 1, (1,)))
+    left = int(torch.randint(0, 20 - 12 + 1, (1,)))  # on the flipped clip
+    x = video.flip(-1).float().div(255)[..., top : top + 12, left : left + 12]
+    mean = torch.tensor((0.43216, 0.394666, 0.37645)).view(3, 1, 1)
+    std = torch.tensor((0.22803, 0.22145, 0.216989)).view(3, 1, 1)
+    assert torch.equal(out, ((x - mean) / std).permute(1, 0, 2, 3))
+    win = [Window(top, 20 - 12 - left, True)]
+    assert torch.equal(train.batch(video[None], win)[0], out)
+
+
+def test_the_input_is_never_written():
+    for preset in presets(resize=(16, 20)):
+        for video in (batch_of(2, 2, 16, 20).float().div(255), batch_of(2, 2, 16, 20)):
+            before = video.clone()
+            preset(video[0])
+            if video.dtype == torch.uint8:
+                preset.batch(video)
+            assert torch.equal(video, before)
+
+
+def test_sample_windows_are_a_function_of_seed_epoch_and_sample():
+    def win(seed=0, epoch=0, sample="00000001_000002", p=0.5):
+        return sample_window(128, 171, (112, 112), p, seed=seed, epoch=epoch, sample=sample)
+
+    assert win() == win()
+    assert len({win(epoch=e) for e in range(20)}) > 10
+    assert len({win(seed=s) for s in range(20)}) > 10
+    many = [win(sample=i) for i in range(4000)]
+    assert {w.top for w in many} == set(range(17)) and {w.left for w in many} == set(range(60))
+    assert 0.45 < sum(w.flip for w in many) / len(many) < 0.55
+    assert not any(win(sample=i, p=0.0).flip for i in range(200))
+    assert all(win(sample=i, p=1.0).flip for i in range(200))
+    assert sample_window(112, 112, (112, 112), 0.5, seed=0, epoch=0, sample=1)[:2] == (0, 0)
+
+
+def test_errors_say_what_to_do():
+    train = VideoClassificationPresetTrain(crop_size=112, resize_size=(128, 171))
+    with pytest.raises(ValueError, match="not at resize_size=.*build the shards at that size"):
+        train.crop_batch(batch_of(1, 1, 120, 160))
+    with pytest.raises(ValueError, match="larger than input image size"):
+        VideoClassificationPresetTrain(crop_size=200, resize_size=(128, 171))(
+            batch_of(1, 1, 128, 171)[0])
+    with pytest.raises(ValueError, match="uint8"):
+        train.crop_batch(batch_of(1, 1, 128, 171).float())
+    with pytest.raises(ValueError, match="std evaluated to zero"):
+        VideoClassificationPresetEval(crop_size=112, resize_size=128, std=(1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="interpolation"):
+        VideoClassification(crop_size=(112, 112), resize_size=(128, 171), interpolation="box")
+
+
+def test_transforms_stand_beside_the_other_packages():
+    """transforms imports nothing of shardkin; format, store and builder never import it."""
+    root = Path(shardkin.__file__).parent
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                package = ".".join(path.relative_to(root.parent).parts[:-1]).split(".")
+                base = package[: len(package) - node.level + 1] if node.level else []
+                names.add(".".join([*base, *(node.module or "").split(".")]).strip("."))
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    for path in (root / "transforms").rglob("*.py"):
+        assert {n for n in imported(path) if n.startswith("shardkin.")} <= {
+            n for n in imported(path) if n.startswith("shardkin.transforms")}, path
+    for package in ("format", "store", "builder"):
+        for path in (root / package).rglob("*.py"):
+            assert not any(n.startswith("shardkin.transforms") for n in imported(path)), path
+
+
+def test_the_float_part_as_a_gpu_does_it_whole_batch():
+    """On a device normalize_batch converts the whole batch in a few kernels (no device
+    here: the same operations on CPU tensors)."""
+    train = presets()[0]
+    crops = train.crop_batch(batch_of(3, 2, 16, 20))
+    for fmt in (torch.preserve_format, torch.contiguous_format):
+        whole = train._float_batch(crops.shape, crops, None, fmt)
+        train._into(whole, crops.transpose(1, 2), channel_dim=1)
+        assert torch.equal(whole, train.normalize_batch(crops))
