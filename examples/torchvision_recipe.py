@@ -19,8 +19,9 @@ The build stores each video's frames once (clips of 16 that do not overlap, and 
 video's tail); ``step_between_clips=1`` then cuts torchvision's clips from them at read
 time, so the shards are 16 times smaller than a build of the overlapping clips themselves.
 torchvision's samplers are used when it is installed, shardkin's identical ones otherwise;
-the presets are written with torch ops, and the model is a tiny 3D convnet instead of
-R(2+1)D-18.
+the presets are ``shardkin.transforms``' (``presets.py``'s, bit-identical: build at their
+resize size, ``--width 171 --height 128``, and their resize is the identity), and the model
+is a tiny 3D convnet instead of R(2+1)D-18.
 
     python examples/torchvision_recipe.py --demo --data-path /tmp/kin --output /tmp/kin-shards
 """
@@ -34,12 +35,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 import shardkin
+from shardkin.transforms import VideoClassificationPresetEval, VideoClassificationPresetTrain
 
 try:  # the recipe's own samplers; shardkin's give the same indices
     from torchvision.datasets.samplers import (
@@ -52,34 +53,6 @@ except ImportError:
 
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
-
-
-class VideoClassificationPreset:
-    """The recipe's presets on a uint8 ``[T, C, H, W]`` clip: ConvertImageDtype(float32),
-    Resize((128, 171), antialias=False), [train: RandomHorizontalFlip()], Normalize,
-    RandomCrop(112) for training or CenterCrop(112) for evaluation, then TCHW -> CTHW.
-    Random draws are torchvision's (``torch.rand(1)``, ``torch.randint``)."""
-
-    def __init__(self, train: bool, resize_size: tuple[int, int] = (128, 171),
-                 crop_size: int = 112) -> None:
-        self.train, self.resize_size, self.crop_size = train, resize_size, crop_size
-        self.mean = torch.tensor(MEAN).view(3, 1, 1)
-        self.std = torch.tensor(STD).view(3, 1, 1)
-
-    def __call__(self, video: torch.Tensor) -> torch.Tensor:
-        x = video.float() / 255
-        x = F.interpolate(x, size=self.resize_size, mode="bilinear", align_corners=False,
-                          antialias=False)
-        if self.train and torch.rand(1) < 0.5:
-            x = x.flip(-1)
-        x = (x - self.mean) / self.std
-        h, w, size = *x.shape[-2:], self.crop_size
-        if self.train:
-            top = int(torch.randint(0, h - size + 1, size=(1,)).item())
-            left = int(torch.randint(0, w - size + 1, size=(1,)).item())
-        else:
-            top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-        return x[..., top : top + size, left : left + size].permute(1, 0, 2, 3)
 
 
 class KineticsWithVideoId(shardkin.Kinetics):  # datasets.py: the one line changed
@@ -137,8 +110,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if distributed:
         dist.barrier()
 
-    dataset = load_data(args, "train", VideoClassificationPreset(True))
-    dataset_test = load_data(args, "val", VideoClassificationPreset(False))
+    # presets.py's, bit-identical and cheaper (shardkin.transforms: the crop first, on uint8)
+    dataset = load_data(args, "train", VideoClassificationPresetTrain(
+        crop_size=args.crop_size, resize_size=args.resize_size))
+    dataset_test = load_data(args, "val", VideoClassificationPresetEval(
+        crop_size=args.crop_size, resize_size=args.resize_size))
 
     train_sampler = RandomClipSampler(dataset.video_clips, args.clips_per_video)
     test_sampler = UniformClipSampler(dataset_test.video_clips, args.clips_per_video)
@@ -234,6 +210,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinetics-version", default="400", choices=["400", "600", "700"])
+    parser.add_argument("--resize-size", type=int, nargs=2, default=(128, 171))
+    parser.add_argument("--crop-size", type=int, nargs=2, default=(112, 112))
     parser.add_argument("--cache-dataset", action="store_true",
                         help="save the datasets with torch.save and load them next time")
     return parser.parse_args(argv)
