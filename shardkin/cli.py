@@ -24,7 +24,8 @@ examples:
 Re-running the same command after an interruption resumes it (finished shards are
 kept, the result is byte-identical); other options over an existing build need
 --overwrite. However the build is stopped (Ctrl-C, SIGTERM: exit status 130 or 143;
-kill -9), its worker processes, and a local Ray cluster it started, end with it. Labels are the index of the class in the sorted union of the class
+kill -9), its worker processes, and a local Ray cluster it started, end with it.
+Labels are the index of the class in the sorted union of the class
 folders of all splits (so they agree across splits), or of --classes-from's list.
 """
 
