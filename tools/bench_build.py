@@ -5,8 +5,9 @@
 
 Frames/s counts source frames decoded per second of wall time. The floor opens every
 video and decodes and converts every frame to RGB at the same output size with
-``frame.to_ndarray``, one FFmpeg thread, nothing written; "one swscale context" is the
-same loop converting through one ``VideoReformatter`` a video, as the build does. Builds
+``frame.to_ndarray``, one FFmpeg thread (decoding and swscale), nothing written; "one
+swscale context" is the same loop converting through one ``VideoReformatter`` a video,
+as the build does. Builds
 keep each video's tail (16-frame clips at step 16). Each build runs with one FFmpeg thread
 per worker, so the 1 -> 2 worker speed-up measures the process pool.
 
@@ -52,9 +53,9 @@ def floor_decode(paths: list[Path], min_dimension: int, one_context: bool) -> in
             convert = VideoReformatter() if one_context else None
             for frame in c.decode(s):
                 if convert is None:
-                    frame.to_ndarray(format="rgb24", **size)
+                    frame.to_ndarray(format="rgb24", threads=1, **size)
                 else:
-                    convert.reformat(frame, format="rgb24", **size).to_ndarray()
+                    convert.reformat(frame, format="rgb24", threads=1, **size).to_ndarray()
                 frames += 1
     return frames
 
