@@ -32,7 +32,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("build", help="build clip shards from a video tree",
                        description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="dataset root holding <split>/<class>/<video> folders")
+    p.add_argument("root", help="dataset root holding <split>/<class>/<video> folders (or, with "
+                   "an official Kinetics CSV as --annotations, <split>/<video>): a folder or "
+                   "an fsspec URL such as s3://bucket/k700")
     p.add_argument("out", help="output folder; each split goes to OUT/<split>/")
     p.add_argument("--split", type=comma_list, default=None,
                    help="split(s) to build, comma-separated (default: every folder under ROOT)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -154,6 +155,29 @@ def connect_ray(address: str | None) -> None:
         raise ImportError(RAY_INSTALL_HINT) from None
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
+
+
+def _apply(fn: Callable, item: Any) -> Any:
+    return fn(item)
+
+
+def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions,
+            retries: int = 2) -> Iterator:
+    """``map(fn, items)`` as Ray tasks of one CPU each on the cluster at ``ray_address``, in
+    order; at most two tasks a CPU in flight, so that the driver holds few items and
+    results at once (probing a Kinetics-700-sized split)."""
+    connect_ray(execution.ray_address)
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_apply)
+    ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: deque = deque()
+    for item in items:
+        pending.append(remote.remote(fn, item))
+        if len(pending) >= ahead:
+            yield ray.get(pending.popleft())
+    while pending:
+        yield ray.get(pending.popleft())
 
 
 def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,

@@ -13,7 +13,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from ..format.codecs import JPEG_PSNR
 from ..format.codecs import MEMBER as VIDEO_CODECS
-from ..format.manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, ShardTable
+from ..format.manifest import INDEX, LAYOUT, MANIFEST, IndexInfo, Manifest, ShardInfo, ShardTable
 from ..format.npy import encode_npy
 from ..format.options import DEFAULT_EXTENSIONS, BuildOptions
 from ..store.folder import Folder
@@ -30,6 +29,7 @@ from . import shard
 from .errors import BuildError, PermanentError
 from .executors import EXECUTORS
 from .plan import make_plan
+from .source import Root
 from .summary import summary
 
 PLAN = ".build/plan.json"
@@ -74,9 +74,12 @@ def build(
 ) -> dict[str, Any]:
     """Build ``out/<split>/`` shards and manifest from ``root/<split>/<class>/<video>``.
 
-    ``out`` is a local folder or an fsspec URL (``s3://bucket/prefix``; credentials and
-    endpoint from the environment or ``storage_options``). ``executor="ray"`` runs the
-    shard tasks on the Ray cluster at ``ray_address`` (default: start a local one).
+    ``root`` and ``out`` are local folders or fsspec URLs (``s3://bucket/prefix``;
+    credentials and endpoint from the environment or ``storage_options``, the same for
+    both). ``executor="ray"`` runs the probes and the shard tasks on the Ray cluster at
+    ``ray_address`` (default: start a local one). ``annotations`` may be the official
+    Kinetics CSV (``label,youtube_id,time_start,time_end,split[,is_cc]``) of a split
+    folder as downloaded (see :mod:`.official`).
 
     Clip arguments follow ``torchvision.datasets.Kinetics`` (``frames_per_clip``,
     ``step_between_clips`` -- default ``frames_per_clip``, i.e. clips do not overlap --
@@ -94,9 +97,9 @@ def build_split(root: str | os.PathLike, out: str | os.PathLike, split: str,
                 options: BuildOptions) -> dict[str, Any]:
     """:func:`build` with its options as one record; returns the manifest."""
     t0 = time.monotonic()
-    root, run = Path(root), options.execution
-    if not root.is_dir():
-        raise BuildError(f"dataset root {root} does not exist or is not a folder")
+    run = options.execution
+    root = Root(root, run.storage_options)
+    root.check()
     if options.storage.video_codec not in VIDEO_CODECS:
         raise BuildError(f"unknown video codec {options.storage.video_codec!r}: use one of "
                          f"{', '.join(VIDEO_CODECS)}")
@@ -116,7 +119,7 @@ def build_split(root: str | os.PathLike, out: str | os.PathLike, split: str,
         raise BuildError(str(e)) from None
 
 
-def _build_locked(folder: Folder, root: Path, split: str, options: BuildOptions,
+def _build_locked(folder: Folder, root: Root, split: str, options: BuildOptions,
                   t0: float) -> dict[str, Any]:
     """The build, while this process holds the split's lock."""
     run = options.execution
@@ -184,7 +187,7 @@ def _done_record(folder: Folder, name: str) -> dict | None:
     return record if folder.fingerprint(name) == record["fingerprint"] else None
 
 
-def _build_shards(folder: Folder, root: Path, plan: dict, options: BuildOptions) -> dict[str, dict]:
+def _build_shards(folder: Folder, root: Root, plan: dict, options: BuildOptions) -> dict[str, dict]:
     """The record of every shard of the plan: those finished earlier, the rest built now
     by the executor (BuildError naming the shards that failed)."""
     by_index = {v["video_index"]: v for v in plan["videos"]}
@@ -209,7 +212,7 @@ def _build_shards(folder: Folder, root: Path, plan: dict, options: BuildOptions)
     errors = []
     # shard.build_shard is looked up now, so that tests can stand in for it
     for task, record, error in run(shard.build_shard, todo, on_progress, options.execution,
-                                   root=os.fspath(root.resolve()), out=folder.url,
+                                   root=root.url, out=folder.url,
                                    options=options):
         if isinstance(error, PermanentError):
             bar.close()
@@ -279,12 +282,14 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo) -> Manifes
     videos.sort(key=lambda v: v["video_index"])
     skipped = plan["skipped"] + [{"path": v["path"], "reason": v["reason"]} for v in failed]
     status = Counter(v["status"] for v in videos)
+    layout = {k: plan[k] for k in LAYOUT if k in plan}  # an official download's
     totals = {"videos": len(videos), "clips": sum(s.clips for s in shards),
               "bytes": sum(s.bytes for s in shards), "shards": len(shards),
               "skipped": len(skipped), "partial": status["partial"],
               "too_short": status["too_short"],
-              "skipped_extensions": sum(plan["skipped_extensions"].values())}
+              "skipped_extensions": sum(plan["skipped_extensions"].values()),
+              **{k: len(v) for k, v in layout.items()}}
     return Manifest(split=plan["split"], classes=plan["classes"], shards=ShardTable.of(shards),
                     options=plan["options"], index=index, videos=videos, skipped=skipped,
                     skipped_extensions=plan["skipped_extensions"], totals=totals,
-                    format_version=plan["format_version"])
+                    format_version=plan["format_version"], **layout)
