@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..store.folder import Folder
+from ..store.fs import retried
 from ..store.objectfile import Blocks, ObjectFile
 from .decode import DecodeError, VideoPath, probe_or_reason
 from .errors import BuildError
@@ -69,12 +70,17 @@ class Root:
                 raise BuildError(f"dataset root {self.url} does not exist or is not a folder")
             return
         try:
-            found = self.folder._fs.ls(self.folder._root, detail=False, refresh=True)
+            found = self._ls("", detail=False)
         except Exception as e:  # s3fs/gcsfs/botocore raise many kinds
             raise BuildError(f"cannot list dataset root {self.url}: {type(e).__name__}: {e} "
                              "(check the URL, the credentials and the endpoint)") from None
         if not found:
             raise BuildError(f"dataset root {self.url} is empty or does not exist")
+
+    def _ls(self, rel: str, detail: bool) -> list:
+        """A store's listing of folder ``rel``, retried (:func:`retried`)."""
+        return retried(lambda: self.folder._fs.ls(self._key(rel), detail=detail, refresh=True),
+                       f"{self.url}/{rel}".rstrip("/"), self.folder.attempts)
 
     def dirs(self, rel: str = "") -> list[str]:
         """Sorted names of the folders in ``rel`` that are not hidden (``.name``)."""
@@ -85,7 +91,7 @@ class Root:
             names = [d.name for d in os.scandir(folder) if d.is_dir()]
         else:
             try:
-                found = self.folder._fs.ls(self._key(rel), detail=True, refresh=True)
+                found = self._ls(rel, detail=True)
             except FileNotFoundError:
                 return []
             names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found
@@ -110,7 +116,8 @@ class Root:
                     for name in sorted(names)]
         fs, key = self.folder._fs, self._key(rel)
         try:
-            found = fs.find(key, detail=True)
+            found = retried(lambda: fs.find(key, detail=True), f"{self.url}/{rel}",
+                            self.folder.attempts)
         except FileNotFoundError:
             return []
         finally:
