@@ -101,9 +101,15 @@ class ObjectFile(io.RawIOBase):
         return self._pos
 
     def readinto(self, b) -> int:
-        k, offset = divmod(self._pos, self._blocks.block)
-        data = self._blocks.get(k)
-        n = max(0, min(len(b), len(data) - offset))
-        b[:n] = memoryview(data)[offset : offset + n]
-        self._pos += n
-        return n
+        """Fill ``b`` as far as the object goes (across blocks)."""
+        out, done = memoryview(b).cast("B"), 0
+        while done < len(out):
+            k, offset = divmod(self._pos, self._blocks.block)
+            data = self._blocks.get(k)
+            n = min(len(out) - done, len(data) - offset)
+            if n <= 0:
+                break
+            out[done : done + n] = memoryview(data)[offset : offset + n]
+            self._pos += n
+            done += n
+        return done
