@@ -140,7 +140,7 @@ def _build_locked(folder: Folder, root: Root, split: str, options: BuildOptions,
         plan = folder.read_json(PLAN)
     else:
         plan = make_plan(root, split, options)
-        folder.write_json(PLAN, plan)
+        folder.write_json(PLAN, plan, compact=True)  # bounded memory at 650k videos
     records = _build_shards(folder, root, plan, options)
     manifest = _finish(folder, split, plan, records)
     if run.progress:
