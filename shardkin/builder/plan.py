@@ -31,6 +31,7 @@ from .source import PROBE_THREADS, Root, as_root, probe_chunk
 
 # typical raw/encoded size ratios (tools/bench_codecs.py), only to size shards
 PROBE_CHUNK = 256  # videos a probe task takes (a store's: its threads share them)
+PROBE_PER_PROCESS = 4096  # a store's videos a local probe process is started for
 _SIZE_RATIO = {"raw": 1.0, "zstd": 1.3, "jpeg": 8.0}
 
 
@@ -149,8 +150,9 @@ def _probes(root: Root, videos: list[VideoEntry], options: BuildOptions) -> Iter
     task = partial(probe_chunk, root.url, run.storage_options, threads=threads)
     if run.executor == "ray":
         results = map_ray(task, chunks, run)
-    else:
-        results = map_processes(task, chunks, local_workers(run), chunksize=1)
+    else:  # a few thousand videos are probed on the driver's threads: no process to start
+        processes = min(local_workers(run), -(-len(videos) // PROBE_PER_PROCESS))
+        results = map_processes(task, chunks, processes, chunksize=1)
     for probes in results:
         yield from probes
 

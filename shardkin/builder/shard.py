@@ -76,7 +76,8 @@ def build_shard(task: dict, root: str, out: str, options: BuildOptions,
     source = Root(root, options.execution.storage_options)
     videos = []
     with ShardWriter(folder.temp_path(task["name"])) as writer:
-        for video in task["videos"]:
+        for i, video in enumerate(task["videos"]):
+            source.prefetch(task["videos"][i + 1 : i + 2])  # arrives while this one decodes
             before = writer.size
             videos.append(_write_video(writer, source, video, task["name"], options,
                                        decode_threads))

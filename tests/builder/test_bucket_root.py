@@ -32,8 +32,7 @@ def _once(monkeypatch):
 def _upload(folder: Path, url: str) -> None:
     import s3fs
 
-    s3fs.S3FileSystem(skip_instance_cache=True).put(f"{folder}/", url.removeprefix("s3://"),
-                                                     recursive=True)
+    s3fs.S3FileSystem().put(f"{folder}/", url.removeprefix("s3://"), recursive=True)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,7 @@ def test_unreadable_video_is_recorded_with_its_url(s3_endpoint, tmp_path, monkey
     _upload(root, "s3://cut/r")
     import s3fs
 
-    s3fs.S3FileSystem(skip_instance_cache=True).put(str(big), "cut/r/train/c/big.mp4")
+    s3fs.S3FileSystem().put(str(big), "cut/r/train/c/big.mp4")
     local = build(root, tmp_path / "local", "train", workers=1, **KW)
     monkeypatch.setattr(source_module, "PROBE_BLOCK", 8192)  # the probe's reads get through
     with cutting_proxy(urlparse(s3_endpoint).port, cut_after=25_000, cuts=10**6) as proxy:

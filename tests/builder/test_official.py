@@ -197,8 +197,7 @@ def test_official_download_in_a_bucket(official_root, s3_endpoint, tmp_path):
     import s3fs
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="official")
-    s3fs.S3FileSystem(skip_instance_cache=True).put(f"{official_root}/", "official/k400",
-                                                    recursive=True)
+    s3fs.S3FileSystem().put(f"{official_root}/", "official/k400", recursive=True)
     remote = build("s3://official/k400", tmp_path / "remote", "train",
                    annotations="s3://official/k400/annotations/train.csv", **KW)
     local = build(official_root, tmp_path / "local", "train",

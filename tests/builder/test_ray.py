@@ -134,7 +134,7 @@ def test_two_nodes_build_from_a_bucket_to_a_bucket(made_root, tmp_path, ray_clus
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     for name in ("ray-root", "ray-out"):
         client.create_bucket(Bucket=name)
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs = s3fs.S3FileSystem()  # cached: shardkin keeps it alive in forked workers
     fs.put(f"{made_root}/", "ray-root/k", recursive=True)
     ran = tmp_path / "ran"  # only where each task ran: the test's own record
     ran.mkdir()
@@ -158,6 +158,7 @@ def test_two_nodes_build_from_a_bucket_to_a_bucket(made_root, tmp_path, ray_clus
     local = build(made_root, tmp_path / "local", "train", workers=2, **KW)
     assert on_ray == local and len(local["shards"]) > 2
     root = "ray-out/k/train"
+    fs.invalidate_cache()
     assert {p[len(root) + 1:]: fs.cat_file(p) for p in fs.find(root)} == tree_bytes(
         tmp_path / "local" / "train")
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
