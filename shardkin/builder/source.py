@@ -76,14 +76,14 @@ class Root:
                 raise BuildError(f"dataset root {self.url} does not exist or is not a folder")
             return
         try:
-            found = self._entries("")
+            found = self._entries("", missing_ok=False)
         except Exception as e:  # s3fs/gcsfs/botocore raise many kinds
             raise BuildError(f"cannot list dataset root {self.url}: {type(e).__name__}: {e} "
                              "(check the URL, the credentials and the endpoint)") from None
         if not found:
             raise BuildError(f"dataset root {self.url} is empty or does not exist")
 
-    def _entries(self, rel: str) -> dict[str, bool]:
+    def _entries(self, rel: str, missing_ok: bool = True) -> dict[str, bool]:
         """What folder ``rel`` of a store holds directly: {name: is a folder}, from one
         retried listing, kept (a plan lists ROOT and a split's folder several times)."""
         if rel not in self._listed:
@@ -92,6 +92,8 @@ class Root:
                                                            refresh=True),
                                 f"{self.url}/{rel}".rstrip("/"), self.folder.attempts)
             except FileNotFoundError:
+                if not missing_ok:
+                    raise
                 found = []
             self._listed[rel] = {e["name"].rstrip("/").rsplit("/", 1)[-1]:
                                  e.get("type") == "directory" for e in found}
@@ -165,8 +167,12 @@ class Root:
         next video of a shard arrives while this one is decoded (no-op locally)."""
         if not self.remote:
             return
-        self._ahead = {v["path"]: self._ahead.get(v["path"]) or RemoteVideo(
-            self.folder, v["path"], v.get("bytes"), False).start() for v in videos}
+        for v in videos:
+            if v["path"] not in self._ahead:
+                self._ahead[v["path"]] = RemoteVideo(self.folder, v["path"], v.get("bytes"),
+                                                     False).start()
+        while len(self._ahead) > 2 * max(1, len(videos)):  # never taken: dropped
+            del self._ahead[next(iter(self._ahead))]
 
 
 class RemoteVideo:
@@ -182,10 +188,15 @@ class RemoteVideo:
     def __repr__(self) -> str:
         return self.folder.path(self.name)
 
+    def _whole(self, size: int) -> bytes:
+        """The whole object, ``size`` bytes, in one ranged GET (s3fs's plain ``cat_file``
+        asks for the size first: a second request)."""
+        return self.folder.read_range(self.name, 0, size, writable=False) if size else b""
+
     def start(self) -> RemoteVideo:
         """Fetch a small video (known to be at most :data:`WHOLE_BYTES`) in the background."""
         if self.size is not None and self.size <= WHOLE_BYTES:
-            self._fetching = _executor().submit(self.folder.read_bytes, self.name)
+            self._fetching = _executor().submit(self._whole, self.size)
         return self
 
     def __call__(self) -> BinaryIO:
@@ -201,7 +212,7 @@ class RemoteVideo:
                     if size is None:
                         raise FileNotFoundError("no such object")
                     if size <= WHOLE_BYTES:
-                        self._data = self.folder.read_bytes(self.name)
+                        self._data = self._whole(size)
                     else:
                         self._blocks = Blocks(self.folder, self.name, size, block=BLOCK_BYTES)
         except OSError as e:

@@ -143,3 +143,21 @@ def test_missing_or_unreadable_bucket_is_a_clear_error(s3_endpoint, tmp_path):
     r = subprocess.run([sys.executable, "-m", "shardkin", "build", "s3://no-such-bucket/k",
                         str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "s3://no-such-bucket/k" in r.stderr
+
+
+def test_next_video_is_fetched_ahead_once(remote_root, s3_endpoint):
+    """A shard's next video is fetched while the current one decodes: opening it (twice:
+    picture and sound) then costs no request."""
+    from servers import cutting_proxy
+
+    with cutting_proxy(urlparse(s3_endpoint).port, cut_after=1 << 40, cuts=0) as proxy:
+        root = source_module.Root(remote_root, {"endpoint_url": proxy.url})
+        (path, size), *_ = root.files("train/archery")
+        listed = proxy.requests
+        root.prefetch([{"path": path, "bytes": size}])
+        video = root.video(path, size)
+        video().close()
+        video().close()
+        assert proxy.requests == listed + 1  # one GET
+        root.prefetch([{"path": f"train/x{i}.mp4", "bytes": 10} for i in range(3)])
+        assert len(root._ahead) <= 6  # never taken: not kept without bound

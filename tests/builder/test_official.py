@@ -207,3 +207,15 @@ def test_official_download_in_a_bucket(official_root, s3_endpoint, tmp_path):
     for name in [s["name"] for s in local["shards"]]:
         assert (tmp_path / "remote/train" / name).read_bytes() == (
             tmp_path / "local/train" / name).read_bytes()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("path,label\ntrain/a.mp4,x\ntrain/b.mp4,\n", r"train.csv:3: empty label"),
+    ("train/a.mp4,x\ntrain/b.mp4,y\ntrain/a.mp4,y\n",
+     r"train.csv:3: train/a.mp4 is named again \(first on row 1\)"),
+])
+def test_path_label_csv_errors_name_the_row(official_root, tmp_path, text, message):
+    csv = tmp_path / "train.csv"
+    csv.write_text(text)
+    with pytest.raises(BuildError, match=message):
+        build(official_root, tmp_path / "o", "train", annotations=csv, **KW)
