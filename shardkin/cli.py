@@ -19,11 +19,16 @@ examples:
       --step-between-clips 16 --frame-rate 15 --min-dimension 128
   shardkin build k400 mini --split train --classes abseiling,archery --fraction 0.2
   shardkin build videos shards --split train --annotations train.csv
+  shardkin build s3://bucket/k700 s3://bucket/k700-shards --split train
+  shardkin build k400 shards --split train --annotations k400/annotations/train.csv
+      (the official download: k400/train/ID_START_END.mp4, not arranged by class)
 
-Re-running the same command after an interruption resumes it (finished shards are
-kept, the result is byte-identical); other options over an existing build need
---overwrite. Labels are the index of the class in the sorted union of the class
-folders of all splits (so they agree across splits), or of --classes-from's list.
+ROOT and OUT may be folders or fsspec URLs (s3://, gs://, ...; credentials and
+endpoint from the environment, e.g. AWS_ENDPOINT_URL). Re-running the same command
+after an interruption resumes it (finished shards are kept, the result is
+byte-identical); other options over an existing build need --overwrite. Labels are
+the index of the class in the sorted union of the class folders of all splits (so
+they agree across splits), or of --classes-from's list.
 """
 
 

@@ -8,10 +8,11 @@ is yielded at once as a :class:`PermanentError`, untried again. ``on_progress(cl
 bytes)`` is called once per video, also when its shard is tried again.
 :data:`EXECUTORS` names them.
 
-With Ray (``--executor ray``) the plan is still made once on the driver; each task
-names its input videos (under a ROOT every node can read: a shared file system) and
-writes its shard straight to the output folder or URL. shardkin must be installed on
-every node; Ray is imported only when it is used.
+With Ray (``--executor ray``) the plan is still made once on the driver, its probes run
+as Ray tasks (:func:`map_ray`, an ordered map with few tasks in flight); each shard task
+names its input videos (under a ROOT every node can read: a bucket or a shared file
+system) and writes its shard straight to the output folder or URL. shardkin must be
+installed on every node; Ray is imported only when it is used.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..format.options import ExecutionOptions
-from .errors import PermanentError, is_permanent
+from .errors import BuildError, PermanentError, is_permanent
 
 Progress = Callable[[int, int], None]  # (clips, bytes) after each video
 Outcome = tuple[Any, Any, BaseException | None]  # (task, result, error)
@@ -173,12 +174,22 @@ def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions,
     remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_apply)
     ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: deque = deque()
+
+    def result() -> Any:
+        try:
+            return ray.get(pending.popleft())
+        except Exception as e:  # noqa: BLE001 - RayTaskError wraps the task's exception
+            cause = getattr(e, "cause", None) or e
+            raise BuildError(f"a Ray task failed {retries + 1} times: {type(cause).__name__}: "
+                             f"{cause} (is shardkin installed on every node, with its "
+                             "extras for ROOT's store?)") from None
+
     for item in items:
         pending.append(remote.remote(fn, item))
         if len(pending) >= ahead:
-            yield ray.get(pending.popleft())
+            yield result()
     while pending:
-        yield ray.get(pending.popleft())
+        yield result()
 
 
 def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,

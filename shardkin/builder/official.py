@@ -50,7 +50,7 @@ def _first_row(text: str) -> tuple[int, str] | None:
 
 def is_official(text: str, where: str) -> bool:
     """Whether the CSV ``text`` is the official kind, told by its header. A first row of
-    three or more fields naming one of the official columns must be the whole official
+    three or more fields, two of them official column names, must be the whole official
     header: ValueError naming the row otherwise (a misspelt column, the test split's CSV,
     which has no labels)."""
     first = _first_row(text)
@@ -58,8 +58,8 @@ def is_official(text: str, where: str) -> bool:
         return False
     n, line = first
     columns = [c.strip().lower() for c in next(csv.reader([line]))]
-    if len(columns) < 3 or not set(columns) & {*REQUIRED, *OPTIONAL}:
-        return False  # `path,label` rows
+    if len(columns) < 3 or len(set(columns) & {*REQUIRED, *OPTIONAL}) < 2:
+        return False  # `path,label` rows (a path may hold commas)
     lacking = [c for c in REQUIRED if c not in columns]
     unknown = [c for c in columns if c not in (*REQUIRED, *OPTIONAL)]
     if lacking or unknown or len(set(columns)) != len(columns):

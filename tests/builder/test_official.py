@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from shardkin.builder import BuildError, build
-from shardkin.builder.official import class_folder
+from shardkin.builder.official import class_folder, is_official
 from shardkin.builder.plan import gather
 from shardkin.format.options import BuildOptions
 from shardkin.synth import make_video
@@ -219,3 +219,12 @@ def test_path_label_csv_errors_name_the_row(official_root, tmp_path, text, messa
     csv.write_text(text)
     with pytest.raises(BuildError, match=message):
         build(official_root, tmp_path / "o", "train", annotations=csv, **KW)
+
+
+def test_the_official_csv_is_told_by_its_header():
+    assert is_official("\n" + HEADER + "\n", "t.csv")
+    assert is_official("youtube_id,label,time_end,time_start\n", "t.csv")  # any order
+    for other in ("path,label\ntrain/a.mp4,x\n", "train/a,b.mp4,label\n", "a.mp4 3\n", ""):
+        assert not is_official(other, "t.csv")  # path,label rows (a path may hold commas)
+    with pytest.raises(ValueError, match="t.csv:1: .*a column named twice"):
+        is_official("label,youtube_id,time_start,time_end,label\n", "t.csv")
