@@ -6,7 +6,9 @@ videos on local disk, and planning many small videos over a slow link.
 1. build: ``--root`` (default ../shared/realvideos) is uploaded to the server, and its
    ``--split`` (default train) is then built with 1 and 2 workers from ``s3://`` and from the local
    folder into local folders, interleaved (local then s3 in even rounds, s3 then local in odd
-   ones): clips/s of each, and s3 / local (goal >= 0.8). The shards are checked to be the same.
+   ones): clips/s of each, and s3 / local (goal >= 0.8); also the CPU seconds of the build's
+   processes (the server's not counted), less sensitive than wall time to other load on the
+   machine. The shards are checked to be the same.
 2. plan: ``--plan-videos`` small videos are uploaded and planned (listed and probed, as the
    build's first step) through a TCP proxy that delays every request by ``--delay`` seconds
    (a distant store's latency) and counts the requests waiting for their answer at once:
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -47,6 +50,27 @@ def _upload(local: Path, url: str) -> float:
     return time.perf_counter() - t
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the build's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _server_cpu() -> float:
+    """CPU seconds of the S3 server (the running processes this one started)."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _has_weed() -> bool:
     import shutil
 
@@ -69,22 +93,27 @@ def bench_build(root: Path, split: str, url: str, rounds: int, tmp: Path, args) 
     kw = dict(frames_per_clip=args.frames_per_clip, min_dimension=args.min_dimension,
               shard_size="8MB", decode_threads=1, progress=False)
     ratios: dict[int, list[float]] = {1: [], 2: []}
+    cpu_ratios: dict[int, list[float]] = {1: [], 2: []}
     rates: dict[tuple[int, str], list[float]] = {}
+    cpu: dict[str, float] = {}
     for r in range(rounds):
         for workers in (1, 2):
             made = {}
             for where in (("local", "s3") if r % 2 == 0 else ("s3", "local")):
                 out = Path(tempfile.mkdtemp(dir=tmp))
-                t = time.perf_counter()
+                t, c = time.perf_counter(), _cpu()
                 m = build(root if where == "local" else url, out, split, workers=workers, **kw)
                 rate = m["totals"]["clips"] / (time.perf_counter() - t)
+                cpu[where] = _cpu() - c
                 rates.setdefault((workers, where), []).append(rate)
                 made[where] = m
             assert made["s3"] == made["local"], "the builds differ"
             ratios[workers].append(rates[workers, "s3"][-1] / rates[workers, "local"][-1])
+            cpu_ratios[workers].append(cpu["local"] / cpu["s3"])
             print(f"round {r + 1} workers {workers}: local {rates[workers, 'local'][-1]:6.1f} "
                   f"clips/s, s3 {rates[workers, 's3'][-1]:6.1f} clips/s, ratio "
-                  f"{ratios[workers][-1]:.2f}", flush=True)
+                  f"{ratios[workers][-1]:.2f}; CPU seconds local {cpu['local']:.1f}, s3 "
+                  f"{cpu['s3']:.1f}", flush=True)
     clips = made["local"]["totals"]["clips"]
     print(f"\nbuild of {clips} clips ({split}, {len(made['local']['videos'])} videos), "
           f"{rounds} rounds interleaved:")
@@ -93,7 +122,9 @@ def bench_build(root: Path, split: str, url: str, rounds: int, tmp: Path, args) 
         print(f"  {workers} worker(s): s3 / local {lo:.2f}-{hi:.2f} (median "
               f"{sorted(ratios[workers])[len(ratios[workers]) // 2]:.2f}; goal >= 0.8); local "
               f"{min(rates[workers, 'local']):.0f}-{max(rates[workers, 'local']):.0f}, s3 "
-              f"{min(rates[workers, 's3']):.0f}-{max(rates[workers, 's3']):.0f} clips/s")
+              f"{min(rates[workers, 's3']):.0f}-{max(rates[workers, 's3']):.0f} clips/s; "
+              f"clips per CPU second (the build's processes, not the server's) s3 / local "
+              f"{min(cpu_ratios[workers]):.2f}-{max(cpu_ratios[workers]):.2f}")
 
 
 def bench_plan(endpoint: str, videos: int, delay: float, workers: int, tmp: Path) -> None:
@@ -110,14 +141,18 @@ def bench_plan(endpoint: str, videos: int, delay: float, workers: int, tmp: Path
         storage = {"endpoint_url": proxy.url}
         options = BuildOptions.from_kwargs(progress=False, storage_options=storage,
                                            workers=workers)
-        t = time.perf_counter()
+        t, c, server = time.perf_counter(), _cpu(), _server_cpu()
         plan = make_plan("s3://bench/many", "train", options)
         seconds = time.perf_counter() - t
+        c, server = _cpu() - c, _server_cpu() - server
     assert len(plan["videos"]) == videos and not plan["skipped"]
     print(f"  planned in {seconds:.1f} s ({videos / seconds:.0f} videos/s; goal < 60 s) through "
           f"a proxy adding {delay * 1000:.0f} ms a request, {workers} processes: "
           f"{proxy.requests} requests, at most {proxy.most_in_flight} in flight; at this rate "
           f"650k videos take {650_000 / (videos / seconds) / 60:.0f} min")
+    print(f"  CPU: {c:.1f} s in the planning processes (and the proxy), {server:.1f} s in the "
+          f"server: {1000 * (c + server) / videos:.1f} ms a video, so {(c + server) / 2:.0f} s "
+          f"on 2 idle cores")
 
 
 def main() -> None:
