@@ -1,6 +1,7 @@
 """Building from videos in a bucket (ROOT an s3:// URL on moto on 127.0.0.1)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,17 @@ def test_missing_or_unreadable_bucket_is_a_clear_error(s3_endpoint, tmp_path):
     r = subprocess.run([sys.executable, "-m", "shardkin", "build", "s3://no-such-bucket/k",
                         str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "s3://no-such-bucket/k" in r.stderr
+    from servers import moto_server
+
+    with moto_server(require_auth=True) as endpoint:  # the credentials are refused
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "wrong", "AWS_SECRET_ACCESS_KEY": "wrong",
+               "AWS_ENDPOINT_URL": endpoint}
+        r = subprocess.run([sys.executable, "-m", "shardkin", "build", "s3://b/k",
+                            str(tmp_path / "o"), "--split", "train"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "cannot list dataset root s3://b/k: PermissionError" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_next_video_is_fetched_ahead_once(remote_root, s3_endpoint):
