@@ -20,14 +20,19 @@ examples:
       --step-between-clips 16 --frame-rate 15 --min-dimension 128
   shardkin build k400 mini --split train --classes abseiling,archery --fraction 0.2
   shardkin build videos shards --split train --annotations train.csv
+  shardkin build s3://bucket/k700 s3://bucket/k700-shards --split train
+  shardkin build k400 shards --split train --annotations k400/annotations/train.csv
+      (the official download: k400/train/ID_START_END.mp4, not arranged by class)
 
-Re-running the same command after an interruption resumes it (finished shards are
-kept, the result is byte-identical); other options over an existing build need
---overwrite. However the build is stopped (Ctrl-C, SIGTERM: exit status 130 or 143;
-kill -9), its worker processes, and a local Ray cluster it started, end with it.
-Labels are the index of the class in the sorted union of the class folders of all
-splits (so they agree across splits), or of --classes-from's list. Frames and fps are
-torchvision 0.28's (--timeline torchcodec, the default).
+ROOT and OUT may be folders or fsspec URLs (s3://, gs://, ...; credentials and
+endpoint from the environment, e.g. AWS_ENDPOINT_URL). Re-running the same command
+after an interruption resumes it (finished shards are kept, the result is
+byte-identical); other options over an existing build need --overwrite. However the
+build is stopped (Ctrl-C, SIGTERM: exit status 130 or 143; kill -9), its worker
+processes, and a local Ray cluster it started, end with it. Labels are the index of
+the class in the sorted union of the class folders of all splits (so they agree across
+splits), or of --classes-from's list. Frames and fps are torchvision 0.28's
+(--timeline torchcodec, the default).
 """
 
 
@@ -36,7 +41,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("build", help="build clip shards from a video tree",
                        description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="dataset root holding <split>/<class>/<video> folders")
+    p.add_argument("root", help="dataset root holding <split>/<class>/<video> folders (or, with "
+                   "an official Kinetics CSV as --annotations, <split>/<video>): a folder or "
+                   "an fsspec URL such as s3://bucket/k700")
     p.add_argument("out", help="output folder; each split goes to OUT/<split>/")
     p.add_argument("--split", type=comma_list, default=None,
                    help="split(s) to build, comma-separated (default: every folder under ROOT)")

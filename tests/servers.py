@@ -153,13 +153,21 @@ class Proxy:
     upstream-to-client bytes pass ``cut_after`` get exactly ``cut_after`` of them, then a reset
     (both sockets closed); later connections are forwarded whole. ``cut``: connections cut so far.
     Before that, the first ``errors`` connections are answered ``503 Service Unavailable``
-    (``errored``: how many were). ``forwarded``: upstream-to-client bytes passed on in all."""
+    (``errored``: how many were). ``forwarded``: upstream-to-client bytes passed on in all.
 
-    def __init__(self, port: int, cut_after: int, cuts: int, errors: int = 0) -> None:
+    ``delay`` seconds are added to each request (its first bytes wait before going upstream),
+    as a distant store's latency; ``requests`` counts them and ``most_in_flight`` is the most
+    requests that were waiting for their answer at once (one a connection: HTTP/1.1 clients
+    do not pipeline)."""
+
+    def __init__(self, port: int, cut_after: int, cuts: int, errors: int = 0,
+                 delay: float = 0.0) -> None:
         self._port, self._cut_after, self._cuts = port, cut_after, cuts
         self._cut = 0
         self._errors, self.errored = errors, 0
         self._forwarded = 0
+        self._delay = delay
+        self.requests = self._in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
@@ -235,35 +243,54 @@ class Proxy:
             self._cut += 1
             return True
 
+    def _waiting(self, now: bool) -> None:
+        """A request starts waiting for its answer (``now``), or stops."""
+        with self._lock:
+            self.requests += now
+            self._in_flight += 1 if now else -1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         # upstream-to-client bytes on this connection; None once past cut_after
         sent: int | None = 0
+        waiting = False  # a request of this connection awaits its answer
         readers = [client, upstream]
-        while readers:
-            for src in select.select(readers, [], [])[0]:
-                data = src.recv(1 << 16)
-                if src is client:
-                    if data:
-                        upstream.sendall(data)
-                    else:  # the client is done sending: pass the half-close on
-                        readers.remove(client)
-                        upstream.shutdown(socket.SHUT_WR)
-                    continue
-                if not data:
-                    return
-                if sent is not None and sent + len(data) > self._cut_after:
-                    if self._take_cut():
-                        client.sendall(data[:self._cut_after - sent])
-                        _drain(client)
-                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                          struct.pack("ii", 1, 0))
+        try:
+            while readers:
+                for src in select.select(readers, [], [])[0]:
+                    data = src.recv(1 << 16)
+                    if src is client:
+                        if data:
+                            if not waiting:
+                                waiting = True
+                                self._waiting(True)
+                                time.sleep(self._delay)
+                            upstream.sendall(data)
+                        else:  # the client is done sending: pass the half-close on
+                            readers.remove(client)
+                            upstream.shutdown(socket.SHUT_WR)
+                        continue
+                    if waiting:
+                        waiting = False
+                        self._waiting(False)
+                    if not data:
                         return
-                    sent = None
-                elif sent is not None:
-                    sent += len(data)
-                client.sendall(data)
-                with self._lock:
-                    self._forwarded += len(data)
+                    if sent is not None and sent + len(data) > self._cut_after:
+                        if self._take_cut():
+                            client.sendall(data[:self._cut_after - sent])
+                            _drain(client)
+                            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                              struct.pack("ii", 1, 0))
+                            return
+                        sent = None
+                    elif sent is not None:
+                        sent += len(data)
+                    client.sendall(data)
+                    with self._lock:
+                        self._forwarded += len(data)
+        finally:
+            if waiting:
+                self._waiting(False)
 
 
 def _drain(sock: socket.socket, seconds: float = 5.0) -> None:
@@ -276,9 +303,10 @@ def _drain(sock: socket.socket, seconds: float = 5.0) -> None:
 
 
 @contextmanager
-def cutting_proxy(port: int, cut_after: int, cuts: int, errors: int = 0) -> Iterator[Proxy]:
+def cutting_proxy(port: int, cut_after: int, cuts: int, errors: int = 0,
+                  delay: float = 0.0) -> Iterator[Proxy]:
     """A :class:`Proxy` to 127.0.0.1:``port`` for the duration of the block."""
-    proxy = Proxy(port, cut_after, cuts, errors)
+    proxy = Proxy(port, cut_after, cuts, errors, delay)
     try:
         yield proxy
     finally:

@@ -14,9 +14,10 @@ fewer than frames_per_clip) with their sound.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -29,6 +30,9 @@ from .clips import ClipRule, output_size
 from .timeline import TORCHCODEC, place, scan
 
 _SWS_THREADS = int(av.__version__.split(".")[0]) >= 17  # reformat(threads=...)
+
+# a file path, or a callable giving a new file object on each call (a video in a store)
+VideoPath = str | Callable[[], BinaryIO]
 
 
 class DecodeError(Exception):
@@ -67,9 +71,11 @@ class VideoStats:
     error: str | None = None  # set when decoding stopped early
 
 
-def _open(path: str) -> av.container.InputContainer:
+def _open(path: VideoPath) -> av.container.InputContainer:
+    """Open a video: a file path, or a callable giving a new file object on each call (a
+    video in a store, :class:`.source.RemoteVideo`: it raises DecodeError itself)."""
     try:
-        return av.open(path, metadata_errors="ignore")
+        return av.open(path() if callable(path) else path, metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise DecodeError(f"cannot open: {e}") from None
 
@@ -89,7 +95,7 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
     return container.streams.best("video")
 
 
-def probe(path: str) -> dict:
+def probe(path: VideoPath) -> dict:
     """Cheap look at a video (no decoding): fps, size, estimated frame count."""
     with _open(path) as container:
         stream = _video_stream(container)
@@ -133,7 +139,7 @@ class VideoCutter:
     and ``stats.error`` says what happened.
     """
 
-    def __init__(self, path: str, options: BuildOptions, decode_threads: int = 1) -> None:
+    def __init__(self, path: VideoPath, options: BuildOptions, decode_threads: int = 1) -> None:
         self.path = path
         self._container = _open(path)
         try:
@@ -296,7 +302,7 @@ class VideoCutter:
             self._audio.close()
 
 
-def probe_or_reason(path: str) -> dict:
+def probe_or_reason(path: VideoPath) -> dict:
     """:func:`probe`, with a failure given as ``{"error": reason}`` instead of raised."""
     try:
         return probe(path)

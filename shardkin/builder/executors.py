@@ -8,23 +8,26 @@ is yielded at once as a :class:`PermanentError`, untried again. ``on_progress(cl
 bytes)`` is called once per video, also when its shard is tried again.
 :data:`EXECUTORS` names them.
 
-With Ray (``--executor ray``) the plan is still made once on the driver; each task
-names its input videos (under a ROOT every node can read: a shared file system) and
-writes its shard straight to the output folder or URL. shardkin must be installed on
-every node; Ray is imported only when it is used.
+With Ray (``--executor ray``) the plan is still made once on the driver, its probes run
+as Ray tasks (:func:`map_ray`, an ordered map with few tasks in flight); each shard task
+names its input videos (under a ROOT every node can read: a bucket or a shared file
+system) and writes its shard straight to the output folder or URL. shardkin must be
+installed on every node; Ray is imported only when it is used.
 """
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import queue
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..format.options import ExecutionOptions
-from .errors import PermanentError, is_permanent
+from .errors import BuildError, PermanentError, is_permanent
 from .lifecycle import keep_signal_handlers, kill_workers, worker_init
 
 Progress = Callable[[int, int], None]  # (clips, bytes) after each video
@@ -186,26 +189,69 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
             ray.init(address=address, log_to_driver=False)
 
 
+def _apply(fn: Callable, item: Any) -> Any:
+    return fn(item)
+
+
+def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions,
+            retries: int = 2) -> Iterator:
+    """``map(fn, items)`` as Ray tasks of one CPU each on the cluster at ``ray_address``, in
+    order; at most two tasks a CPU in flight, so that the driver holds few items and
+    results at once (probing a Kinetics-700-sized split)."""
+    connect_ray(execution.ray_address)
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_apply)
+    ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: deque = deque()
+
+    def result() -> Any:
+        try:
+            return ray.get(pending.popleft())
+        except Exception as e:  # noqa: BLE001 - RayTaskError wraps the task's exception
+            cause = getattr(e, "cause", None) or e
+            raise BuildError(f"a Ray task failed {retries + 1} times: {type(cause).__name__}: "
+                             f"{cause} (is shardkin installed on every node, with its "
+                             "extras for ROOT's store?)") from None
+
+    for item in items:
+        pending.append(remote.remote(fn, item))
+        if len(pending) >= ahead:
+            yield result()
+    while pending:
+        yield result()
+
+
 def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,
             retries: int = 2, **kwargs: Any) -> Iterator[Outcome]:
     """Run the tasks on the Ray cluster at ``ray_address``, one CPU and ``decode_threads``
-    (default 1) each; progress is reported per finished shard, video by video."""
+    (default 1) each; progress is reported per finished shard, video by video. Tasks are
+    submitted as others finish, four a CPU ahead: the driver holds few at once (a
+    Kinetics-700 build has 40k shards), and each wait looks at few."""
     connect_ray(execution.ray_address, execution.workers)
     import ray
 
     kwargs["decode_threads"] = execution.decode_threads or 1
     remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_attempt)
-    pending = {remote.remote(fn, task, **kwargs): task for task in tasks}
+    pending: dict = {}
     try:
-        yield from _ray_outcomes(ray, pending, on_progress)
+        yield from _ray_outcomes(ray, remote, fn, tasks, kwargs, pending, on_progress)
     finally:  # interrupted, or the caller stopped: the running tasks are stopped too
         for ref in pending:
             ray.cancel(ref, force=True)
 
 
-def _ray_outcomes(ray: Any, pending: dict, on_progress: Progress) -> Iterator[Outcome]:
-    """The outcomes of the ``pending`` tasks (refs to tasks), as they finish."""
-    while pending:
+def _ray_outcomes(ray: Any, remote: Any, fn: Callable, tasks: list, kwargs: dict,
+                  pending: dict, on_progress: Progress) -> Iterator[Outcome]:
+    """The outcomes of the tasks as they finish, submitted four a CPU ahead (``pending``:
+    refs to the tasks submitted and not finished)."""
+    ahead = max(4, 4 * int(ray.cluster_resources().get("CPU", 1)))
+    waiting = iter(tasks)
+    while True:
+        for task in itertools.islice(waiting, max(0, ahead - len(pending))):
+            pending[remote.remote(fn, task, **kwargs)] = task
+        if not pending:
+            return
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             task = pending.pop(ref)

@@ -13,7 +13,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,16 @@ from tqdm import tqdm
 
 from ..format.codecs import JPEG_PSNR
 from ..format.codecs import MEMBER as VIDEO_CODECS
-from ..format.manifest import HEAD, INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, ShardTable
+from ..format.manifest import (
+    HEAD,
+    INDEX,
+    LAYOUT,
+    MANIFEST,
+    IndexInfo,
+    Manifest,
+    ShardInfo,
+    ShardTable,
+)
 from ..format.npy import encode_npy
 from ..format.options import DEFAULT_EXTENSIONS, BuildOptions
 from ..format.videos import PATHS, VIDEOS, encode_manifest_videos, encode_videos
@@ -32,6 +40,7 @@ from .errors import BuildError, PermanentError
 from .executors import EXECUTORS
 from .lifecycle import stop_on_signals
 from .plan import make_plan
+from .source import Root
 from .summary import summary
 
 PLAN = ".build/plan.json"
@@ -77,9 +86,12 @@ def build(
 ) -> dict[str, Any]:
     """Build ``out/<split>/`` shards and manifest from ``root/<split>/<class>/<video>``.
 
-    ``out`` is a local folder or an fsspec URL (``s3://bucket/prefix``; credentials and
-    endpoint from the environment or ``storage_options``). ``executor="ray"`` runs the
-    shard tasks on the Ray cluster at ``ray_address`` (default: start a local one).
+    ``root`` and ``out`` are local folders or fsspec URLs (``s3://bucket/prefix``;
+    credentials and endpoint from the environment or ``storage_options``, the same for
+    both). ``executor="ray"`` runs the probes and the shard tasks on the Ray cluster at
+    ``ray_address`` (default: start a local one). ``annotations`` may be the official
+    Kinetics CSV (``label,youtube_id,time_start,time_end,split[,is_cc]``) of a split
+    folder as downloaded (see :mod:`.official`).
 
     Clip arguments follow ``torchvision.datasets.Kinetics`` (``frames_per_clip``,
     ``step_between_clips`` -- default ``frames_per_clip``, i.e. clips do not overlap --
@@ -98,9 +110,9 @@ def build_split(root: str | os.PathLike, out: str | os.PathLike, split: str,
                 options: BuildOptions) -> dict[str, Any]:
     """:func:`build` with its options as one record; returns the manifest."""
     t0 = time.monotonic()
-    root, run = Path(root), options.execution
-    if not root.is_dir():
-        raise BuildError(f"dataset root {root} does not exist or is not a folder")
+    run = options.execution
+    root = Root(root, run.storage_options)
+    root.check()
     if options.storage.video_codec not in VIDEO_CODECS:
         raise BuildError(f"unknown video codec {options.storage.video_codec!r}: use one of "
                          f"{', '.join(VIDEO_CODECS)}")
@@ -120,7 +132,7 @@ def build_split(root: str | os.PathLike, out: str | os.PathLike, split: str,
         raise BuildError(str(e)) from None
 
 
-def _build_locked(folder: Folder, root: Path, split: str, options: BuildOptions,
+def _build_locked(folder: Folder, root: Root, split: str, options: BuildOptions,
                   t0: float) -> dict[str, Any]:
     """The build, while this process holds the split's lock."""
     run = options.execution
@@ -143,7 +155,7 @@ def _build_locked(folder: Folder, root: Path, split: str, options: BuildOptions,
         plan = folder.read_json(PLAN)
     else:
         plan = make_plan(root, split, options)
-        folder.write_json(PLAN, plan)
+        folder.write_json(PLAN, plan, compact=True)  # bounded memory at 650k videos
     try:
         records = _build_shards(folder, root, plan, options)
     except BaseException:  # its workers are gone: what they left half-written goes too
@@ -187,7 +199,7 @@ def _add_reader_files(folder: Folder, manifest: dict[str, Any]) -> list[str]:
         manifest.update({k: getattr(m, k)._asdict() for k in ("video_table", "path_table")})
         folder.write_json(MANIFEST, manifest)
         added = [VIDEOS, PATHS, HEAD]
-    folder.write_json(HEAD, m.head_json(), indent=None)
+    folder.write_json(HEAD, m.head_json(), compact=True)
     return added
 
 
@@ -211,7 +223,7 @@ def _done_record(folder: Folder, name: str) -> dict | None:
     return record if folder.fingerprint(name) == record["fingerprint"] else None
 
 
-def _build_shards(folder: Folder, root: Path, plan: dict, options: BuildOptions) -> dict[str, dict]:
+def _build_shards(folder: Folder, root: Root, plan: dict, options: BuildOptions) -> dict[str, dict]:
     """The record of every shard of the plan: those finished earlier, the rest built now
     by the executor (BuildError naming the shards that failed)."""
     by_index = {v["video_index"]: v for v in plan["videos"]}
@@ -236,7 +248,7 @@ def _build_shards(folder: Folder, root: Path, plan: dict, options: BuildOptions)
     errors = []
     # shard.build_shard is looked up now, so that tests can stand in for it
     outcomes = run(shard.build_shard, todo, on_progress, options.execution,
-                   root=os.fspath(root.resolve()), out=folder.url, options=options)
+                   root=root.url, out=folder.url, options=options)
     try:
         for task, record, error in outcomes:
             if isinstance(error, PermanentError):
@@ -269,7 +281,7 @@ def _finish(folder: Folder, split: str, plan: dict, records: dict[str, dict]) ->
     manifest = _manifest(plan, records, index, _write(folder, VIDEOS, videos),
                          _write(folder, PATHS, paths))
     _check_published(folder, manifest)
-    folder.write_json(HEAD, manifest.head_json(), indent=None)
+    folder.write_json(HEAD, manifest.head_json(), compact=True)
     manifest = manifest.to_json()
     folder.write_json(MANIFEST, manifest)
     folder.delete(".build")
@@ -330,15 +342,17 @@ def _manifest(plan: dict, records: dict[str, dict], index: IndexInfo, video_tabl
     videos.sort(key=lambda v: v["video_index"])
     skipped = [{"path": v["path"], "reason": v["reason"]} for v in plan["skipped"] + failed]
     status = Counter(v["status"] for v in videos)
+    layout = {k: plan[k] for k in LAYOUT if k in plan}  # an official download's
     totals = {"videos": len(videos), "clips": sum(s.clips for s in shards),
               "bytes": sum(s.bytes for s in shards), "shards": len(shards),
               "skipped": len(skipped), "partial": status["partial"],
               "too_short": status["too_short"],
               "held": sum(len(v.get("held", ())) for v in videos),
               "audio_errors": sum(1 for v in videos if v.get("audio_error")),
-              "skipped_extensions": sum(plan["skipped_extensions"].values())}
+              "skipped_extensions": sum(plan["skipped_extensions"].values()),
+              **{k: len(v) for k, v in layout.items()}}
     return Manifest(split=plan["split"], classes=plan["classes"], shards=ShardTable.of(shards),
                     options=plan["options"], index=index, video_table=video_table,
                     path_table=path_table, videos=videos, skipped=skipped,
                     skipped_extensions=plan["skipped_extensions"], totals=totals,
-                    format_version=plan["format_version"])
+                    format_version=plan["format_version"], **layout)

@@ -8,9 +8,10 @@ cluster worker) makes exactly the same shards.
 """
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -20,13 +21,17 @@ from ..format.sample import format_version
 from ..store.folder import Folder
 from ..store.locate import splits_in
 from ..store.split import load_manifest
+from . import official
 from .clips import ClipRule, output_size
 from .decode import probe_or_reason
 from .errors import BuildError
-from .executors import local_workers, map_processes
+from .executors import local_workers, map_processes, map_ray
 from .scan import VideoEntry, find_classes, list_tree, read_annotations, select
+from .source import PROBE_THREADS, Root, as_root, probe_chunk
 
 # typical raw/encoded size ratios (tools/bench_codecs.py), only to size shards
+PROBE_CHUNK = 256  # videos a probe task takes (a store's: its threads share them)
+PROBE_PER_PROCESS = 4096  # a store's videos a local probe process is started for
 _SIZE_RATIO = {"raw": 1.0, "zstd": 1.3, "jpeg": 8.0}
 
 
@@ -64,13 +69,13 @@ def assign_shards(
 
 
 
-def class_list(root: Path, split: str, options: BuildOptions) -> list[str] | None:
+def class_list(root: Root | Path, split: str, options: BuildOptions) -> list[str] | None:
     """The classes that labels index: those of ``--classes-from`` (a text file with one
     class per line, or a build: see :func:`~shardkin.store.split.locate`), else the class
     folders of ``root``; None with ``--annotations`` (its labels tell)."""
     source, storage = options.selection.classes_from, options.execution.storage_options
     if source is None:
-        return None if options.selection.annotations else find_classes(root)
+        return None if options.selection.annotations else find_classes(as_root(root, storage))
     if source.endswith(".txt"):
         lines = Path(source).read_text(encoding="utf-8").splitlines()
         return [line.strip() for line in lines if line.strip()]
@@ -79,14 +84,37 @@ def class_list(root: Path, split: str, options: BuildOptions) -> list[str] | Non
     return load_manifest(source, split, storage)["classes"]
 
 
-def gather(root: Path, split: str, options: BuildOptions) -> dict:
+def _annotated(root: Root, split: str, csv_path: str, classes: list[str] | None) -> dict:
+    """The videos an annotation CSV names: the official Kinetics kind (told by its header:
+    :mod:`.official`) with what is missing, unlisted or named twice, or ``path,label``."""
+    text = root.read_text(csv_path)
+    if not official.is_official(text, csv_path):
+        videos, classes = read_annotations(csv_path, classes, text)
+        return {"videos": videos, "classes": classes}
+    if not root.is_dir(split):
+        raise FileNotFoundError(f"split folder {root.url}/{split} does not exist: the "
+                                f"official layout keeps a split's videos there")
+    rows = official.read_rows(text, csv_path)
+    try:
+        return official.arrange(rows, root.files(split), split, classes)
+    except ValueError as e:  # labels not in --classes-from's list
+        raise ValueError(f"{csv_path}: {e}") from None
+
+
+def gather(root: Root | Path, split: str, options: BuildOptions) -> dict:
     """Videos of the split after class filters and subsets, with what was left out."""
     sel = options.selection
+    root = as_root(root, options.execution.storage_options)
     classes = class_list(root, split, options)
     skipped: list[dict] = []
     other: Counter = Counter()
+    extra: dict = {}
     if sel.annotations:
-        videos, classes = read_annotations(sel.annotations, classes)
+        try:
+            extra = _annotated(root, split, sel.annotations, classes)
+        except (FileNotFoundError, ValueError) as e:
+            raise BuildError(str(e)) from None
+        videos, classes = extra.pop("videos"), extra.pop("classes")
     else:
         try:
             videos, other, skipped = list_tree(root, split, classes, sel.extensions)
@@ -99,21 +127,42 @@ def gather(root: Path, split: str, options: BuildOptions) -> dict:
             raise BuildError(f"--classes names unknown classes: {', '.join(unknown)} "
                              f"(known: {', '.join(classes[:10])}{more})")
         label = {c: i for i, c in enumerate(sel.classes)}
-        videos = [VideoEntry(v.path, v.class_name, label[v.class_name])
+        videos = [VideoEntry(v.path, v.class_name, label[v.class_name], v.size)
                   for v in videos if v.class_name in label]
         classes = list(sel.classes)
     videos = select(videos, sel.fraction, sel.limit, sel.seed)
     return {"classes": classes, "videos": videos, "skipped": skipped,
-            "skipped_extensions": dict(sorted(other.items()))}
+            "skipped_extensions": dict(sorted(other.items())), **extra}
 
 
-def make_plan(root: Path, split: str, options: BuildOptions) -> dict:
+def _probes(root: Root, videos: list[VideoEntry], options: BuildOptions) -> Iterator[dict]:
+    """:func:`~.decode.probe_or_reason` of each video, in order: on local processes, with
+    threads on each for a store (many requests in flight), or as Ray tasks."""
+    run = options.execution
+    if run.executor == "local" and not root.remote:
+        paths = [root.video(v.path) for v in videos]
+        yield from map_processes(probe_or_reason, paths, local_workers(run))
+        return
+    threads = PROBE_THREADS if root.remote else 1
+    chunk = PROBE_CHUNK if root.remote else PROBE_CHUNK // 8
+    chunks = ([(v.path, v.size) for v in videos[i:i + chunk]]
+              for i in range(0, len(videos), chunk))
+    task = partial(probe_chunk, root.url, run.storage_options, threads=threads)
+    if run.executor == "ray":
+        results = map_ray(task, chunks, run)
+    else:  # a few thousand videos are probed on the driver's threads: no process to start
+        processes = min(local_workers(run), -(-len(videos) // PROBE_PER_PROCESS))
+        results = map_processes(task, chunks, processes, chunksize=1)
+    for probes in results:
+        yield from probes
+
+
+def make_plan(root: Root | Path, split: str, options: BuildOptions) -> dict:
     """Probe the videos of the split and pack them into shards: the saved plan."""
+    root = as_root(root, options.execution.storage_options)
     found = gather(root, split, options)
-    paths = [os.fspath(root / v.path) for v in found["videos"]]
-    probes = list(tqdm(map_processes(probe_or_reason, paths, local_workers(options.execution)),
-                       total=len(paths), desc=f"probe {split}", unit="video",
-                       disable=not options.execution.progress))
+    probes = tqdm(_probes(root, found["videos"], options), total=len(found["videos"]),
+                  desc=f"probe {split}", unit="video", disable=not options.execution.progress)
     videos, skipped = [], list(found["skipped"])
     for position, (v, p) in enumerate(zip(found["videos"], probes, strict=True)):
         if "error" in p:  # listed all the same (videos.npy): torchvision lists it
@@ -124,11 +173,13 @@ def make_plan(root: Path, split: str, options: BuildOptions) -> dict:
         videos.append({"video_index": len(videos), "path": v.path, "class": v.class_name,
                        "label": v.label, "est_frames": p["frames"], "est_clips": clips,
                        "est_bytes": nbytes, "position": position,
-                       "est_decode": p["frames"] * p["width"] * p["height"]})
+                       "est_decode": p["frames"] * p["width"] * p["height"],
+                       **({"bytes": v.size} if v.size is not None else {})})
     storage = options.storage
     shards = assign_shards(videos, split, options.selection.seed, parse_size(storage.shard_size),
                            storage.clips_per_shard)
+    layout = {k: found[k] for k in ("missing", "unlisted", "duplicates") if k in found}
     return {"format_version": format_version(options.audio.audio_codec), "split": split,
             "options": options.to_manifest(), "classes": found["classes"], "videos": videos,
             "skipped": skipped, "skipped_extensions": found["skipped_extensions"],
-            "shards": shards}
+            "shards": shards, **layout}

@@ -16,6 +16,9 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .source import Root, as_root
 
 
 @dataclass(frozen=True)
@@ -23,23 +26,21 @@ class VideoEntry:
     path: str  # relative to ROOT, '/'-separated
     class_name: str
     label: int
+    size: int | None = None  # bytes, when a store's listing gave them
 
 
-def _visible_dirs(folder: Path) -> list[str]:
-    return sorted(d.name for d in os.scandir(folder) if d.is_dir() and not d.name.startswith("."))
+def find_splits(root: Root | str | os.PathLike,
+                storage_options: dict[str, Any] | None = None) -> list[str]:
+    """The splits: the folders directly under ``root`` (a folder or a URL), not hidden."""
+    root = as_root(root, storage_options)
+    root.check()
+    return root.dirs()
 
 
-def find_splits(root: str | os.PathLike) -> list[str]:
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
-    return _visible_dirs(root)
-
-
-def find_classes(root: str | os.PathLike) -> list[str]:
+def find_classes(root: Root | str | os.PathLike) -> list[str]:
     """Sorted union of the class folders of every split under ``root``."""
-    root = Path(root)
-    return sorted({c for split in find_splits(root) for c in _visible_dirs(root / split)})
+    root = as_root(root)
+    return sorted({c for split in find_splits(root) for c in root.dirs(split)})
 
 
 def _extension(name: str) -> str:
@@ -48,65 +49,70 @@ def _extension(name: str) -> str:
 
 
 def list_tree(
-    root: str | os.PathLike, split: str, classes: list[str], extensions: tuple[str, ...]
+    root: Root | str | os.PathLike, split: str, classes: list[str], extensions: tuple[str, ...]
 ) -> tuple[list[VideoEntry], Counter, list[dict]]:
     """Videos of ``root/split`` in torchvision's order.
 
     Returns (videos, files skipped per extension, class folders not in ``classes``).
     """
-    root = Path(root)
-    split_dir = root / split
-    if not split_dir.is_dir():
+    root = as_root(root)
+    if not root.is_dir(split):
         found = ", ".join(find_splits(root)) or "none"
-        raise FileNotFoundError(f"split folder {split_dir} does not exist (splits found: {found})")
+        raise FileNotFoundError(f"split folder {root.url}/{split} does not exist "
+                                f"(splits found: {found})")
     wanted = tuple("." + e.lower().lstrip(".") for e in extensions)
     label_of = {c: i for i, c in enumerate(classes)}
     videos: list[VideoEntry] = []
     other: Counter = Counter()
     unlisted = [
         {"path": f"{split}/{c}", "reason": "class folder not in the class list"}
-        for c in _visible_dirs(split_dir)
+        for c in root.dirs(split)
         if c not in label_of
     ]
-    for cls in classes:
-        class_dir = split_dir / cls
-        if not class_dir.is_dir():
-            continue
-        for dirpath, _, files in sorted(os.walk(class_dir, followlinks=True)):
-            for name in sorted(files):
-                rel = Path(dirpath, name).relative_to(root).as_posix()
-                if name.lower().endswith(wanted):
-                    videos.append(VideoEntry(rel, cls, label_of[cls]))
-                else:
-                    other[_extension(name)] += 1
+    for cls, files in zip(classes, root.files_in([f"{split}/{c}" for c in classes])):
+        for rel, size in files:
+            if rel.lower().endswith(wanted):
+                videos.append(VideoEntry(rel, cls, label_of[cls], size))
+            else:
+                other[_extension(rel)] += 1
     return videos, other, unlisted
 
 
 def read_annotations(
-    csv_path: str | os.PathLike, classes: list[str] | None
+    csv_path: str | os.PathLike, classes: list[str] | None, text: str | None = None
 ) -> tuple[list[VideoEntry], list[str]]:
     """Rows ``path,label`` (or PyTorchVideo's ``path label``); paths relative to ROOT.
 
     Labels may be class names (label = index in the sorted names, or in ``classes``)
-    or integers (kept as given; class names are then the integers as text).
+    or integers (kept as given; class names are then the integers as text). ``text``:
+    the file's text, if already read. ValueError naming the row for an empty label or a
+    path named twice.
     """
+    if text is None:
+        text = Path(csv_path).read_text(encoding="utf-8")
     rows: list[tuple[str, str]] = []
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if "," in line:
-                fields = next(csv.reader([line]))
-                path, label = ",".join(fields[:-1]).strip(), fields[-1].strip()
-            else:
-                parts = line.rsplit(None, 1)
-                if len(parts) != 2:
-                    raise ValueError(f"{csv_path}:{n}: expected 'path,label', got {line!r}")
-                path, label = parts
-            if n == 1 and (path.lower(), label.lower()) == ("path", "label"):
-                continue
-            rows.append((path, label))
+    first_row: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "," in line:
+            fields = next(csv.reader([line]))
+            path, label = ",".join(fields[:-1]).strip(), fields[-1].strip()
+        else:
+            parts = line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise ValueError(f"{csv_path}:{n}: expected 'path,label', got {line!r}")
+            path, label = parts
+        if n == 1 and (path.lower(), label.lower()) == ("path", "label"):
+            continue
+        if not label or not path:
+            raise ValueError(f"{csv_path}:{n}: empty {'label' if path else 'path'} in {line!r}")
+        if path in first_row:
+            raise ValueError(f"{csv_path}:{n}: {path} is named again (first on row "
+                             f"{first_row[path]}): each video may be listed once")
+        first_row[path] = n
+        rows.append((path, label))
     if all(label.lstrip("-").isdigit() for _, label in rows):
         top = max((int(label) for _, label in rows), default=-1)
         names = classes or [str(i) for i in range(top + 1)]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import av
 
@@ -13,15 +12,17 @@ from ..store.folder import Folder
 from .decode import DecodeError, VideoCutter
 from .executors import Progress
 from .lifecycle import builder_alive
+from .source import Root
 
 
-def _write_video(writer: ShardWriter, root: Path, video: dict, shard: str,
+def _write_video(writer: ShardWriter, root: Root, video: dict, shard: str,
                  options: BuildOptions, decode_threads: int) -> dict:
     record = {"path": video["path"], "class": video["class"], "label": video["label"],
               "video_index": video["video_index"], "shard": shard, "clips": 0, "frames": 0,
               "tail": 0, "status": "ok", "reason": None, "samples": []}
     try:
-        cutter = VideoCutter(os.fspath(root / video["path"]), options, decode_threads)
+        cutter = VideoCutter(root.video(video["path"], video.get("bytes")), options,
+                             decode_threads)
     except DecodeError as e:
         return {**record, "shard": None, "status": "failed", "reason": str(e)}
     stats, codec = cutter.stats, options.storage
@@ -75,13 +76,16 @@ def record_name(shard: str) -> str:
 
 def build_shard(task: dict, root: str, out: str, options: BuildOptions,
                 decode_threads: int = 1, progress: Progress | None = None) -> dict:
-    """Write shard ``out/<task name>`` (a folder or URL), then its record; returns the record."""
+    """Write shard ``out/<task name>`` (a folder or URL) of videos under ``root`` (a folder or
+    URL), then its record; returns the record."""
     folder = Folder(out, options.execution.storage_options)
+    source = Root(root, options.execution.storage_options)
     videos = []
     with ShardWriter(folder.temp_path(task["name"])) as writer:
-        for video in task["videos"]:
+        for i, video in enumerate(task["videos"]):
+            source.prefetch(task["videos"][i + 1 : i + 2])  # arrives while this one decodes
             before = writer.size
-            videos.append(_write_video(writer, Path(root), video, task["name"], options,
+            videos.append(_write_video(writer, source, video, task["name"], options,
                                        decode_threads))
             if progress:
                 progress(videos[-1]["clips"], writer.size - before)

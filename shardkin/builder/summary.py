@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+# an official Kinetics CSV's build: videos it names that are not there, files it does not
+# name, rows naming a video again
+LAYOUT_ROWS = (("missing", "videos in the CSV, missing"), ("unlisted", "files not in the CSV"),
+               ("duplicates", "CSV rows repeated"))
+
 
 def summary(manifest: dict, seconds: float) -> str:
     """A short table of what a build made and left out."""
@@ -19,6 +24,7 @@ def summary(manifest: dict, seconds: float) -> str:
         ("videos skipped", t["skipped"]),
         *((f"  {r}", n) for r, n in reasons.most_common()),
         ("files of other types", t["skipped_extensions"]),
+        *((label, t[key]) for key, label in LAYOUT_ROWS if key in t),
         ("clips", t["clips"]),
         ("shards", t["shards"]),
         ("size", f"{t['bytes'] / 1e9:.3f} GB"),

@@ -20,7 +20,12 @@ Schema (format versions 1 and 2: see :mod:`.sample`)::
       "index": {"name": "index.npy", "bytes": 1234, "sha256": "..."},
       "video_table": {"name": "videos.npy", ...}, "path_table": {"name": "paths.npy", ...},
       "totals": {"videos": 10, "clips": 180, "bytes": 123, "shards": 1,
-                 "skipped": 1, "partial": 0, "too_short": 0, "held": 0, "audio_errors": 0}
+                 "skipped": 1, "partial": 0, "too_short": 0, "held": 0, "audio_errors": 0},
+      # only in builds of the official Kinetics CSV (counted in totals too):
+      "missing": [{"row": 7, "path": "train/ID_000010_000020.mp4", "class": "abseiling"}],
+      "unlisted": ["train/notes.txt"],                  # files the CSV does not name
+      "duplicates": [{"row": 9, "path": "...", "class": "...", "first_row": 3,
+                      "first_class": "..."}]           # rows naming a video again
     }
 
 ``index.npy`` (int64 ``[clips, 4]``: shard number in ``shards``, byte offset of the
@@ -46,6 +51,7 @@ HEAD = "head.json"  # the manifest's head, for readers' start-up
 INDEX = "index.npy"
 REQUIRED_KEYS = ("classes", "format_version", "shards", "split")
 HEAD_KEYS = (*REQUIRED_KEYS, "index", "options", "video_table", "path_table")  # head.json
+LAYOUT = ("missing", "unlisted", "duplicates")  # an official Kinetics CSV's, when built from one
 
 
 class ShardInfo(NamedTuple):
@@ -142,6 +148,9 @@ class Manifest:
     skipped_extensions: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     format_version: int = 1  # 2 for builds with flac or no audio
+    missing: list[dict[str, Any]] | None = None  # LAYOUT: only from an official CSV
+    unlisted: list[str] | None = None
+    duplicates: list[dict[str, Any]] | None = None
 
     @functools.cached_property
     def build_options(self) -> BuildOptions:
@@ -171,7 +180,8 @@ class Manifest:
                 path_table=IndexInfo(**data["path_table"]) if data.get("path_table") else None,
                 videos=data.get("videos", []), skipped=data.get("skipped", []),
                 skipped_extensions=data.get("skipped_extensions", {}),
-                totals=data.get("totals", {}), format_version=data["format_version"])
+                totals=data.get("totals", {}), format_version=data["format_version"],
+                **{k: data[k] for k in LAYOUT if k in data})
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where} is not a valid shardkin manifest ({e})") from None
 
@@ -201,4 +211,5 @@ class Manifest:
                 "skipped": self.skipped, "skipped_extensions": self.skipped_extensions,
                 "index": self.index._asdict() if self.index else None, "totals": self.totals,
                 **{k: getattr(self, k)._asdict() for k in ("video_table", "path_table")
-                   if getattr(self, k) is not None}}
+                   if getattr(self, k) is not None},
+                **{k: getattr(self, k) for k in LAYOUT if getattr(self, k) is not None}}

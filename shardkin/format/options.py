@@ -108,7 +108,9 @@ class SelectionOptions:
         None, "reuse the class list of another build (its OUT, split folder or "
               "manifest.json) or of a text file with one class per line")
     annotations: str | None = option(
-        None, "CSV of 'path,label' rows (paths relative to ROOT) instead of class folders")
+        None, "CSV of 'path,label' rows (paths relative to ROOT) instead of class folders, or "
+              "the official Kinetics CSV (label,youtube_id,time_start,time_end,split[,is_cc]) "
+              "of ROOT/SPLIT as downloaded: classes and labels as torchvision's; a file or URL")
     fraction: float | None = option(
         None, "keep this fraction of the videos of each class (seeded)")
     limit: int | None = option(None, "keep this many videos in all (seeded)")

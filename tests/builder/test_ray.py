@@ -1,10 +1,14 @@
-"""The Ray executor on a local 2-CPU cluster kept on 127.0.0.1."""
+"""The Ray executor on a real two-node cluster (``ray.cluster_utils.Cluster``: a head and a
+worker node, each its own raylet and object store, one CPU each) kept on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
+import shardkin.builder.plan as plan
 import shardkin.builder.shard as shard
 from shardkin.builder import BuildError, build
 
@@ -18,34 +22,62 @@ psutil = pytest.importorskip("psutil")
 KW = dict(frames_per_clip=4, step_between_clips=3, clips_per_shard=6, progress=False)
 
 
+def _descendants() -> list:
+    return psutil.Process().children(recursive=True)
+
+
 def _listeners() -> set:
     """(address, port) of every listening socket of this process and its descendants."""
-    me = psutil.Process()
-    pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    pids = {psutil.Process().pid} | {p.pid for p in _descendants()}
     return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet")
             if c.status == psutil.CONN_LISTEN and c.pid in pids}
 
 
+def _ray_processes() -> list:
+    """This process's descendants that are Ray's (its node services and workers)."""
+    def is_ray(p) -> bool:
+        try:
+            return "ray" in " ".join(p.cmdline()).lower()
+        except psutil.Error:
+            return False
+
+    return [p for p in _descendants() if is_ray(p)]
+
+
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ray")
-    saved = {"HOME": os.environ.get("HOME")}
-    os.environ["HOME"] = str(tmp)  # Ray writes ~/.ray/auth_token
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
-             _temp_dir=str(tmp / "r"), _node_ip_address="127.0.0.1", log_to_driver=False)
+def ray_cluster():
+    """A head and a worker node; every Ray process is gone once the module's tests end."""
+    from ray.cluster_utils import Cluster
+
+    # short: Ray's socket paths under it must stay within 107 bytes
+    tmp = tempfile.mkdtemp(prefix="rk-", dir="/tmp")
+    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_TMPDIR")}
+    # Ray writes ~/.ray/auth_token, and the cluster's address to $RAY_TMPDIR (not /tmp/ray)
+    os.environ.update(HOME=tmp, RAY_TMPDIR=tmp)
+    node = dict(num_cpus=1, object_store_memory=80 * 2**20, node_ip_address="127.0.0.1")
+    cluster = Cluster()
     try:
+        cluster.add_node(**node, include_dashboard=False, temp_dir=os.path.join(tmp, "ray"))
+        cluster.add_node(**node)
+        ray.init(address=cluster.address, log_to_driver=False)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         listeners = _listeners()
         assert len(listeners) >= 3, "the Ray processes were not found"
         assert {ip for ip, _ in listeners} <= {"127.0.0.1", "::ffff:127.0.0.1"}, listeners
-        yield
+        yield cluster
     finally:
+        started = _ray_processes()
         ray.shutdown()
+        cluster.shutdown()
+        _, alive = psutil.wait_procs(started, timeout=30)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert started, "no Ray process was seen"
+        assert not alive, f"Ray processes left running: {alive}"
 
 
 def test_ray_build_equals_local_build(made_root, tmp_path, ray_cluster):
@@ -90,3 +122,48 @@ def test_task_that_keeps_failing_is_reported(made_root, tmp_path, ray_cluster, m
     split = tmp_path / "o" / "train"
     assert not (split / "manifest.json").exists()
     assert (split / "train-000001.tar").exists()  # the rest finished and are kept
+
+
+def test_two_nodes_build_from_a_bucket_to_a_bucket(made_root, tmp_path, ray_cluster,
+                                                   s3_endpoint, monkeypatch):
+    """ROOT and OUT on the S3 server, nothing on a file system: the probes and the shard
+    tasks run on both nodes, and the shards are byte-identical to a local build's."""
+    import boto3
+    import s3fs
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for name in ("ray-root", "ray-out"):
+        client.create_bucket(Bucket=name)
+    fs = s3fs.S3FileSystem()  # cached: shardkin keeps it alive in forked workers
+    fs.put(f"{made_root}/", "ray-root/k", recursive=True)
+    ran = tmp_path / "ran"  # only where each task ran: the test's own record
+    ran.mkdir()
+    real_shard, real_probe = shard.build_shard, plan.probe_chunk
+
+    def build_shard(task, **kwargs):
+        node = ray.get_runtime_context().get_node_id()
+        (ran / f"shard-{node}-{task['name']}").touch()
+        return real_shard(task, **kwargs)
+
+    def probe_chunk(*args, **kwargs):
+        (ran / f"probe-{ray.get_runtime_context().get_node_id()}-{os.getpid()}").touch()
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(shard, "build_shard", build_shard)
+    monkeypatch.setattr(plan, "probe_chunk", probe_chunk)
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    on_ray = build("s3://ray-root/k", "s3://ray-out/k", "train", executor="ray",
+                   storage_options=options, **KW)
+    monkeypatch.undo()
+    local = build(made_root, tmp_path / "local", "train", workers=2, **KW)
+    assert on_ray == local and len(local["shards"]) > 2
+    root = "ray-out/k/train"
+    fs.invalidate_cache()
+    assert {p[len(root) + 1:]: fs.cat_file(p) for p in fs.find(root)} == tree_bytes(
+        tmp_path / "local" / "train")
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    shards = [p.name.split("-", 2) for p in ran.glob("shard-*")]
+    assert {node for _, node, _ in shards} == nodes  # both nodes built shards
+    assert sorted(name for _, _, name in shards) == sorted(s["name"] for s in local["shards"])
+    probes = [p.name.split("-") for p in ran.glob("probe-*")]
+    assert probes and all(int(pid) != os.getpid() for *_, pid in probes)  # Ray tasks probed
