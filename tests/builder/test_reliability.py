@@ -52,7 +52,8 @@ def test_a_second_build_of_a_running_split_is_refused(slow_root, tmp_path, other
     out = tmp_path / "out"
     first = shardkin_cli("build", str(slow_root), str(out), "--split", "train", "--workers", "1",
                          "--quiet", "--frames-per-clip", "4")
-    wait_for(out / "train" / ".build.lock", first)
+    # the plan is saved once the lock is held (the lock file itself exists a moment before)
+    wait_for(out / "train" / ".build" / "plan.json", first)
     first.send_signal(signal.SIGSTOP)  # still running while the second starts, however slowly
     try:
         second = shardkin_cli("build", str(slow_root), str(out), "--split", "train",
