@@ -127,7 +127,8 @@ def make_plan(root: Path, split: str, options: BuildOptions) -> dict:
     storage = options.storage
     shards = assign_shards(videos, split, options.selection.seed, parse_size(storage.shard_size),
                            storage.clips_per_shard)
-    return {"format_version": format_version(options.audio.audio_codec), "split": split,
+    version = format_version(options.audio.audio_codec, storage.video_codec)
+    return {"format_version": version, "split": split,
             "options": options.to_manifest(), "classes": found["classes"], "videos": videos,
             "skipped": skipped, "skipped_extensions": found["skipped_extensions"],
             "shards": shards}

@@ -26,8 +26,9 @@ from ..format.tarread import BlobReader
 from ..samplers.video_clips import ClipCounts
 from ..store.split import open_split
 from .cutting import window_ref
+from .device import check_decode_device, check_no_transform, read_clip
 from .items import check_output_format, make_item, video_dtype_for
-from .records import ClipRef, check_on_error, clip_ref, load_clip, wanted_members
+from .records import ClipRef, check_on_error, clip_ref, wanted_members
 from .windows import windows_for
 
 
@@ -47,14 +48,18 @@ class Kinetics(Dataset):
     byte range; ``on_error="skip"`` warns and returns the next readable clip instead.
     ``verify=True`` checks each clip's bytes against its checksum in the index (a
     flipped pixel byte is caught), as ``ShardDataset(verify=True)`` does.
+    ``decode_device``: jpeg videos handed out undecoded, as in ``ShardDataset``.
     """
 
     def __init__(self, source: str | os.PathLike, split: str | None = "train", *,
                  output_format: str = "TCHW", transform: Callable[[Any], Any] | None = None,
                  return_dict: bool = False, video_dtype: torch.dtype | None = None,
                  on_error: str = "raise", verify: bool = False,
-                 storage_options: dict | None = None, **clip_args: Any) -> None:
+                 storage_options: dict | None = None,
+                 decode_device: str | torch.device | None = None, **clip_args: Any) -> None:
         check_output_format(output_format)
+        self.decode_device = check_decode_device(decode_device)
+        check_no_transform(transform, self.decode_device)
         check_on_error(on_error)
         unknown = sorted(set(clip_args) - set(TORCHVISION_ARGS))
         if unknown:
@@ -126,13 +131,13 @@ class Kinetics(Dataset):
     def _load(self, i: int) -> Any:
         """Clip ``i`` read and decoded; ShardError for any damage."""
         if self.windows is None:
-            return load_clip(self._refs(i, i, f"clip {i}")[0])
+            return read_clip(self._refs(i, i, f"clip {i}")[0], self)
         w = self.windows
         video, k = w.locate(i)
         span = w.span(k, w.stored[video])
         row = int(w.first_row[video])
         refs = self._refs(row + span.first, row + span.last, f"clip {i} (video {video})")
-        return load_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k))
+        return read_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k), self)
 
     def _refs(self, first: int, last: int, what: str) -> list[ClipRef]:
         """The stored clips of index rows ``first..last`` (consecutive samples of one

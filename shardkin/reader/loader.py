@@ -8,13 +8,15 @@ when a batch's memory may be reused. Map-style datasets go to :mod:`.maploader`.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from .collate import ClipBuffers, collate_refs
 from .dataset import ShardDataset
+from .device import check_decode_device, check_no_transform, decode_batch
 from .env import worker_id
 from .maploader import MapLoader
 from .memory import BatchMemory, Held, hold
@@ -26,10 +28,11 @@ class _Batches(IterableDataset):
     """A worker's clips as ``(worker, clips, substitutes, slot, batch)`` tuples."""
 
     def __init__(self, ds: ShardDataset, batch_size: int, drop_last: bool, num_workers: int,
-                 audio: str, audio_lengths: bool, memory: BatchMemory) -> None:
+                 audio: str, audio_lengths: bool, memory: BatchMemory,
+                 encoded: bool = False) -> None:
         self.ds, self.batch_size, self.drop_last = ds, batch_size, drop_last
         self.num_workers, self.audio, self.audio_lengths = num_workers, audio, audio_lengths
-        self.memory = memory
+        self.memory, self.encoded = memory, encoded
         self._buffers: ClipBuffers | None = None
 
     def __len__(self) -> int:
@@ -41,7 +44,7 @@ class _Batches(IterableDataset):
         arena = self.memory.arena(worker, generation)
         self._buffers = self._buffers or ClipBuffers()  # kept across epochs
         batch = collate_refs(self.ds, refs, self.audio, self.audio_lengths, arena,
-                                self._buffers)
+                             self._buffers, self.encoded)
         self._buffers.give_back()
         return worker, len(refs), subs, arena.slot, batch
 
@@ -69,19 +72,24 @@ class ShardLoader:
     dataset's epoch (0 unless set). ``len(loader)`` is the exact number of batches
     each rank yields an epoch (the same on every rank). ``substitutes`` counts clips
     handed out this epoch in place of unreadable ones (``on_error="skip"``).
+    ``decode_device``/``device_transform``: see :func:`make_loader`.
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                  drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
-                 memory_slots: int = 5, **dataloader_kwargs: Any) -> None:
+                 memory_slots: int = 5, decode_device: str | torch.device | None = None,
+                 device_transform: Callable[[torch.Tensor], Any] | None = None,
+                 **dataloader_kwargs: Any) -> None:
         if audio not in ("pad", "list"):
             raise ValueError(f"audio must be 'pad' or 'list', got {audio!r}")
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.decode_device = _decode_device(dataset, decode_device, device_transform)
+        self.device_transform = device_transform
         self._memory = BatchMemory(max(1, num_workers), memory_slots)
         self._batches = _Batches(dataset, batch_size, drop_last, max(1, num_workers), audio,
-                                 audio_lengths, self._memory)
+                                 audio_lengths, self._memory, self.decode_device is not None)
         self._kwargs = dataloader_kwargs
         self._held: Held = []
         self._loader = self._make()
@@ -129,7 +137,8 @@ class ShardLoader:
                 self._hold(worker, slot, batch)
                 delivered[worker] += n
                 self.substitutes += subs
-                yield batch
+                yield batch if self.decode_device is None else decode_batch(
+                    batch, self.decode_device, self.device_transform)
         except Exception:
             # Stop the workers now: torch takes 5 s a worker when a failed
             # iterator is only collected later (the traceback keeps it alive).
@@ -163,10 +172,27 @@ class ShardLoader:
         self._loader = self._make()  # persistent workers must see the new state
 
 
+def _decode_device(dataset: Any, device: str | torch.device | None,
+                   transform: Callable[[torch.Tensor], Any] | None) -> torch.device | None:
+    """The loader's decode device: its own, else the dataset's; they must agree."""
+    mine, theirs = check_decode_device(device), getattr(dataset, "decode_device", None)
+    if mine is not None and theirs is not None and mine != theirs:
+        raise ValueError(f"decode_device={str(mine)!r}, but the dataset decodes on {theirs}")
+    chosen = mine or theirs
+    check_no_transform(getattr(dataset, "transform", None), chosen)
+    if transform is not None and chosen is None:
+        raise ValueError("device_transform is applied after decode_device's decoding: give "
+                         "decode_device too (or apply it to the batches yourself)")
+    return chosen
+
+
 def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                 drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
-                pin_memory: bool = False, persistent_workers: bool | None = None,
-                prefetch_factor: int | None = None, **dataloader_kwargs: Any) -> ShardLoader:
+                pin_memory: bool | None = None, persistent_workers: bool | None = None,
+                prefetch_factor: int | None = None,
+                decode_device: str | torch.device | None = None,
+                device_transform: Callable[[torch.Tensor], Any] | None = None,
+                **dataloader_kwargs: Any) -> ShardLoader:
     """A loader of ``(video [B,T,C,H,W], audio [B,C,S], label [B])`` batches (or dicts).
 
     Batches are made in the workers. Over a :class:`ShardDataset`, each new pass is the
@@ -179,13 +205,26 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
     flight (queued, being made, held by the loop), which a DataLoader needs anyway,
     plus one or two. E.g. 32 clips of 16x128x171 RGB are 34 MB a batch. Other
     keyword arguments go to ``torch.utils.data.DataLoader``.
+
+    ``decode_device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"``; default: the dataset's, else
+    None): the workers do not decode a jpeg build's clips but hand on their JPEGs, one
+    byte buffer a batch (:mod:`.device`), and the batch's video is decoded here at once
+    on that device (CUDA: nvJPEG through torchvision, ``[B, T, C, H, W]`` uint8
+    contiguous; ``"cpu"``: libjpeg-turbo in this process, to check a pipeline without a
+    GPU); then ``device_transform`` is applied to it (a batched preset). Clips of raw and
+    zstd builds are read in the workers and moved there. Audio and labels stay on the
+    CPU. ``pin_memory`` defaults to True with a CUDA ``decode_device``, else False.
     """
+    device = _decode_device(dataset, decode_device, device_transform)
+    if pin_memory is None:
+        pin_memory = device is not None and device.type == "cuda"
+    kw = dict(decode_device=device, device_transform=device_transform)
     if not isinstance(dataset, ShardDataset):
         if prefetch_factor is not None and num_workers:
             dataloader_kwargs["prefetch_factor"] = prefetch_factor
         return MapLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
                          audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
-                         memory_slots=(prefetch_factor or 2) + 3, **dataloader_kwargs)
+                         memory_slots=(prefetch_factor or 2) + 3, **kw, **dataloader_kwargs)
     if num_workers:
         dataloader_kwargs["persistent_workers"] = (True if persistent_workers is None
                                                    else persistent_workers)
@@ -193,4 +232,4 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
             dataloader_kwargs["prefetch_factor"] = prefetch_factor
     return ShardLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
                        audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
-                       memory_slots=(prefetch_factor or 2) + 3, **dataloader_kwargs)
+                       memory_slots=(prefetch_factor or 2) + 3, **kw, **dataloader_kwargs)

@@ -262,8 +262,8 @@ def test_manifest_head_leaves_videos_unparsed(tmp_path):
     assert Manifest.parse((tmp_path / "m.json").read_bytes(), head=True) == head
     (tmp_path / "m.json").write_text(json.dumps({"videos": [], **good}))  # any key order
     assert Manifest.parse((tmp_path / "m.json").read_bytes(), head=True) == head
-    (tmp_path / "m.json").write_text(json.dumps({**good, "format_version": 3}))
-    with pytest.raises(ValueError, match="format_version 3"):
+    (tmp_path / "m.json").write_text(json.dumps({**good, "format_version": 4}))
+    with pytest.raises(ValueError, match="format_version 4"):
         Manifest.parse((tmp_path / "m.json").read_bytes(), head=True)
 
 
