@@ -161,7 +161,8 @@ def decode_batch(batch: Any, device: str | torch.device,
         return _video(batch, device, transform)
     if isinstance(batch, dict):
         return {**batch, "video": _video(batch["video"], device, transform)}
-    return (_video(batch[0], device, transform), *batch[1:])
+    rest = [_video(batch[0], device, transform), *batch[1:]]
+    return rest if isinstance(batch, list) else tuple(rest)
 
 
 def _video(video: Any, device: torch.device,

@@ -369,7 +369,7 @@ def test_compressed_video_members(tmp_path, codec):
         assert np.array_equal(want(1, 1), clip_video(1, 1))
     shard = folder / "train-000000.tar"
     data = bytearray(shard.read_bytes())
-    pos = data.index(b"SKJ1" if codec == "jpeg" else b"\x28\xb5\x2f\xfd") + 40
+    pos = data.index(b"SKJ2" if codec == "jpeg" else b"\x28\xb5\x2f\xfd") + 60
     data[pos : pos + 200] = bytes(200)  # damage the first clip's compressed frames
     shard.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=r"train-000000\.tar: sample 00000000_000000: corrupt"):
