@@ -18,8 +18,8 @@ Then the jpeg member of format version 3 (the clip as one JPEG) against that of 
 the new one without re-encoding (each frame's scan data with its own header: byte for
 byte what the per-frame encoder writes), so both hold the same quality and their pixels
 must be identical (checked on every clip). Bytes, and single-core decode ms a clip with
-libjpeg-turbo (``--rounds`` rounds, each clip's two members decoded in turn, the best
-round's sums); and windows of 16 frames starting mid-clip, decoded from the rows they
+libjpeg-turbo (each clip's two members decoded in turn, ``--rounds`` times, each clip's
+fastest time of each summed); and windows of 16 frames starting mid-clip, decoded from the rows they
 need against their two stored clips decoded whole.
 Without ../shared/realvideos it makes videos first.
 """
@@ -231,15 +231,21 @@ def member_ab(build: Path, splits: list[str], rounds: int) -> None:
     for new, was in zip(clips, old):
         if not np.array_equal(jpeg.decode(new), jpeg.decode(was)):
             raise SystemExit("the two members' pixels differ")
-    best = [math.inf, math.inf]
-    for _ in range(rounds):
-        spent = [0.0, 0.0]
-        for pair in zip(clips, old):
-            for i, member in enumerate(pair):
-                t = time.perf_counter()
-                jpeg.decode(member)
-                spent[i] += time.perf_counter() - t
-        best = [min(b, s) for b, s in zip(best, spent)]
+
+    def fastest(decodes: list[list]) -> list[float]:
+        """Each way's seconds summed over the items, the fastest of ``rounds`` tries of
+        each item (ways in turn), so that a busy spell of the machine costs neither."""
+        best = [[math.inf] * len(decodes) for _ in decodes[0]]
+        for _ in range(rounds):
+            for k, ways in enumerate(decodes):
+                for i, way in enumerate(ways):
+                    t = time.perf_counter()
+                    way()
+                    best[i][k] = min(best[i][k], time.perf_counter() - t)
+        return [sum(b) for b in best]
+
+    best = fastest([[lambda c=c: jpeg.decode(c), lambda o=o: jpeg.decode(o)]
+                    for c, o in zip(clips, old)])
     n = len(clips)
     size = [sum(map(len, clips)) / n / 1e3, sum(map(len, old)) / n / 1e3]
     print(f"\njpeg member, {n} clips (jpeg+none build, every clip's pixels identical in both):")
@@ -250,18 +256,10 @@ def member_ab(build: Path, splits: list[str], rounds: int) -> None:
     print(f"  v3 / v1-2: bytes {size[0] / size[1]:.3f}, decode time {best[0] / best[1]:.3f}")
     pairs = [(a, b) for (ka, a), (kb, b) in zip(keyed, keyed[1:])  # a video's next clip
              if ka[:8] == kb[:8] and struct.unpack_from("<I", a, 4)[0] == 16]
-    window = [math.inf, math.inf]
-    for _ in range(rounds):
-        spent = [0.0, 0.0]
-        for k, (a, b) in enumerate(pairs):
-            offset = 1 + k % 15  # the window's first frame in the first clip
-            t0 = time.perf_counter()
-            np.concatenate([jpeg.decode(a, offset), jpeg.decode(b, 0, offset)])
-            t1 = time.perf_counter()
-            np.concatenate([jpeg.decode(a)[offset:], jpeg.decode(b)[:offset]])
-            spent[0] += t1 - t0
-            spent[1] += time.perf_counter() - t1
-        window = [min(w, s) for w, s in zip(window, spent)]
+    window = fastest([  # offset: the window's first frame in the first clip
+        [lambda a=a, b=b, o=1 + k % 15: np.concatenate([jpeg.decode(a, o), jpeg.decode(b, 0, o)]),
+         lambda a=a, b=b, o=1 + k % 15: np.concatenate([jpeg.decode(a)[o:], jpeg.decode(b)[:o]])]
+        for k, (a, b) in enumerate(pairs)])
     print(f"  16-frame windows over two stored clips ({len(pairs)}): rows they need "
           f"{window[0] / len(pairs) * 1e3:.3f} ms, both clips whole "
           f"{window[1] / len(pairs) * 1e3:.3f} ms ({window[1] / window[0]:.2f}x)")

@@ -27,7 +27,7 @@ from .executors import local_workers, map_processes
 from .scan import VideoEntry, find_classes, list_tree, read_annotations, select
 
 # typical raw/encoded size ratios (tools/bench_codecs.py), only to size shards
-_SIZE_RATIO = {"raw": 1.0, "zstd": 1.3, "jpeg": 8.0}
+_SIZE_RATIO = {"raw": 1.0, "zstd": 1.3, "jpeg": 8.6}
 
 
 def estimate(probe: dict, options: BuildOptions) -> tuple[int, int]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import itertools
 import json
 import struct
+import sys
 import tarfile
+import types
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +269,59 @@ def test_builds_of_format_version_2_still_read(built, old_build, tmp_path):
     found = verify_split(open_split(copy, head=False), progress=False)
     assert found and all("video.jpgs is in the layout of format version 1-2, the build is 3"
                          in line for line in found)
+
+
+class FakeNvjpeg:
+    """``torchvision.io`` as _on_cuda calls it, decoding with libjpeg-turbo on the CPU: the
+    CUDA path's placement of decoded images, tested without a GPU."""
+
+    class ImageReadMode:
+        RGB = "RGB"
+
+    calls: list[int] = []
+
+    @classmethod
+    def decode_jpeg(cls, images, mode, device):
+        single = isinstance(images, torch.Tensor)
+        cls.calls.append(1 if single else len(images))
+        out = [torch.from_numpy(simplejpeg.decode_jpeg(i.numpy(), colorspace="RGB")).permute(
+            2, 0, 1).contiguous() for i in ([images] if single else images)]
+        return out[0] if single else out
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_cuda_placement_with_a_stand_in_decoder(built, tmp_path, monkeypatch, padded):
+    from shardkin.reader.device import _on_cuda
+
+    monkeypatch.setitem(sys.modules, "torchvision.io", FakeNvjpeg)
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    folder = built if padded else make_split(tmp_path, [3, 2, 4], 2, codec="jpeg")
+    for kw in ({}, {"frames_per_clip": 6, "step_between_clips": 1}) if padded else ({},):
+        ds = ShardDataset(folder, shuffle=False, **kw)
+        refs = [r for r, _ in itertools.islice(ds.stream(0, 1), 5)]
+        batch = pack_refs(refs, ds)
+        ends, runs = batch.offsets.tolist(), batch.runs.tolist()
+        images = [batch.data[lo:hi] for lo, hi in zip(ends, ends[1:])]
+        FakeNvjpeg.calls.clear()
+        got = _on_cuda(images, runs, tuple(batch.size.tolist()), CPU, batch.where)
+        assert FakeNvjpeg.calls == [len(images)]  # one batched call
+        assert got.is_contiguous()
+        same(got, decode_jpegs(batch, CPU).contiguous())
+    batch.data[ends[2] - 30 : ends[2] - 28] = torch.tensor([0xFF, 0xD9], dtype=torch.uint8)
+
+    decode = FakeNvjpeg.decode_jpeg
+
+    def fails(images, mode, device):
+        if isinstance(images, list) or bytes(images[-30:-28].tolist()) == b"\xff\xd9":
+            raise RuntimeError("nvjpeg status 6")
+        return decode(images, mode, device)
+
+    monkeypatch.setattr(FakeNvjpeg, "decode_jpeg", fails)
+    images = [batch.data[lo:hi] for lo, hi in zip(ends, ends[1:])]
+    clip = int(batch.runs[1, 0])
+    with pytest.raises(ShardError, match=rf"{batch.where[clip]}: its JPEG does not decode"):
+        _on_cuda(images, batch.runs.tolist(), tuple(batch.size.tolist()), CPU, batch.where)
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.delitem(sys.modules, "torchvision.io")
+    with pytest.raises(ImportError, match="pip install torchvision"):
+        _on_cuda(images, batch.runs.tolist(), tuple(batch.size.tolist()), CPU, batch.where)
