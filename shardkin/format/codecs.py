@@ -14,13 +14,13 @@ or at one given quality (``tools/bench_codecs.py`` measures both). zstd needs
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 
 from . import jpeg
-from .jpeg import JPEG_LOWEST, JPEG_PSNR, clip_psnr
 from .npy import decode_npy, encode_npy
 
 RAW, ZSTD, JPEG = "raw", "zstd", "jpeg"
@@ -28,6 +28,10 @@ MEMBER = {RAW: "video.npy", ZSTD: "video.npy.zst", JPEG: "video.jpgs"}
 VIDEO_MEMBERS = tuple(MEMBER.values())
 # a clip's frames claiming more than this (64 GB) are damage, refused before allocating
 _MAX_CLIP_BYTES = 1 << 36
+JPEG_PSNR = 39.0  # every clip at least this (README: Codecs)
+JPEG_LOWEST = 50  # the lowest quality a PSNR target picks
+_JPEG_START = 90  # where the search for it starts
+_DB_PER_QUALITY = 0.45  # how PSNR grows with the quality near 90, for a first guess
 _HINT = "pip install 'shardkin[codecs]'"
 
 
@@ -52,8 +56,60 @@ def encode_video(video: np.ndarray, codec: str = RAW, zstd_level: int = 3,
         compressor = _zstandard().ZstdCompressor(level=zstd_level, write_content_size=True)
         return MEMBER[ZSTD], compressor.compress(encode_npy(video))
     if codec == JPEG:
-        return MEMBER[JPEG], jpeg.encode(video, jpeg_quality, jpeg_psnr)
+        padded = jpeg.pad(video)
+        frames = (jpeg.encode_frames(padded, jpeg_quality) if jpeg_quality is not None
+                  else _frames_for_psnr(video, padded, jpeg_psnr))
+        return MEMBER[JPEG], jpeg.pack(frames, *video.shape[1:3])
     raise ValueError(f"unknown video codec {codec!r}: use raw, zstd or jpeg")
+
+
+def clip_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of uint8 ``b`` against ``a`` over all their values (inf when equal).
+    The squared error is exact, so the same on every machine: float32 sums of 256
+    squares stay below 2**24, where every integer is exact, in any order."""
+    diff = np.subtract(a, b, dtype=np.float32).reshape(-1)
+    rows = diff[: diff.size - diff.size % 256].reshape(-1, 256)
+    tail = diff[rows.size :].astype(np.float64)
+    error = int(np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64) + tail @ tail)
+    return math.inf if error == 0 else 10 * math.log10(255**2 * a.size / error)
+
+
+def _frames_for_psnr(video: np.ndarray, padded: np.ndarray, target: float) -> list[bytes]:
+    """The frames (each its own JPEG, of ``padded``) at a quality whose PSNR over the clip
+    reaches ``target``: the lowest on every 4th frame, checked on the whole clip and
+    raised until the clip reaches it."""
+    quality = _lowest_quality(video[::4], padded[::4], target)
+    while True:
+        frames = jpeg.encode_frames(padded, quality)
+        if quality == 100 or _psnr(video, frames) >= target:
+            return frames
+        quality += 1
+
+
+def _psnr(video: np.ndarray, frames: list[bytes]) -> float:
+    return clip_psnr(video, jpeg.decode_frames(frames, video.shape[1]))
+
+
+def _lowest_quality(video: np.ndarray, padded: np.ndarray, target: float) -> int:
+    """The lowest quality whose PSNR over ``video`` reaches ``target``: one try at a start,
+    a guess from its PSNR, then single steps to the boundary."""
+    tried: dict[int, float] = {}
+
+    def psnr_at(quality: int) -> float:
+        if quality not in tried:
+            tried[quality] = _psnr(video, jpeg.encode_frames(padded, quality))
+        return tried[quality]
+
+    step = (target - psnr_at(_JPEG_START)) / _DB_PER_QUALITY
+    quality = min(100, max(JPEG_LOWEST, _JPEG_START + math.ceil(step) if math.isfinite(step)
+                           else JPEG_LOWEST))
+    if psnr_at(quality) >= target:
+        while quality > JPEG_LOWEST and psnr_at(quality - 1) >= target:
+            quality -= 1
+    else:
+        while quality < 100 and psnr_at(quality) < target:
+            quality += 1
+    return quality
 
 
 def video_member(members: Collection[str]) -> str:
@@ -94,6 +150,3 @@ def decode_video(member: str, data: bytes | bytearray | memoryview, start: int =
         return out
     return frames
 
-
-__all__ = ["JPEG", "JPEG_LOWEST", "JPEG_PSNR", "MEMBER", "RAW", "VIDEO_MEMBERS", "ZSTD",
-           "clip_psnr", "decode_sample_video", "decode_video", "encode_video", "video_member"]

@@ -21,28 +21,19 @@ the decoder's DC prediction as a new image does, so the pixels are exactly those
 frames' own JPEGs (the layout below), and any run of frames is itself a JPEG cut from the
 bytes, decoded without its neighbours (:func:`runs`). 4:2:0 would not do: libjpeg-turbo's
 smooth chroma upsampling blends the chroma rows of neighbouring frames (up to 11 levels
-on real clips), which this layout never has to avoid.
+on a real clip), so stacked frames would not decode as they do alone.
 
 Format versions 1 and 2 (``b"SKJ1"``, still read): T, H, W, T sizes, then T JPEGs of one
-frame each.
-
-Encoding: at ``quality``, or at the lowest quality (:data:`JPEG_LOWEST` to 100) whose PSNR
-over the clip reaches a target: found on every 4th frame, then checked on the whole clip
-and raised until it passes.
+frame each. Which quality a clip gets is :mod:`.codecs`' choice.
 """
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-JPEG_PSNR = 39.0  # every clip at least this (README: Codecs)
-JPEG_LOWEST = 50  # the lowest quality a PSNR target picks
-_JPEG_START = 90  # where the search for it starts
-_DB_PER_QUALITY = 0.45  # how PSNR grows with the quality near 90, for a first guess
 STACK, FRAMES = b"SKJ2", b"SKJ1"  # this layout; one JPEG a frame (format versions 1-2)
 BLOCK = 8  # rows and columns of a 4:4:4 block
 MAX_ROWS = 65500  # libjpeg-turbo's largest image
@@ -82,21 +73,43 @@ def padded_rows(height: int) -> int:
     return -(-height // BLOCK) * BLOCK
 
 
-def encode(video: np.ndarray, quality: int | None = None, psnr: float = JPEG_PSNR) -> bytes:
-    """The member of uint8 ``[T, H, W, 3]`` frames at ``quality``, or at the lowest quality
-    whose PSNR over the clip reaches ``psnr`` (see the module)."""
-    t, h, w, _ = video.shape
-    rows = padded_rows(h)
-    padded = video if rows == h else np.concatenate(
-        [video, np.repeat(video[:, -1:], rows - h, axis=1)], axis=1)
-    frames = (_encode_frames(padded, quality) if quality is not None
-              else _frames_for_psnr(video, padded, psnr))
-    mcus = -(-w // BLOCK) * (rows // BLOCK)
+def pad(video: np.ndarray) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` frames, each padded at the bottom to whole blocks by
+    repeating its last row (``video`` itself when they are whole)."""
+    rows = padded_rows(video.shape[1])
+    if rows == video.shape[1]:
+        return video
+    return np.concatenate([video, np.repeat(video[:, -1:], rows - video.shape[1], axis=1)],
+                          axis=1)
+
+
+def encode_frames(padded: np.ndarray, quality: int) -> list[bytes]:
+    """Each padded frame as a JPEG of its own (4:4:4), what :func:`pack` joins."""
+    encode = simplejpeg().encode_jpeg
+    return [encode(np.ascontiguousarray(f), quality=quality, colorspace="RGB",
+                   colorsubsampling="444") for f in padded]
+
+
+def decode_frames(frames: list[bytes], height: int) -> np.ndarray:
+    """uint8 ``[T, height, W, 3]``: JPEGs of :func:`encode_frames`, their padding cut off."""
+    codec = simplejpeg()
+    rows, width = codec.decode_jpeg_header(frames[0])[:2]
+    out = np.empty((len(frames), rows, width, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        codec.decode_jpeg(frame, colorspace="RGB", buffer=out[i])
+    return out[:, :height]
+
+
+def pack(frames: list[bytes], height: int, width: int) -> bytes:
+    """The member of a clip's frames encoded by :func:`encode_frames` (see the module)."""
+    t, rows = len(frames), padded_rows(height)
+    mcus = -(-width // BLOCK) * (rows // BLOCK)
     per = 1 if mcus > _MAX_INTERVAL else max(1, MAX_ROWS // rows)
     parts = [_join(frames[i : i + per], rows, mcus) for i in range(0, t, per)]
     sizes = [n for i, (data, _) in enumerate(parts) for n in (min(per, t - i * per), len(data))]
     starts = [s for _, offsets in parts for s in offsets]
-    head = struct.pack(f"<4s4I{len(sizes)}I{t}I", STACK, t, h, w, len(parts), *sizes, *starts)
+    head = struct.pack(f"<4s4I{len(sizes)}I{t}I", STACK, t, height, width, len(parts), *sizes,
+                       *starts)
     return b"".join([head, *(data for data, _ in parts)])
 
 
@@ -124,62 +137,6 @@ def _join(frames: list[bytes], rows: int, mcus: int) -> tuple[bytes, list[int]]:
 
 def _restart(n: int) -> bytes:
     return bytes((0xFF, 0xD0 + n % 8))
-
-
-def _encode_frames(padded: np.ndarray, quality: int) -> list[bytes]:
-    encode = simplejpeg().encode_jpeg
-    return [encode(np.ascontiguousarray(f), quality=quality, colorspace="RGB",
-                   colorsubsampling="444") for f in padded]
-
-
-def clip_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of uint8 ``b`` against ``a`` over all their values (inf when equal).
-    The squared error is exact, so the same on every machine: float32 sums of 256
-    squares stay below 2**24, where every integer is exact, in any order."""
-    diff = np.subtract(a, b, dtype=np.float32).reshape(-1)
-    rows = diff[: diff.size - diff.size % 256].reshape(-1, 256)
-    tail = diff[rows.size :].astype(np.float64)
-    error = int(np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64) + tail @ tail)
-    return math.inf if error == 0 else 10 * math.log10(255**2 * a.size / error)
-
-
-def _psnr(video: np.ndarray, frames: list[bytes]) -> float:
-    decoded = np.empty((len(frames), padded_rows(video.shape[1]), *video.shape[2:]), np.uint8)
-    decode = simplejpeg().decode_jpeg
-    for i, frame in enumerate(frames):
-        decode(frame, colorspace="RGB", buffer=decoded[i])
-    return clip_psnr(video, decoded[:, : video.shape[1]])
-
-
-def _frames_for_psnr(video: np.ndarray, padded: np.ndarray, target: float) -> list[bytes]:
-    quality = _lowest_quality(video[::4], padded[::4], target)
-    while True:
-        frames = _encode_frames(padded, quality)
-        if quality == 100 or _psnr(video, frames) >= target:
-            return frames
-        quality += 1
-
-
-def _lowest_quality(video: np.ndarray, padded: np.ndarray, target: float) -> int:
-    """The lowest quality whose PSNR over ``video`` reaches ``target``: one try at a start,
-    a guess from its PSNR, then single steps to the boundary."""
-    tried: dict[int, float] = {}
-
-    def psnr_at(quality: int) -> float:
-        if quality not in tried:
-            tried[quality] = _psnr(video, _encode_frames(padded, quality))
-        return tried[quality]
-
-    step = (target - psnr_at(_JPEG_START)) / _DB_PER_QUALITY
-    quality = min(100, max(JPEG_LOWEST, _JPEG_START + math.ceil(step) if math.isfinite(step)
-                           else JPEG_LOWEST))
-    if psnr_at(quality) >= target:
-        while quality > JPEG_LOWEST and psnr_at(quality - 1) >= target:
-            quality -= 1
-    else:
-        while quality < 100 and psnr_at(quality) < target:
-            quality += 1
-    return quality
 
 
 # -- reading -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from shardkin.format import jpeg
+from shardkin.format import codecs, jpeg
 from shardkin.synth import frame_image
 
 simplejpeg = pytest.importorskip("simplejpeg")
@@ -19,6 +19,10 @@ def clip(frames: int, width: int, height: int) -> np.ndarray:
     noise = np.random.default_rng(frames).integers(0, 24, (frames, height, width, 3))
     return np.stack([frame_image(i, width, height, seed=i) for i in range(frames)]) ^ noise.astype(
         np.uint8)
+
+
+def encode(video: np.ndarray, quality: int) -> bytes:
+    return codecs.encode_video(video, "jpeg", jpeg_quality=quality)[1]
 
 
 def per_frame(video: np.ndarray, quality: int) -> list[bytes]:
@@ -50,7 +54,7 @@ def test_pixels_and_scan_bytes_equal_each_frame_encoded_alone(height):
     """Heights off the 8-row block are padded as libjpeg pads a frame alone: the stacked
     image's scan data is each frame's own, byte for byte, so the pixels are too."""
     video = clip(6, 37, height)
-    data = jpeg.encode(video, quality=85)
+    data = encode(video, 85)
     assert data[:4] == b"SKJ2" and header(data)[:4] == (6, height, 37, 1)
     alone = per_frame(video, 85)
     want = np.stack([simplejpeg.decode_jpeg(f, colorspace="RGB") for f in alone])
@@ -65,7 +69,7 @@ def test_pixels_and_scan_bytes_equal_each_frame_encoded_alone(height):
 def test_any_frames_decode_alone_as_standard_jpegs():
     Image = pytest.importorskip("PIL.Image")
     video = clip(7, 20, 13)
-    data = jpeg.encode(video, quality=90)
+    data = encode(video, 90)
     whole = jpeg.decode(data)
     for a, b in itertools.combinations(range(8), 2):
         np.testing.assert_array_equal(jpeg.decode(data, a, b), whole[a:b])
@@ -83,7 +87,7 @@ def test_any_frames_decode_alone_as_standard_jpegs():
 
 def test_parts_split_tall_clips_and_huge_frames():
     video = np.repeat(clip(3, 8, 8), 2800, axis=0)[:8200]  # 8200 x 8 rows > 65500
-    data = jpeg.encode(video, quality=70)
+    data = encode(video, 70)
     assert header(data)[:6] == (8200, 8, 8, 2, 8187, header(data)[5])
     whole = jpeg.decode(data)
     np.testing.assert_array_equal(whole, np.stack([simplejpeg.decode_jpeg(f, colorspace="RGB")
@@ -92,7 +96,7 @@ def test_parts_split_tall_clips_and_huge_frames():
     assert [(r.first, r.frames) for r in runs] == [(0, 7), (7, 8)]
     np.testing.assert_array_equal(jpeg.decode(data, 8180, 8195), whole[8180:8195])
     big = clip(2, 2048, 2056)  # 256 x 257 blocks: more than a restart interval counts
-    data = jpeg.encode(big, quality=60)
+    data = encode(big, 60)
     first = data[header(data)[0] * 4 + 20 + 16 :]
     assert header(data)[3] == 2 and b"\xff\xdd" not in first[: scan_start(first)]
     np.testing.assert_array_equal(jpeg.decode(data, 1, 2), jpeg.decode(data)[1:])
@@ -110,7 +114,7 @@ def test_the_layout_of_versions_1_and_2_still_decodes():
 
 def test_damage_is_a_value_error_before_any_allocation():
     video = clip(4, 16, 16)
-    data = jpeg.encode(video, quality=80)
+    data = encode(video, 80)
     part = 20 + 8 + 4 * 4
     starts = struct.unpack_from("<4I", data, 28)
     sof = part + data[part:].index(b"\xff\xc0")

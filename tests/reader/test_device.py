@@ -21,7 +21,6 @@ import shardkin.builder.plan
 import shardkin.format.sample
 from shardkin import Kinetics, ShardDataset, ShardError, make_loader, wds_decoder
 from shardkin.builder import build
-from shardkin.format import jpeg
 from shardkin.inspection.verify import verify_split
 from shardkin.reader import collate
 from shardkin.reader.collate import read_videos
@@ -46,15 +45,18 @@ def built(made_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def old_build(made_root, tmp_path_factory) -> Path:
     """The same build as format version 2 wrote it: one JPEG a frame (SKJ1)."""
-    def per_frame(video: np.ndarray, quality: int | None, psnr: float) -> bytes:
+    def per_frame(video: np.ndarray, codec: str, zstd_level: int, quality: int | None,
+                  psnr: float) -> tuple[str, bytes]:
+        assert codec == "jpeg" and quality is not None
         frames = [simplejpeg.encode_jpeg(np.ascontiguousarray(f), quality=quality,
                                          colorspace="RGB", colorsubsampling="444") for f in video]
         t, h, w, _ = video.shape
-        return struct.pack(f"<4s3I{t}I", b"SKJ1", t, h, w, *map(len, frames)) + b"".join(frames)
+        return "video.jpgs", (struct.pack(f"<4s3I{t}I", b"SKJ1", t, h, w, *map(len, frames))
+                              + b"".join(frames))
 
     out = tmp_path_factory.mktemp("device-old")
     with pytest.MonkeyPatch.context() as mp:  # workers=1 builds in this process
-        mp.setattr(jpeg, "encode", per_frame)
+        mp.setattr(shardkin.format.sample, "encode_video", per_frame)
         mp.setattr(shardkin.builder.plan, "format_version", lambda audio, video: 2)
         mp.setattr(shardkin.format.sample, "format_version", lambda audio, video: 2)
         build(made_root, out, "train", frames_per_clip=4, min_dimension=36, video_codec="jpeg",
