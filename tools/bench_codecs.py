@@ -12,6 +12,15 @@ the best of ``--rounds`` rounds taken in turn over the rows, so that a slow spel
 the machine hits them all); build frames/s (source frames over build seconds, all
 splits). A second table gives PSNR and SNR by split: the JPEG default was chosen on
 train, so val and odd are videos it has not seen.
+
+Then the jpeg member of format version 3 (the clip as one JPEG) against that of versions
+1-2 (one JPEG a frame), on every clip of the jpeg+none build: the old member is made from
+the new one without re-encoding (each frame's scan data with its own header: byte for
+byte what the per-frame encoder writes), so both hold the same quality and their pixels
+must be identical (checked on every clip). Bytes, and single-core decode ms a clip with
+libjpeg-turbo (each clip's two members decoded in turn, ``--rounds`` times, each clip's
+fastest time of each summed); and windows of 16 frames starting mid-clip, decoded from the rows they
+need against their two stored clips decoded whole.
 Without ../shared/realvideos it makes videos first.
 """
 from __future__ import annotations
@@ -19,6 +28,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
+import struct
 import sys
 import tarfile
 import tempfile
@@ -31,9 +42,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_read import REAL, scaled_manifest, throughput  # noqa: E402
+from jpeg_members import frames_member  # noqa: E402
 
 from shardkin import Kinetics, ShardDataset, make_loader  # noqa: E402
 from shardkin.builder import build  # noqa: E402
+from shardkin.format import jpeg  # noqa: E402
 from shardkin.format.codecs import JPEG_PSNR  # noqa: E402
 from shardkin.synth import make_video  # noqa: E402
 
@@ -150,6 +163,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="read rounds over the rows")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="shardkin-codecs-"))
+    try:
+        run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
+    """The builds, the tables and the member comparison, in ``tmp``."""
     root, splits = args.root, args.splits.split(",")
     if root is None:
         root, splits = tmp / "videos", ["train"]
@@ -188,6 +209,60 @@ def main() -> None:
         print(f"  {name:<16}" + "; ".join(cells))
     print("goals: jpeg+flac >= 5x smaller than raw+raw at >= 38 dB with audio SNR >= 80 dB; "
           "jpeg+none >= 8x smaller; jpeg+flac reads >= 0.8 of jpeg+raw's clips/s")
+    if "jpeg+none" in rows:
+        member_ab(tmp / "jpeg+none", splits, args.rounds)
+
+
+def clip_members(split: Path) -> list[tuple[str, bytes]]:
+    """Every clip's key and video.jpgs payload of a split, in shard order."""
+    out = []
+    for shard in sorted(split.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            out += [(m.name.partition(".")[0], tar.extractfile(m).read()) for m in tar
+                    if m.name.partition(".")[2] == "video.jpgs"]
+    return out
+
+
+def member_ab(build: Path, splits: list[str], rounds: int) -> None:
+    """The one-JPEG member against one JPEG a frame (see the module)."""
+    keyed = [c for s in splits for c in clip_members(build / s)]
+    clips = [c for _, c in keyed]
+    old = [frames_member(c) for c in clips]
+    for new, was in zip(clips, old):
+        if not np.array_equal(jpeg.decode(new), jpeg.decode(was)):
+            raise SystemExit("the two members' pixels differ")
+
+    def fastest(decodes: list[list]) -> list[float]:
+        """Each way's seconds summed over the items, the fastest of ``rounds`` tries of
+        each item (ways in turn), so that a busy spell of the machine costs neither."""
+        best = [[math.inf] * len(decodes) for _ in decodes[0]]
+        for _ in range(rounds):
+            for k, ways in enumerate(decodes):
+                for i, way in enumerate(ways):
+                    t = time.perf_counter()
+                    way()
+                    best[i][k] = min(best[i][k], time.perf_counter() - t)
+        return [sum(b) for b in best]
+
+    best = fastest([[lambda c=c: jpeg.decode(c), lambda o=o: jpeg.decode(o)]
+                    for c, o in zip(clips, old)])
+    n = len(clips)
+    size = [sum(map(len, clips)) / n / 1e3, sum(map(len, old)) / n / 1e3]
+    print(f"\njpeg member, {n} clips (jpeg+none build, every clip's pixels identical in both):")
+    print(f"  one JPEG a clip (v3)    {size[0]:7.1f} KB  {best[0] / n * 1e3:.3f} ms a clip "
+          f"({n / best[0]:,.0f} clips/s a core)")
+    print(f"  one JPEG a frame (v1-2) {size[1]:7.1f} KB  {best[1] / n * 1e3:.3f} ms a clip "
+          f"({n / best[1]:,.0f} clips/s a core)")
+    print(f"  v3 / v1-2: bytes {size[0] / size[1]:.3f}, decode time {best[0] / best[1]:.3f}")
+    pairs = [(a, b) for (ka, a), (kb, b) in zip(keyed, keyed[1:])  # a video's next clip
+             if ka[:8] == kb[:8] and struct.unpack_from("<I", a, 4)[0] == 16]
+    window = fastest([  # offset: the window's first frame in the first clip
+        [lambda a=a, b=b, o=1 + k % 15: np.concatenate([jpeg.decode(a, o), jpeg.decode(b, 0, o)]),
+         lambda a=a, b=b, o=1 + k % 15: np.concatenate([jpeg.decode(a)[o:], jpeg.decode(b)[:o]])]
+        for k, (a, b) in enumerate(pairs)])
+    print(f"  16-frame windows over two stored clips ({len(pairs)}): rows they need "
+          f"{window[0] / len(pairs) * 1e3:.3f} ms, both clips whole "
+          f"{window[1] / len(pairs) * 1e3:.3f} ms ({window[1] / window[0]:.2f}x)")
 
 
 def _merged(errs: dict[str, tuple[Errors, Errors]], which: int, peak: float | None) -> float:

@@ -32,7 +32,7 @@ from .source import PROBE_THREADS, Root, as_root, probe_chunk
 # typical raw/encoded size ratios (tools/bench_codecs.py), only to size shards
 PROBE_CHUNK = 256  # videos a probe task takes (a store's: its threads share them)
 PROBE_PER_PROCESS = 4096  # a store's videos a local probe process is started for
-_SIZE_RATIO = {"raw": 1.0, "zstd": 1.3, "jpeg": 8.0}
+_SIZE_RATIO = {"raw": 1.0, "zstd": 1.3, "jpeg": 8.6}
 
 
 def estimate(probe: dict, options: BuildOptions) -> tuple[int, int]:
@@ -179,7 +179,8 @@ def make_plan(root: Root | Path, split: str, options: BuildOptions) -> dict:
     shards = assign_shards(videos, split, options.selection.seed, parse_size(storage.shard_size),
                            storage.clips_per_shard)
     layout = {k: found[k] for k in ("missing", "unlisted", "duplicates") if k in found}
-    return {"format_version": format_version(options.audio.audio_codec), "split": split,
+    version = format_version(options.audio.audio_codec, storage.video_codec)
+    return {"format_version": version, "split": split,
             "options": options.to_manifest(), "classes": found["classes"], "videos": videos,
             "skipped": skipped, "skipped_extensions": found["skipped_extensions"],
             "shards": shards, **layout}

@@ -34,6 +34,7 @@ def _write_video(writer: ShardWriter, root: Root, video: dict, shard: str,
                 source_frames=clip.source_frames, start_sec=float(clip.start),
                 end_sec=float(clip.end), fps=cutter.rule.output_fps, source_fps=stats.fps,
                 audio_rate=stats.audio_rate, audio_codec=options.audio.audio_codec,
+                video_codec=codec.video_codec,
                 audio_marks=clip.audio_marks, rest=clip.rest_marks,
             )
             key = sample_key(video["video_index"], clip.index)

@@ -5,9 +5,9 @@ A build of a split is a folder of plain tar shards, ``index.npy`` and ``manifest
 - :mod:`.sample`: one clip is one sample, members sharing a key (``KEY.video.npy`` or
   another codec's video member, ``KEY.audio.npy`` or ``KEY.audio.flac`` or no audio
   member, ``KEY.cls``, ``KEY.json``); keys are made and parsed there.
-- :mod:`.codecs`: the video member of each codec (raw, zstd, jpeg); :mod:`.audio`: the
-  audio member of each audio codec; :mod:`.npy`: npy payloads without pickle;
-  :mod:`.wds`: a decoder for webdataset pipelines.
+- :mod:`.codecs`: the video member of each codec (raw, zstd, jpeg: the clip as one JPEG,
+  :mod:`.jpeg`); :mod:`.audio`: the audio member of each audio codec; :mod:`.npy`: npy
+  payloads without pickle; :mod:`.wds`: a decoder for webdataset pipelines.
 - :mod:`.tar`, :mod:`.tarread`, :mod:`.tarwrite`: the tar layer (one block size), which
   knows nothing of samples; :mod:`.samples`: members grouped into samples, the one
   grouping every reader and ``verify`` use.

@@ -4,9 +4,7 @@
 |-------|-------------------|---------------------------------------------------------------|
 | raw   | ``video.npy``     | npy v1.0, uint8 ``[T, H, W, 3]`` (the default)                 |
 | zstd  | ``video.npy.zst`` | a zstd frame whose content is exactly the raw ``video.npy``   |
-| jpeg  | ``video.jpgs``    | a header, then T baseline JPEGs (4:4:4)                       |
-
-The jpeg header is ``b"SKJ1"``, uint32 T, H, W, then T uint32 sizes (all little-endian).
+| jpeg  | ``video.jpgs``    | a header, then the clip as one baseline JPEG, 4:4:4 (:mod:`.jpeg`) |
 
 zstd is lossless (bit-identical to raw after decoding); jpeg is lossy: each clip at the
 lowest quality whose PSNR over the clip reaches a target (default :data:`JPEG_PSNR` dB),
@@ -17,18 +15,17 @@ or at one given quality (``tools/bench_codecs.py`` measures both). zstd needs
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 
+from . import jpeg
 from .npy import decode_npy, encode_npy
 
 RAW, ZSTD, JPEG = "raw", "zstd", "jpeg"
 MEMBER = {RAW: "video.npy", ZSTD: "video.npy.zst", JPEG: "video.jpgs"}
 VIDEO_MEMBERS = tuple(MEMBER.values())
-_JPEG_MAGIC = b"SKJ1"
 # a clip's frames claiming more than this (64 GB) are damage, refused before allocating
 _MAX_CLIP_BYTES = 1 << 36
 JPEG_PSNR = 39.0  # every clip at least this (README: Codecs)
@@ -46,14 +43,6 @@ def _zstandard():
     return zstandard
 
 
-def _simplejpeg():
-    try:
-        import simplejpeg
-    except ImportError:
-        raise ImportError(f"jpeg shards need the simplejpeg package: {_HINT}") from None
-    return simplejpeg
-
-
 def encode_video(video: np.ndarray, codec: str = RAW, zstd_level: int = 3,
                  jpeg_quality: int | None = None, jpeg_psnr: float = JPEG_PSNR
                  ) -> tuple[str, bytes]:
@@ -67,18 +56,11 @@ def encode_video(video: np.ndarray, codec: str = RAW, zstd_level: int = 3,
         compressor = _zstandard().ZstdCompressor(level=zstd_level, write_content_size=True)
         return MEMBER[ZSTD], compressor.compress(encode_npy(video))
     if codec == JPEG:
-        frames = (_jpegs(video, jpeg_quality) if jpeg_quality is not None
-                  else _jpegs_for_psnr(video, jpeg_psnr))
-        t, h, w, _ = video.shape
-        header = struct.pack(f"<4s3I{t}I", _JPEG_MAGIC, t, h, w, *map(len, frames))
-        return MEMBER[JPEG], b"".join([header, *frames])
+        padded = jpeg.pad(video)
+        frames = (jpeg.encode_frames(padded, jpeg_quality) if jpeg_quality is not None
+                  else _frames_for_psnr(video, padded, jpeg_psnr))
+        return MEMBER[JPEG], jpeg.pack(frames, *video.shape[1:3])
     raise ValueError(f"unknown video codec {codec!r}: use raw, zstd or jpeg")
-
-
-def _jpegs(video: np.ndarray, quality: int) -> list[bytes]:
-    encode = _simplejpeg().encode_jpeg
-    return [encode(np.ascontiguousarray(f), quality=quality, colorspace="RGB",
-                   colorsubsampling="444") for f in video]
 
 
 def clip_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,25 +74,30 @@ def clip_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if error == 0 else 10 * math.log10(255**2 * a.size / error)
 
 
-def _jpegs_for_psnr(video: np.ndarray, target: float) -> list[bytes]:
-    """The frames at a quality whose PSNR over the clip reaches ``target``: the lowest
-    on every 4th frame, checked on the whole clip and raised until the clip reaches it."""
-    quality = _lowest_quality(video[::4], target)
+def _frames_for_psnr(video: np.ndarray, padded: np.ndarray, target: float) -> list[bytes]:
+    """The frames (each its own JPEG, of ``padded``) at a quality whose PSNR over the clip
+    reaches ``target``: the lowest on every 4th frame, checked on the whole clip and
+    raised until the clip reaches it."""
+    quality = _lowest_quality(video[::4], padded[::4], target)
     while True:
-        frames = _jpegs(video, quality)
-        if quality == 100 or _jpeg_psnr(video, frames) >= target:
+        frames = jpeg.encode_frames(padded, quality)
+        if quality == 100 or _psnr(video, frames) >= target:
             return frames
         quality += 1
 
 
-def _lowest_quality(video: np.ndarray, target: float) -> int:
+def _psnr(video: np.ndarray, frames: list[bytes]) -> float:
+    return clip_psnr(video, jpeg.decode_frames(frames, video.shape[1]))
+
+
+def _lowest_quality(video: np.ndarray, padded: np.ndarray, target: float) -> int:
     """The lowest quality whose PSNR over ``video`` reaches ``target``: one try at a start,
     a guess from its PSNR, then single steps to the boundary."""
     tried: dict[int, float] = {}
 
     def psnr_at(quality: int) -> float:
         if quality not in tried:
-            tried[quality] = _jpeg_psnr(video, _jpegs(video, quality))
+            tried[quality] = _psnr(video, jpeg.encode_frames(padded, quality))
         return tried[quality]
 
     step = (target - psnr_at(_JPEG_START)) / _DB_PER_QUALITY
@@ -123,12 +110,6 @@ def _lowest_quality(video: np.ndarray, target: float) -> int:
         while quality < 100 and psnr_at(quality) < target:
             quality += 1
     return quality
-
-
-def _jpeg_psnr(video: np.ndarray, frames: list[bytes]) -> float:
-    decoded = np.empty_like(video)
-    _decode_frames(frames, decoded)
-    return clip_psnr(video, decoded)
 
 
 def video_member(members: Collection[str]) -> str:
@@ -145,44 +126,27 @@ def decode_sample_video(members: Mapping[str, Any]) -> np.ndarray:
     return decode_video(member, members[member])
 
 
-def decode_video(member: str, data: bytes | bytearray | memoryview) -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` frames of a video member (raw: no copy)."""
+def decode_video(member: str, data: bytes | bytearray | memoryview, start: int = 0,
+                 stop: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` frames of a video member (raw: no copy), or its frames
+    ``start..stop``, decoded into ``out`` when given (jpeg: only those frames' rows are
+    decoded)."""
+    if member == MEMBER[JPEG]:
+        return jpeg.decode(data, start, stop, out)
     if member == MEMBER[RAW]:
-        return decode_npy(data)
-    if member == MEMBER[ZSTD]:
+        frames = decode_npy(data)
+    elif member == MEMBER[ZSTD]:
         zstd = _zstandard()
         if zstd.frame_content_size(data) > _MAX_CLIP_BYTES:  # a forged size: not allocated
             raise ValueError("video.npy.zst says it holds more than a clip can")
-        return decode_npy(zstd.ZstdDecompressor().decompress(data))
-    if member == MEMBER[JPEG]:
-        return _decode_jpegs(memoryview(data))
-    raise ValueError(f"{member!r} is not a video member (one of {', '.join(VIDEO_MEMBERS)})")
+        frames = decode_npy(zstd.ZstdDecompressor().decompress(data))
+    else:
+        raise ValueError(f"{member!r} is not a video member (one of {', '.join(VIDEO_MEMBERS)})")
+    if frames.ndim != 4 or not 0 <= start <= (len(frames) if stop is None else stop) <= len(frames):
+        raise ValueError(f"frames {start}..{stop} are not in a clip of shape {frames.shape}")
+    frames = frames[start:stop]
+    if out is not None:
+        out[...] = frames
+        return out
+    return frames
 
-
-def _decode_jpegs(view: memoryview) -> np.ndarray:
-    if bytes(view[:4]) != _JPEG_MAGIC:
-        raise ValueError("not a shardkin video.jpgs payload")
-    t, h, w = struct.unpack_from("<3I", view, 4)
-    if 16 + 4 * t > len(view):
-        raise ValueError(f"video.jpgs header lists {t} frames, more than its bytes hold")
-    sizes = struct.unpack_from(f"<{t}I", view, 16)
-    pos = 16 + 4 * t
-    frames = []
-    for size in sizes:
-        frames.append(view[pos : pos + size])
-        pos += size
-    if pos != len(view):
-        raise ValueError("video.jpgs payload has trailing or missing bytes")
-    if frames:  # the header's size must be the frames' own, before allocating for them
-        fh, fw = _simplejpeg().decode_jpeg_header(frames[0])[:2]
-        if (fh, fw) != (h, w):
-            raise ValueError(f"video.jpgs header says {w}x{h}, its first frame is {fw}x{fh}")
-    out = np.empty((t, h, w, 3), np.uint8)
-    _decode_frames(frames, out)
-    return out
-
-
-def _decode_frames(frames: list, out: np.ndarray) -> None:
-    decode = _simplejpeg().decode_jpeg
-    for i, frame in enumerate(frames):
-        decode(frame, colorspace="RGB", buffer=out[i])

@@ -1,10 +1,10 @@
 """``manifest.json``: the record of one built split, written last and atomically by the
 builder, as typed records (:class:`Manifest`, :class:`ShardInfo`, :class:`IndexInfo`).
 
-Schema (format versions 1 and 2: see :mod:`.sample`)::
+Schema (format versions 1 to 3: see :mod:`.sample`)::
 
     {
-      "format_version": 1,                     # 2 for a build with flac or no audio
+      "format_version": 1,                     # 2: flac or no audio; 3: jpeg video
       "split": "train",
       "options": {...build options...},
       "classes": ["abseiling", ...],          # label = index in this list
@@ -147,7 +147,7 @@ class Manifest:
     skipped: list[dict[str, str]] = field(default_factory=list)
     skipped_extensions: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
-    format_version: int = 1  # 2 for builds with flac or no audio
+    format_version: int = 1  # 2: flac or no audio; 3: jpeg video
     missing: list[dict[str, Any]] | None = None  # LAYOUT: only from an official CSV
     unlisted: list[str] | None = None
     duplicates: list[dict[str, Any]] | None = None

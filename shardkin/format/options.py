@@ -123,11 +123,11 @@ class StorageOptions:
 
     TITLE: ClassVar[str] = "frame storage (README: Codecs)"
     video_codec: str = option(
-        RAW, "raw npy frames (default), lossless zstd of them, or one JPEG per frame",
+        RAW, "raw npy frames (default), lossless zstd of them, or the clip as one JPEG",
         choices=tuple(MEMBER))
     zstd_level: int | None = option(3, "zstd level (default 3)")
     jpeg_psnr: float | None = option(
-        JPEG_PSNR, "JPEG frames (4:4:4) at each clip's lowest quality whose PSNR over the "
+        JPEG_PSNR, "JPEG (4:4:4) at each clip's lowest quality whose PSNR over the "
                    f"clip reaches this many dB (default {JPEG_PSNR:g}: frames 7-9x smaller than "
                    "raw at short side 96-128, every clip of any video at least that)")
     jpeg_quality: int | None = option(

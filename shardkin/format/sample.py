@@ -1,4 +1,4 @@
-"""The sample format shared by the writer and the reader (format versions 1 and 2).
+"""The sample format shared by the writer and the reader (format versions 1 to 3).
 
 One clip is one WebDataset sample, tar members sharing a key:
 
@@ -11,7 +11,9 @@ One clip is one WebDataset sample, tar members sharing a key:
 
 A build with raw audio is format version 1, as every build was before audio codecs;
 flac or no audio make it version 2, so that older readers refuse it by its version
-instead of taking every sample for incomplete.
+instead of taking every sample for incomplete; the jpeg codec makes it version 3 (a
+clip is one JPEG, :mod:`.jpeg`, where versions 1 and 2 stored one JPEG a frame), which
+readers of versions 1-2 would call corrupt.
 
 ``KEY`` is ``{video_index:08d}_{clip_index:06d}``: unique, ASCII, no dot.
 npy payloads are parsed (:mod:`shardkin.npy`) without ``numpy.load`` and only for
@@ -26,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from . import audio as audio_codecs
-from .codecs import JPEG_PSNR, MEMBER, RAW, encode_video
+from .codecs import JPEG, JPEG_PSNR, MEMBER, RAW, encode_video
 
-FORMAT_VERSION = 2  # the newest; readers read every one of FORMAT_VERSIONS
-FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # the newest; readers read every one of FORMAT_VERSIONS
+FORMAT_VERSIONS = (1, 2, 3)
 VIDEO = MEMBER[RAW]
 AUDIO = audio_codecs.AUDIO_MEMBER[audio_codecs.RAW]
 LABEL = "cls"
@@ -50,8 +52,11 @@ def parse_key(key: str) -> tuple[int, int]:
     return int(video), int(clip)
 
 
-def format_version(audio_codec: str) -> int:
-    """The format version of a build with this audio codec (see the module)."""
+def format_version(audio_codec: str, video_codec: str = RAW) -> int:
+    """The format version of a build with these codecs (see the module): the lowest whose
+    readers read it, so that older readers keep reading what they can."""
+    if video_codec == JPEG:
+        return 3
     return 1 if audio_codec == audio_codecs.RAW else 2
 
 
@@ -75,18 +80,20 @@ def clip_metadata(
     source_fps: float,
     audio_rate: int,
     audio_codec: str = audio_codecs.RAW,
+    video_codec: str = RAW,
     audio_marks: dict[str, Any] | None = None,
     rest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``json`` member: where a clip came from (and, from format version 2, how its
-    sound is stored). ``audio_marks`` (clips with sound; older builds lack it): ``first``,
-    the index in the video's decoded audio of the clip's first sample, and per frame the
-    index of the first sample at or after its start (``starts``) and its end (``ends``),
+    sound is stored; ``format_version`` follows both codecs). ``audio_marks`` (clips with
+    sound; older builds lack it): ``first``, the index in the video's decoded audio of the
+    clip's first sample, and per frame the index of the first sample at or after its start
+    (``starts``) and its end (``ends``),
     so that windows cut at read time take exactly the samples a build of theirs would.
     ``rest``: what the sample's ``rest.*`` members hold (:func:`encode_sample`): ``frames``
     in ``rest.video``, and with sound ``first``, the index of ``rest.audio``'s first
     sample, and the marks of those frames."""
-    version = format_version(audio_codec)
+    version = format_version(audio_codec, video_codec)
     return {
         "format_version": version,
         **({"audio_codec": audio_codec} if version > 1 else {}),

@@ -13,8 +13,9 @@ webdataset's own handlers (``.decode("torchrgb", decoder)``) still see those::
 
 It decodes every codec to the tensors shardkin's readers give with
 ``output_format="THWC"``: the video member (``video.npy``, ``video.npy.zst`` or
-``video.jpgs``) as uint8 ``[T, H, W, 3]`` (as stored; ``.permute(0, 3, 1, 2)`` gives
-the readers' default ``[T, C, H, W]``), the audio member (``audio.npy`` or
+``video.jpgs``, either layout: one JPEG a clip or, format versions 1-2, a frame) as uint8
+``[T, H, W, 3]`` (as stored; ``.permute(0, 3, 1, 2)`` gives the readers' default
+``[T, C, H, W]``), the audio member (``audio.npy`` or
 ``audio.flac``; ``"audio.npy;audio.flac"`` in ``to_tuple``) as float32 ``[C, S]``,
 ``cls`` as an int and ``json`` as a dict; ``rest.video.*`` and ``rest.audio.*`` (what
 a contiguous build keeps after a clip) like the video and audio members. A build with

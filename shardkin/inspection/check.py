@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..format.audio import AUDIO_MEMBER, decode_audio
-from ..format.codecs import MEMBER, RAW, decode_sample_video, decode_video
+from ..format.codecs import JPEG, MEMBER, RAW, decode_sample_video, decode_video
+from ..format.jpeg import FRAMES, STACK
 from ..format.manifest import Manifest
 from ..format.npy import decode_npy
 from ..format.sample import LABEL, META, REST, decode_label, decode_meta, parse_key
@@ -138,6 +139,7 @@ class SplitCheck:
         except Exception as e:  # whatever a corrupt payload raises is a finding, not a crash
             self.problem(where, f"undecodable: {type(e).__name__}: {e}")
             return
+        self._check_layout(where, s.members)
         try:
             index, clip = parse_key(s.key)
         except ValueError as e:
@@ -147,6 +149,15 @@ class SplitCheck:
             self.problem(where, "not a shardkin sample: its json is not an object")
             return
         self._check_contents(where, index, clip, video, audio, label, meta, name)
+
+    def _check_layout(self, where: str, members: dict[str, Any]) -> None:
+        """A jpeg member in its format version's layout (one JPEG a clip from version 3)."""
+        version = self.manifest.format_version
+        want = STACK if version >= 3 else FRAMES
+        for m in (MEMBER[JPEG], f"{REST}.{MEMBER[JPEG]}"):
+            if m in members and bytes(members[m][:4]) != want:
+                self.problem(where, f"{m} is in the layout of format version "
+                                    f"{'3' if want == FRAMES else '1-2'}, the build is {version}")
 
     def _check_contents(self, where: str, vi: int, ci: int, video: np.ndarray, audio: np.ndarray,
                         label: int, meta: dict[str, Any], shard: str) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from ..format.sample import parse_key
 from ..store.split import LocalShard
+from .device import JpegBatch, join, pack_refs
 from .memory import Alloc, empty
 from .records import Array, ClipRef, Pieces, load_clip, read_audio, read_video
 
@@ -76,13 +77,16 @@ def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = Fa
     zero-pads to ``[B, C_max, S_max]`` (dicts' 1-D audio to ``[B, S_max]``; dicts also
     get ``audio_lengths``, tuples get it appended as a fourth element when
     ``audio_lengths=True``); ``audio="list"`` keeps a list of the clips' tensors.
-    ``video_alloc``: memory for tuples' stacked videos, if not ``alloc``.
+    ``video_alloc``: memory for tuples' stacked videos, if not ``alloc``. Videos left as
+    JPEGs (``decode_device``) are joined into one :class:`.device.JpegBatch`.
     """
     if isinstance(samples[0], dict):
         batch: dict[str, Any] = {}
         for key in samples[0]:
             values = [s[key] for s in samples]
-            if key == "audio":
+            if isinstance(values[0], JpegBatch):
+                batch[key] = join(values, alloc)
+            elif key == "audio":
                 batch["audio"], lengths = _audio(values, audio, alloc)
                 if lengths is not None:
                     batch["audio_lengths"] = lengths
@@ -94,7 +98,8 @@ def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = Fa
                 batch[key] = values
         return batch
     videos, audios, labels = zip(*samples)
-    video = stack(videos, video_alloc or alloc)
+    video = (join(videos, alloc) if isinstance(videos[0], JpegBatch)
+             else stack(videos, video_alloc or alloc))
     sound, lengths = _audio(audios, audio, alloc)
     out = (video, sound, _tensor(labels, alloc))
     return out + (lengths,) if audio_lengths and lengths is not None else out
@@ -166,7 +171,7 @@ def read_videos(refs: Sequence[ClipRef], dtype: torch.dtype, alloc: Alloc = empt
 def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
                  audio_lengths: bool = False, alloc: Alloc = empty,
                  buffers: ClipBuffers | None = None, batch_transform: Any = None,
-                 epoch: int = 0) -> Any:
+                 epoch: int = 0, encoded: bool = False) -> Any:
     """Read and batch clips as :func:`collate` batches the items of ``ds`` (a
     ``ShardDataset``: its transform, output format, dict choice and video dtype apply).
 
@@ -177,6 +182,7 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
     must not keep references to their input), transformed, then stacked. With a
     ``batch_transform`` (tuples of uint8 TCHW videos, see ``make_loader``) the videos are
     read into ``buffers`` as one uint8 batch and the transform writes the batch's video.
+    ``encoded``: jpeg clips are not decoded but packed into a :class:`.device.JpegBatch`.
     """
     if ds.transform is not None:
         items = [ds.sample(load_clip(r, _scratch(r, buffers))) for r in refs]
@@ -190,15 +196,17 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
         sound, lengths = _audio([read_audio(r.audio) for r in refs], audio, alloc)
         out = (video, sound, _tensor([r.label for r in refs], alloc))
         return out + (lengths,) if audio_lengths and lengths is not None else out
-    video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
+    video = pack_refs(refs, ds, alloc) if encoded else None
+    if video is None:
+        video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
     sounds = [read_audio(r.audio) for r in refs]
     if not ds.return_dict:
         sound, lengths = _audio(sounds, audio, alloc)
-        video = video.permute(0, 1, 4, 2, 3) if ds.output_format == "TCHW" else video
+        video = _permute(video, 0, 1, 4, 2, 3) if ds.output_format == "TCHW" else video
         out = (video, sound, _tensor([r.label for r in refs], alloc))
         return out + (lengths,) if audio_lengths and lengths is not None else out
     indices = [parse_key(r.key) for r in refs]
-    batch = {"video": video.permute(0, 4, 1, 2, 3),
+    batch = {"video": _permute(video, 0, 4, 1, 2, 3),
              "video_name": [os.path.basename(r.meta["path"]) for r in refs],
              "video_index": _tensor([v for v, _ in indices], alloc),
              "clip_index": _tensor([k for _, k in indices], alloc),
@@ -208,3 +216,8 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
     if lengths is not None:
         batch["audio_lengths"] = lengths
     return batch
+
+
+def _permute(video: Any, *dims: int) -> Any:
+    """The batch's video with its dimensions in another order; JPEGs say theirs."""
+    return video.permute(*dims) if isinstance(video, torch.Tensor) else video

@@ -33,11 +33,12 @@ from torch.utils.data import IterableDataset
 
 from ..store.cache import open_cache
 from ..store.split import open_split
+from .device import check_decode_device, check_no_transform, read_clip
 from .env import dist_rank, worker_id
 from .items import check_output_format, make_item, video_dtype_for
 from .lanes import DELIVERED, read_lane, substitute
 from .partition import Span, mix, per_rank, worker_lanes
-from .records import ClipRef, LoadedClip, check_on_error, load_clip, wanted_members
+from .records import ClipRef, LoadedClip, check_on_error, wanted_members
 from .selection import plan_clips
 
 STATE_VERSION = 1
@@ -98,6 +99,11 @@ class ShardDataset(IterableDataset):
     worker). ``cache_dir`` keeps the shards read on local disk (by sha256, verified,
     at most ``cache_size`` bytes, least recently used removed first, shared by all
     processes of the machine); later epochs read them like local files.
+
+    ``decode_device`` (``"cuda"``, ``"cpu"``): a jpeg build's videos are not decoded
+    when read but handed out as their JPEGs (:class:`~shardkin.reader.device.JpegBatch`),
+    which ``collate`` joins and :func:`~shardkin.reader.device.decode_batch` decodes a
+    whole batch at once on that device (``make_loader(..., decode_device=...)`` does it).
     """
 
     def __init__(
@@ -126,8 +132,11 @@ class ShardDataset(IterableDataset):
         cache_dir: str | os.PathLike | None = None,
         cache_size: str | int = "100GB",
         attempts: int = 5,
+        decode_device: str | torch.device | None = None,
     ) -> None:
         check_output_format(output_format)
+        self.decode_device = check_decode_device(decode_device)
+        check_no_transform(transform, self.decode_device)
         check_on_error(on_error)
         if shuffle_buffer < 1 or interleave < 1:
             raise ValueError("shuffle_buffer and interleave must be >= 1")
@@ -294,7 +303,7 @@ class ShardDataset(IterableDataset):
         if pending is not None and pending.epoch == epoch and pending.num_workers == num_workers:
             delivered = list(pending.delivered)
         for ref, _ in self.stream(worker, num_workers):
-            clip = load_clip(ref)
+            clip = read_clip(ref, self)
             delivered[worker] += 1
             self._progress = ResumePoint(epoch, num_workers, tuple(delivered))
             yield self.sample(clip)

@@ -37,15 +37,19 @@ def make_item(video: torch.Tensor, audio: torch.Tensor, label: int, key: str, pa
     ``[C, T, H, W]``, ``video_name``, ``video_index``, ``clip_index``, ``aug_index`` 0,
     ``label``, ``audio`` 1-D, channels averaged; ``transform`` on the dict). ``video``
     comes in uint8 ``[T, H, W, C]`` and goes out as ``video_dtype`` (values 0..255);
-    ``path`` is the json's source path.
+    ``path`` is the json's source path. A video left as JPEGs (``decode_device``) is
+    handed out as it is (with no transform: the datasets refuse one).
     """
+    encoded = not isinstance(video, torch.Tensor)
     if return_dict:
         video_index, clip_index = parse_key(key)
-        item = {"video": video.permute(3, 0, 1, 2).to(video_dtype),
+        item = {"video": video if encoded else video.permute(3, 0, 1, 2).to(video_dtype),
                 "video_name": os.path.basename(path or ""), "video_index": video_index,
                 "clip_index": clip_index, "aug_index": 0, "label": label,
                 "audio": audio.mean(0)}
         return transform(item) if transform else item
+    if encoded:
+        return video, audio, label
     video = video.permute(0, 3, 1, 2) if output_format == "TCHW" else video
     video = video.to(video_dtype)
     return (transform(video) if transform else video), audio, label

@@ -34,8 +34,9 @@ from ..samplers.video_clips import ClipCounts
 from ..store.cache import open_cache
 from ..store.split import open_split
 from .cutting import window_ref
+from .device import check_decode_device, check_no_transform, read_clip
 from .items import check_output_format, make_item, video_dtype_for
-from .records import ClipRef, LoadedClip, check_on_error, clip_ref, load_clip, wanted_members
+from .records import ClipRef, LoadedClip, check_on_error, clip_ref, wanted_members
 from .video_clips import make_video_clips
 from .windows import windows_for
 
@@ -89,7 +90,8 @@ class Kinetics(Dataset):
     clip's bytes against its checksum in the index), ``storage_options`` (fsspec),
     ``cache_dir``/``cache_size``: on object storage, ``index.npy`` and the video table are
     fetched once a machine into this cache and memory-mapped from there (else every process
-    fetches them).
+    fetches them); ``decode_device``: a jpeg build's videos handed out undecoded, as in
+    ``ShardDataset`` (:func:`shardkin.make_loader` decodes whole batches there).
     """
 
     def __init__(self, root: str | os.PathLike, frames_per_clip: int | None = None,
@@ -106,7 +108,8 @@ class Kinetics(Dataset):
                  on_error: str = "raise", verify: bool = False,
                  storage_options: dict | None = None,
                  cache_dir: str | os.PathLike | None = None,
-                 cache_size: str | int = "100GB") -> None:
+                 cache_size: str | int = "100GB",
+                 decode_device: str | torch.device | None = None) -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if isinstance(frames_per_clip, str):
             raise TypeError(f"frames_per_clip={frames_per_clip!r}: torchvision's second "
@@ -123,7 +126,11 @@ class Kinetics(Dataset):
                           "holds every video's frames and clips", stacklevel=2)
         if _legacy:
             split, output_format = None, "THWC"
+        self.decode_device = check_decode_device(decode_device)
+        check_no_transform(transform, self.decode_device)
         check_output_format(output_format)
+        self.decode_device = check_decode_device(decode_device)
+        check_no_transform(transform, self.decode_device)
         check_on_error(on_error)
         self.root, self.num_classes, self.extensions = root, str(num_classes), extensions
         self.num_download_workers, self._legacy = num_download_workers, _legacy
@@ -230,7 +237,9 @@ class Kinetics(Dataset):
         clip, video = self._read(idx)
         if video is None:  # every stored clip, row for row
             video = self._per_video.get_clip_location(idx)[0]
-        frames = clip.video.permute(0, 3, 1, 2) if self.output_format == "TCHW" else clip.video
+        frames = clip.video
+        if isinstance(frames, torch.Tensor) and self.output_format == "TCHW":
+            frames = frames.permute(0, 3, 1, 2)  # (left as JPEGs with decode_device)
         fps = self.frame_rate or float(self.video_fps()[video])
         return frames, clip.audio, {"video_fps": fps}, video
 
@@ -265,17 +274,17 @@ class Kinetics(Dataset):
         any damage."""
         if self.windows is None:
             if self._stored is None:
-                return load_clip(self._refs(i, i, f"clip {i}")[0]), None
+                return read_clip(self._refs(i, i, f"clip {i}")[0], self), None
             counts, first = self._stored
             video, k = counts.get_clip_location(i)
             row = int(first[video]) + k
-            return load_clip(self._refs(row, row, f"clip {i}")[0]), video
+            return read_clip(self._refs(row, row, f"clip {i}")[0], self), video
         w = self.windows
         video, k = w.locate(i)
         span = w.span(k, w.stored[video])
         row = int(w.first_row[video])
         refs = self._refs(row + span.first, row + span.last, f"clip {i} (video {video})")
-        return load_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k)), video
+        return read_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k), self), video
 
     def _refs(self, first: int, last: int, what: str) -> list[ClipRef]:
         """The stored clips of index rows ``first..last`` (consecutive samples of one

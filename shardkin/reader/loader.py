@@ -8,13 +8,16 @@ when a batch's memory may be reused. Map-style datasets go to :mod:`.maploader`.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from .collate import ClipBuffers, collate_refs
 from .dataset import ShardDataset
+from .device import check_decode_device, check_no_transform, decode_batch
 from .env import worker_id
 from .maploader import BatchTransform, MapLoader, check_batch_transform
 from .memory import BatchMemory, Held, hold
@@ -27,10 +30,10 @@ class _Batches(IterableDataset):
 
     def __init__(self, ds: ShardDataset, batch_size: int, drop_last: bool, num_workers: int,
                  audio: str, audio_lengths: bool, memory: BatchMemory,
-                 batch_transform: BatchTransform | None = None) -> None:
+                 batch_transform: BatchTransform | None = None, encoded: bool = False) -> None:
         self.ds, self.batch_size, self.drop_last = ds, batch_size, drop_last
         self.num_workers, self.audio, self.audio_lengths = num_workers, audio, audio_lengths
-        self.memory, self.batch_transform = memory, batch_transform
+        self.memory, self.batch_transform, self.encoded = memory, batch_transform, encoded
         self._buffers: ClipBuffers | None = None
 
     def __len__(self) -> int:
@@ -43,7 +46,7 @@ class _Batches(IterableDataset):
         arena = self.memory.arena(worker, generation)
         self._buffers = self._buffers or ClipBuffers()  # kept across epochs
         batch = collate_refs(self.ds, refs, self.audio, self.audio_lengths, arena,
-                             self._buffers, self.batch_transform, epoch)
+                             self._buffers, self.batch_transform, epoch, self.encoded)
         self._buffers.give_back()
         return worker, len(refs), subs, arena.slot, batch
 
@@ -71,11 +74,14 @@ class ShardLoader:
     dataset's epoch (0 unless set). ``len(loader)`` is the exact number of batches
     each rank yields an epoch (the same on every rank). ``substitutes`` counts clips
     handed out this epoch in place of unreadable ones (``on_error="skip"``).
+    ``decode_device``/``device_transform``: see :func:`make_loader`.
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                  drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
                  memory_slots: int = 5, batch_transform: BatchTransform | None = None,
+                 decode_device: str | torch.device | None = None,
+                 device_transform: Callable[[torch.Tensor], Any] | None = None,
                  **dataloader_kwargs: Any) -> None:
         if audio not in ("pad", "list"):
             raise ValueError(f"audio must be 'pad' or 'list', got {audio!r}")
@@ -84,9 +90,12 @@ class ShardLoader:
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.decode_device = _decode_device(dataset, decode_device, device_transform)
+        self.device_transform = device_transform
         self._memory = BatchMemory(max(1, num_workers), memory_slots)
         self._batches = _Batches(dataset, batch_size, drop_last, max(1, num_workers), audio,
-                                 audio_lengths, self._memory, batch_transform)
+                                 audio_lengths, self._memory, batch_transform,
+                                 self.decode_device is not None)
         self._kwargs = dataloader_kwargs
         self._held: Held = []
         self._loader = self._make()
@@ -134,7 +143,8 @@ class ShardLoader:
                 self._hold(worker, slot, batch)
                 delivered[worker] += n
                 self.substitutes += subs
-                yield batch
+                yield batch if self.decode_device is None else decode_batch(
+                    batch, self.decode_device, self.device_transform)
         except Exception:
             # Stop the workers now: torch takes 5 s a worker when a failed
             # iterator is only collected later (the traceback keeps it alive).
@@ -168,11 +178,27 @@ class ShardLoader:
         self._loader = self._make()  # persistent workers must see the new state
 
 
+def _decode_device(dataset: Any, device: str | torch.device | None,
+                   transform: Callable[[torch.Tensor], Any] | None) -> torch.device | None:
+    """The loader's decode device: its own, else the dataset's; they must agree."""
+    mine, theirs = check_decode_device(device), getattr(dataset, "decode_device", None)
+    if mine is not None and theirs is not None and mine != theirs:
+        raise ValueError(f"decode_device={str(mine)!r}, but the dataset decodes on {theirs}")
+    chosen = mine or theirs
+    check_no_transform(getattr(dataset, "transform", None), chosen)
+    if transform is not None and chosen is None:
+        raise ValueError("device_transform is applied after decode_device's decoding: give "
+                         "decode_device too (or apply it to the batches yourself)")
+    return chosen
+
+
 def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                 drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
-                pin_memory: bool = False, persistent_workers: bool | None = None,
+                pin_memory: bool | None = None, persistent_workers: bool | None = None,
                 prefetch_factor: int | None = None, batch_transform: BatchTransform | None = None,
-                **dataloader_kwargs: Any) -> ShardLoader:
+                decode_device: str | torch.device | None = None,
+                device_transform: Callable[[torch.Tensor], Any] | None = None,
+                **dataloader_kwargs: Any) -> ShardLoader | MapLoader:
     """A loader of ``(video [B,T,C,H,W], audio [B,C,S], label [B])`` batches (or dicts).
 
     Batches are made in the workers. Over a :class:`ShardDataset`, each new pass is the
@@ -194,14 +220,35 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
     random draws can follow the sample alone, whatever the worker, and resume with the
     loader. E.g. ``shardkin.transforms.VideoClassificationPresetTrain(...).in_workers()``:
     crop and flip in the workers, convert and normalize on the device.
+
+    ``decode_device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"``; default: the dataset's, else
+    None): the workers do not decode a jpeg build's clips but hand on their JPEGs, one
+    byte buffer a batch (:mod:`.device`), and the batch's video is decoded here at once
+    on that device (CUDA: nvJPEG through torchvision, ``[B, T, C, H, W]`` uint8
+    contiguous; ``"cpu"``: libjpeg-turbo in this process, to check a pipeline without a
+    GPU); then ``device_transform`` is applied to it (a batched preset). Clips of raw and
+    zstd builds are read in the workers and moved there. Audio and labels stay on the
+    CPU. ``pin_memory`` defaults to True with a CUDA ``decode_device``, else False.
     """
+    device = _decode_device(dataset, decode_device, device_transform)
+    if batch_transform is not None and device is not None:
+        raise ValueError("batch_transform crops decoded clips in the workers, and with "
+                         "decode_device they hand on undecoded JPEGs: give the preset as "
+                         "device_transform instead (the whole preset, on the device)")
+    if pin_memory is None:
+        pin_memory = device is not None and device.type == "cuda"
+    kw = dict(decode_device=device, device_transform=device_transform)
     if not isinstance(dataset, ShardDataset):
+        if persistent_workers:
+            warnings.warn("make_loader over a map-style dataset starts its workers each epoch "
+                          "(the epoch's batches are planned first): persistent_workers is not "
+                          "used", stacklevel=2)
         if prefetch_factor is not None and num_workers:
             dataloader_kwargs["prefetch_factor"] = prefetch_factor
         return MapLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
                          audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
-                         memory_slots=(prefetch_factor or 2) + 3,
-                         batch_transform=batch_transform, **dataloader_kwargs)
+                         memory_slots=(prefetch_factor or 2) + 3, batch_transform=batch_transform,
+                         **kw, **dataloader_kwargs)
     if num_workers:
         dataloader_kwargs["persistent_workers"] = (True if persistent_workers is None
                                                    else persistent_workers)
@@ -210,4 +257,4 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
     return ShardLoader(dataset, batch_size, num_workers=num_workers, drop_last=drop_last,
                        audio=audio, audio_lengths=audio_lengths, pin_memory=pin_memory,
                        memory_slots=(prefetch_factor or 2) + 3, batch_transform=batch_transform,
-                       **dataloader_kwargs)
+                       **kw, **dataloader_kwargs)

@@ -4,6 +4,7 @@ does for streaming. Fresh shared memory per batch (PyTorch's default) costs a fi
 page fault per 4 KiB, more than reading the clips."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch.utils.data import (
 )
 
 from .collate import ClipBuffers, collate
+from .device import decode_batch
 from .env import worker_id
 from .memory import Alloc, BatchMemory, Held, hold
 
@@ -72,15 +74,22 @@ class _PlannedBatches(IterableDataset):
 class MapLoader:
     """Batches of a map-style dataset in ``sampler`` order (default: shuffled when
     ``shuffle``, else in order); ``DistributedSampler`` and other samplers work as with a
-    DataLoader. Workers are started each epoch, the epoch's batches planned first."""
+    DataLoader. Workers are started each epoch, the epoch's batches planned first.
+    ``decode_device``/``device_transform``: see :func:`~shardkin.reader.loader.make_loader`."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None,
                  shuffle: bool = False, num_workers: int = 0, drop_last: bool = False,
                  audio: str = "pad", audio_lengths: bool = False, memory_slots: int = 5,
                  batch_transform: BatchTransform | None = None,
+                 decode_device: torch.device | None = None,
+                 device_transform: Callable[[torch.Tensor], Any] | None = None,
                  **dataloader_kwargs: Any) -> None:
         if batch_transform is not None:
             check_batch_transform(dataset)
+        self.decode_device, self.device_transform = decode_device, device_transform
+        if decode_device is not None and getattr(dataset, "decode_device", 0) is None:
+            dataset = copy.copy(dataset)  # a Kinetics handing out JPEGs; the user's unchanged
+            dataset.decode_device = decode_device
         if sampler is None:
             sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         self.dataset, self.num_workers = dataset, num_workers
@@ -103,4 +112,5 @@ class MapLoader:
                             **self._kwargs)
         for worker, slot, batch in loader:
             self._held = hold(self._memory, self._held, worker, slot, batch)
-            yield batch
+            yield batch if self.decode_device is None else decode_batch(
+                batch, self.decode_device, self.device_transform)

@@ -213,7 +213,8 @@ def read_video(video: Array | Encoded | Pieces, out: torch.Tensor | None = None
     a window's stored frames with one read per stored clip, copied once."""
     if isinstance(video, Pieces):
         if out is None and video.shape is None:
-            return torch.cat([read_video(p.array)[p.start : p.stop] for p in video.parts])
+            return torch.cat([_decode_video(p.array, p.start, p.stop) if isinstance(
+                p.array, Encoded) else read_video(p.array)[p.start : p.stop] for p in video.parts])
         out = torch.empty(video.shape, dtype=torch.uint8) if out is None else out
         t = 0
         for array, start, stop in video.parts:
@@ -222,18 +223,26 @@ def read_video(video: Array | Encoded | Pieces, out: torch.Tensor | None = None
                 frame = math.prod(array.shape[1:])
                 read_array(array._replace(offset=array.offset + start * frame,
                                           shape=(stop - start, *array.shape[1:])), part)
-            else:
-                part.copy_(read_video(array)[start:stop])
+            else:  # only the window's frames are decoded (jpeg: only their rows)
+                _decode_video(array, start, stop, part)
             t += stop - start
         return out
     if isinstance(video, Array):
         return read_array(video, out)
-    array = _decoded(video, decode_video)
+    return _decode_video(video, 0, None, out)
+
+
+def _decode_video(video: Encoded, start: int, stop: int | None,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """Frames ``start..stop`` of a compressed video member, decoded into ``out`` when
+    given (straight into it when it is contiguous)."""
+    into = out.numpy() if out is not None and out.is_contiguous() else None
+    array = _decoded(video, lambda m, d: decode_video(m, d, start, stop, into))
     frames = torch.from_numpy(array if array.flags.writeable else array.copy())
     if frames.dim() != 4 or frames.shape[3] != 3:
         raise ShardError(f"{video.where}: corrupt {video.member} member (frames of shape "
                          f"{tuple(frames.shape)}) at byte {video.offset}: {HINT}")
-    return frames if out is None else out.copy_(frames)
+    return out if into is not None else frames if out is None else out.copy_(frames)
 
 
 def _decoded(encoded: Encoded, decode: Callable[[str, Any], np.ndarray]) -> np.ndarray:

@@ -154,11 +154,11 @@ def test_options_default_and_older_builds():
         BuildOptions.from_kwargs(audio_codec="mp3")
     older = BuildOptions.from_manifest({"video_codec": "jpeg", "jpeg_quality": 88})
     assert older.audio.audio_codec == "raw"  # not the new default for jpeg
-    for version in (1, 2):
+    for version in (1, 2, 3):
         text = json.dumps({"classes": [], "format_version": version, "shards": [], "split": "t"})
         assert Manifest.parse(text.encode()).format_version == version
-    with pytest.raises(ValueError, match="format_version 3"):
-        Manifest.parse(text.replace(": 2", ": 3").encode())
+    with pytest.raises(ValueError, match="format_version 4"):
+        Manifest.parse(text.replace(": 3", ": 4").encode())
 
 
 def test_none_does_not_open_the_audio(made_root, monkeypatch):

@@ -262,8 +262,8 @@ def test_manifest_head_leaves_videos_unparsed(tmp_path):
     assert Manifest.parse((tmp_path / "m.json").read_bytes(), head=True) == head
     (tmp_path / "m.json").write_text(json.dumps({"videos": [], **good}))  # any key order
     assert Manifest.parse((tmp_path / "m.json").read_bytes(), head=True) == head
-    (tmp_path / "m.json").write_text(json.dumps({**good, "format_version": 3}))
-    with pytest.raises(ValueError, match="format_version 3"):
+    (tmp_path / "m.json").write_text(json.dumps({**good, "format_version": 4}))
+    with pytest.raises(ValueError, match="format_version 4"):
         Manifest.parse((tmp_path / "m.json").read_bytes(), head=True)
 
 
@@ -369,7 +369,7 @@ def test_compressed_video_members(tmp_path, codec):
         assert np.array_equal(want(1, 1), clip_video(1, 1))
     shard = folder / "train-000000.tar"
     data = bytearray(shard.read_bytes())
-    pos = data.index(b"SKJ1" if codec == "jpeg" else b"\x28\xb5\x2f\xfd") + 40
+    pos = data.index(b"SKJ2" if codec == "jpeg" else b"\x28\xb5\x2f\xfd") + 60
     data[pos : pos + 200] = bytes(200)  # damage the first clip's compressed frames
     shard.write_bytes(bytes(data))
     with pytest.raises(ShardError, match=r"train-000000\.tar: sample 00000000_000000: corrupt"):
