@@ -251,6 +251,7 @@ def test_older_and_newer_builds_read_side_by_side(builds, tmp_path):
     manifest = json.loads(path.read_text())
     del manifest["options"]["audio_codec"]
     path.write_text(json.dumps(manifest, sort_keys=True))
+    (old / "train" / "head.json").unlink()  # older builds had none: the manifest is read
     assert verify_split(open_split(old, "train", head=False), progress=False) == []
     assert summarize(open_split(old, "train", head=False).manifest)["options"][
         "audio_codec"] == "raw"

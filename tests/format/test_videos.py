@@ -5,8 +5,9 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
-from shardkin import Kinetics, build
+from shardkin import Kinetics, ShardDataset, build
 from shardkin.format.npy import decode_npy
 from shardkin.format.videos import COLUMNS, STATUS, VideoTable, encode_videos
 from shardkin.store.split import open_split
@@ -79,3 +80,21 @@ def test_a_build_made_before_the_reader_files_reads_and_gets_them(made_root, tmp
     again = Kinetics(tmp_path, split="train")
     assert again.video_clips.counts.tolist() == counts and list(again.samples) == samples
     assert (again[3][0] == want[3][0]).all()
+
+
+def test_readers_start_from_head_json_whatever_the_manifests_layout(made_root, tmp_path):
+    """A manifest rewritten by any JSON tool (other key order, no spaces), or whose
+    per-video list readers never look at: both readers start the same (head.json)."""
+    build(made_root, tmp_path, "train", frames_per_clip=4, workers=1, progress=False)
+    split = tmp_path / "train"
+    want = [len(Kinetics(split)), len(ShardDataset(split))]
+    manifest = json.loads((split / "manifest.json").read_text())
+    rewritten = dict(reversed(list(manifest.items())))
+    (split / "manifest.json").write_text(json.dumps(rewritten, separators=(",", ":")))
+    assert [len(Kinetics(split)), len(ShardDataset(split))] == want
+    (split / "manifest.json").write_text(json.dumps({**manifest, "videos": "not read"}))
+    assert [len(Kinetics(split)), len(ShardDataset(split))] == want
+    head = json.loads((split / "head.json").read_text())
+    (split / "head.json").write_text(json.dumps({**head, "format_version": 99}))
+    with pytest.raises(ValueError, match="format_version 99"):
+        ShardDataset(split)

@@ -145,7 +145,7 @@ def test_resume_mid_epoch_gives_the_rest_of_the_epoch(built):
 
 
 def test_kinetics_through_make_loader_and_items(built):
-    k = Kinetics(built, "train", frames_per_clip=6, step_between_clips=2)
+    k = Kinetics(built, split="train", frames_per_clip=6, step_between_clips=2)
 
     def epoch(**more):
         sampler = RandomSampler(k, generator=torch.Generator().manual_seed(1))
@@ -154,7 +154,7 @@ def test_kinetics_through_make_loader_and_items(built):
     for a, b in zip(epoch(), epoch(decode_device="cpu"), strict=True):
         same(a, b)
     assert k.decode_device is None  # the loader's copy hands out JPEGs, not the user's
-    items = Kinetics(built, "train", frames_per_clip=6, step_between_clips=2,
+    items = Kinetics(built, split="train", frames_per_clip=6, step_between_clips=2,
                      decode_device="cpu")
     video, audio, label = items[3]
     assert isinstance(video, JpegBatch)
@@ -268,6 +268,8 @@ def test_builds_of_format_version_2_still_read(built, old_build, tmp_path):
     for f in old_build.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
+    (copy / "head.json").write_text(json.dumps(  # as a build of version 3 would have it
+        {**json.loads((old_build / "head.json").read_text()), "format_version": 3}))
     found = verify_split(open_split(copy, head=False), progress=False)
     assert found and all("video.jpgs is in the layout of format version 1-2, the build is 3"
                          in line for line in found)

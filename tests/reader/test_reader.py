@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from shardkin import ShardDataset, ShardError, make_loader
-from shardkin.format.manifest import Manifest
 from shardkin.format.npy import encode_npy
 from shardkin.format.samples import iter_samples
 from shardkin.format.tarread import TarReader
@@ -252,19 +251,6 @@ def test_npy_layout():
                        (payload + b"x", "does not hold")]:
         with pytest.raises(ValueError, match=error):
             npy_layout(bad[:1024], len(bad))
-
-
-def test_manifest_head_leaves_videos_unparsed(tmp_path):
-    good = {"classes": ["a"], "format_version": 1, "shards": [], "split": "train"}
-    text = json.dumps({**good, "videos": [1, 2]}, sort_keys=True, indent=1)
-    (tmp_path / "m.json").write_text(text.replace("[\n  1,", "[ oops"))  # broken, after the keys
-    head = Manifest(split="train", classes=["a"], shards=[], options={})
-    assert Manifest.parse((tmp_path / "m.json").read_bytes(), head=True) == head
-    (tmp_path / "m.json").write_text(json.dumps({"videos": [], **good}))  # any key order
-    assert Manifest.parse((tmp_path / "m.json").read_bytes(), head=True) == head
-    (tmp_path / "m.json").write_text(json.dumps({**good, "format_version": 4}))
-    with pytest.raises(ValueError, match="format_version 4"):
-        Manifest.parse((tmp_path / "m.json").read_bytes(), head=True)
 
 
 def test_stack_in_memory_order():

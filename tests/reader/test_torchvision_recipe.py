@@ -216,7 +216,7 @@ def test_torchvisions_arguments_mean_something(made_videos, tmp_path):
     with pytest.raises(ValueError, match="num_classes"):
         Kinetics(tmp_path, 8, num_classes="401")
     with pytest.raises(TypeError, match="split=..."):
-        Kinetics(tmp_path, "train")
+        Kinetics(tmp_path, "train")  # the order of earlier releases: root, split
     with pytest.warns(UserWarning, match="_precomputed_metadata"):
         Kinetics(tmp_path, 8, _precomputed_metadata={"video_paths": []})
     with pytest.warns(UserWarning, match="leaves out 3 of the 5 videos"):
