@@ -3,7 +3,7 @@
     python tools/bench_scale.py [--sizes 160k,640k,2.56m] [--workers 2] [--keep DIR]
 
 A simulated build is what a build of that size writes -- ``manifest.json`` (every shard and
-every video listed), ``index.npy``, ``videos.npy``, ``paths.npy`` -- over copies of one real
+every video listed), ``head.json``, ``index.npy``, ``videos.npy``, ``paths.npy`` -- over copies of one real
 shard (built here from small made videos; every shard name is a link to it), so the files a
 reader opens at start-up are of the real size while the clips it reads are real. Sizes are
 in videos: ``640k`` is Kinetics-700 (640k videos, 8.9M clips, 40k shards); ``2.56m`` 4x
@@ -35,6 +35,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shardkin import build  # noqa: E402
+from shardkin.format.manifest import Manifest  # noqa: E402
 from shardkin.format.videos import encode_videos  # noqa: E402
 from shardkin.synth import make_dataset  # noqa: E402
 
@@ -94,6 +95,8 @@ def simulate(src: Path, out: Path, videos: int, per_video: int, per_shard: int) 
                        for k in range(nshards)],
             "skipped": [], "skipped_extensions": {},
             "totals": {"videos": videos, "clips": clips, "shards": nshards}}
+    (out / "head.json").write_text(json.dumps(Manifest.from_json(head).head_json(),
+                                              sort_keys=True, separators=(",", ":")))
     with open(out / "manifest.json", "w") as f:  # sorted keys, as a build writes it
         text = json.dumps(head, sort_keys=True)
         f.write(text[:-1] + ', "videos": [')

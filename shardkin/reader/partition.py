@@ -24,18 +24,16 @@ a resumed epoch replays the draws over headers alone, reading no skipped payload
 """
 from __future__ import annotations
 
-import itertools
 import random
-from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):  # a tuple: a worker makes one a shard of its part (40k and more)
     """Samples ``start <= i < stop`` of shard number ``shard`` (manifest order)."""
 
     shard: int
@@ -61,17 +59,25 @@ def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool = True) ->
 
 
 def spans(clips: Sequence[int], order: Sequence[int], start: int, count: int) -> list[Span]:
-    """Positions ``start .. start + count`` of the epoch sequence (wrapping) as shard spans."""
-    total = sum(clips)
-    ends = list(itertools.accumulate(clips[s] for s in order))
+    """Positions ``start .. start + count`` of the epoch sequence (wrapping) as shard spans.
+
+    Vectorised (numpy): a Kinetics-700 epoch is 40k shards, and every worker cuts it."""
+    sizes = np.asarray(clips, np.int64)[np.asarray(order, np.int64)]
+    ends = np.cumsum(sizes)
+    total = int(ends[-1]) if len(ends) else 0
     out: list[Span] = []
     pos, left = start % total, count
-    while left:
-        k = bisect_right(ends, pos)
-        first = ends[k] - clips[order[k]]
-        take = min(left, ends[k] - pos)
-        out.append(Span(order[k], pos - first, pos - first + take))
-        pos, left = (pos + take) % total, left - take
+    while left:  # once, or again from the start where the slice wraps around
+        stop = min(total, pos + left)
+        k0 = int(np.searchsorted(ends, pos, side="right"))
+        k1 = int(np.searchsorted(ends, stop - 1, side="right"))
+        firsts = ends[k0 : k1 + 1] - sizes[k0 : k1 + 1]
+        lo = np.maximum(firsts, pos) - firsts
+        hi = np.minimum(ends[k0 : k1 + 1], stop) - firsts
+        keep = hi > lo  # shards holding no clip give no span
+        out += map(Span, np.asarray(order)[k0 : k1 + 1][keep].tolist(), lo[keep].tolist(),
+                   hi[keep].tolist())
+        pos, left = stop % total, left - (stop - pos)
     return out
 
 
