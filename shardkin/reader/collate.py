@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from numbers import Number
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ..format.sample import parse_key
 from ..store.split import LocalShard
 from .memory import Alloc, empty
-from .records import Array, ClipRef, Pieces, load_clip, read_audio, read_video
+from .records import Array, ClipRef, Pieces, finish_checks, load_clip, read_audio, read_video
+
+AudioBatching = Literal["pad", "list"]  # zero-padded into one tensor, or a list of clips'
 
 
 def _same_shapes(shapes: set[tuple[int, ...]]) -> None:
@@ -62,12 +64,12 @@ def _tensor(values: Sequence[Any], alloc: Alloc) -> torch.Tensor:
     return alloc(t.shape, t.dtype).copy_(t)
 
 
-def _audio(audios: Sequence[torch.Tensor], audio: str,
+def _audio(audios: Sequence[torch.Tensor], audio: AudioBatching,
            alloc: Alloc) -> tuple[Any, torch.Tensor | None]:
     return (list(audios), None) if audio == "list" else pad_audio(audios, alloc)
 
 
-def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = False,
+def collate(samples: Sequence[Any], audio: AudioBatching = "pad", audio_lengths: bool = False,
             alloc: Alloc = empty) -> Any:
     """Batch :class:`ShardDataset` items (tuples or dicts), e.g. as a DataLoader ``collate_fn``.
 
@@ -157,7 +159,7 @@ def read_videos(refs: Sequence[ClipRef], dtype: torch.dtype, alloc: Alloc = empt
     return out
 
 
-def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
+def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
                  audio_lengths: bool = False, alloc: Alloc = empty,
                  buffers: ClipBuffers | None = None) -> Any:
     """Read and batch clips as :func:`collate` batches the items of ``ds`` (a
@@ -167,13 +169,16 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
     (stored ``[T, H, W, C]`` layout; the batch is then a permuted view), or for a
     float32 batch converted into it from the stored uint8 (:func:`read_videos`). With
     one, videos are read into ``buffers`` (reused once the batch is made: transforms
-    must not keep references to their input), transformed, then stacked.
+    must not keep references to their input), transformed, then stacked. Each clip is
+    checked once read (:func:`~.records.finish_checks`: ``Damaged`` if it fails).
     """
     if ds.transform is not None:
         items = [ds.sample(load_clip(r, _scratch(r, buffers))) for r in refs]
         return collate(items, audio, audio_lengths, alloc)
     video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
     sounds = [read_audio(r.audio) for r in refs]
+    for r in refs:
+        finish_checks(r)
     if not ds.return_dict:
         sound, lengths = _audio(sounds, audio, alloc)
         video = video.permute(0, 1, 4, 2, 3) if ds.output_format == "TCHW" else video

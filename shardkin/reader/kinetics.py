@@ -20,14 +20,14 @@ import torch
 from torch.utils.data import Dataset
 
 from ..format.options import TORCHVISION_ARGS
-from ..format.samples import iter_samples
-from ..format.tar import ShardError, checksum
-from ..format.tarread import BlobReader
+from ..format.tar import ShardError
 from ..samplers.video_clips import ClipCounts
+from ..store.fetch import fetch
 from ..store.split import open_split
+from .checking import checked_build
 from .cutting import window_ref
-from .items import check_output_format, make_item, video_dtype_for
-from .records import ClipRef, check_on_error, clip_ref, load_clip, wanted_members
+from .items import OutputFormat, check_output_format, make_item, video_dtype_for
+from .records import ClipRef, OnError, check_on_error, clip_ref, load_clip, wanted_members
 from .windows import windows_for
 
 
@@ -45,14 +45,16 @@ class Kinetics(Dataset):
     ``ShardDataset``.
     A damaged clip raises :class:`~shardkin.format.tar.ShardError` naming the shard and
     byte range; ``on_error="skip"`` warns and returns the next readable clip instead.
-    ``verify=True`` checks each clip's bytes against its checksum in the index (a
-    flipped pixel byte is caught), as ``ShardDataset(verify=True)`` does.
+    ``verify`` (default) checks each clip's bytes against its checksum in the index as
+    they are read (a flipped pixel byte is caught), as ``ShardDataset`` does;
+    ``verify=False`` turns it off.
     """
 
     def __init__(self, source: str | os.PathLike, split: str | None = "train", *,
-                 output_format: str = "TCHW", transform: Callable[[Any], Any] | None = None,
+                 output_format: OutputFormat = "TCHW",
+                 transform: Callable[[Any], Any] | None = None,
                  return_dict: bool = False, video_dtype: torch.dtype | None = None,
-                 on_error: str = "raise", verify: bool = False,
+                 on_error: OnError = "raise", verify: bool = True,
                  storage_options: dict | None = None, **clip_args: Any) -> None:
         check_output_format(output_format)
         check_on_error(on_error)
@@ -83,10 +85,7 @@ class Kinetics(Dataset):
         self.output_format, self.transform, self.return_dict = output_format, transform, return_dict
         self.video_dtype = video_dtype_for(video_dtype, return_dict)
         self.on_error = on_error
-        if verify and self.index.shape[1] < 4:
-            raise ValueError(f"{where}: this build's index keeps no checksums (built by an "
-                             "older shardkin): rebuild it to verify clips as they are read")
-        self.verify = verify
+        self.verify = verify and checked_build(self._split)
         self._wanted = wanted_members(return_dict, self.windows is not None)
 
     def __len__(self) -> int:
@@ -137,24 +136,7 @@ class Kinetics(Dataset):
     def _refs(self, first: int, last: int, what: str) -> list[ClipRef]:
         """The stored clips of index rows ``first..last`` (consecutive samples of one
         shard), read in one range and checked."""
-        shard, offset = (int(x) for x in self.index[first, :2])
-        end = int(self.index[last, 1] + self.index[last, 2])
-        name = self._split.shards[shard].name
-        path = self._split.path(name)
-        where = f"{path}: {what} (bytes {offset}-{end - 1})"
-        if int(self.index[last, 0]) != shard or end <= offset:
-            raise ShardError(f"{where}: the index places one video's clips apart: rebuild")
-        try:
-            blob = self._split.folder.read_range(name, offset, end - offset)
-        except (OSError, EOFError, ValueError) as e:  # EOFError: the shard is shorter
-            raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
-        view, rows = memoryview(blob), self.index[first : last + 1]
-        if self.verify and any(checksum(view[a - offset : a - offset + n]) != want
-                               for _, a, n, want in rows.tolist()):
-            raise ShardError(f"{where}: does not match its checksum: the shard was damaged "
-                             "after it was built")
-        samples = list(iter_samples(BlobReader(blob, path, offset), stop=len(rows),
-                                    wanted=self._wanted))
-        if [[offset + s.offset, s.length] for s in samples] != rows[:, 1:3].tolist():
-            raise ShardError(f"{where}: the index rows do not span exactly its samples")
-        return [clip_ref(s.members, s.key, path, offset + s.offset) for s in samples]
+        samples = fetch(self._split, self.index[first : last + 1], self._wanted, self.verify,
+                        what)
+        path = self._split.path(self._split.manifest.shards[int(self.index[first, 0])].name)
+        return [clip_ref(s.members, s.key, path, s.offset, check=s.check) for s in samples]

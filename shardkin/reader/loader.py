@@ -13,7 +13,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset
 
-from .collate import ClipBuffers, collate_refs
+from .checking import read_with_stand_ins
+from .collate import AudioBatching, ClipBuffers, collate_refs
 from .dataset import ShardDataset
 from .env import worker_id
 from .maploader import MapLoader
@@ -26,11 +27,12 @@ class _Batches(IterableDataset):
     """A worker's clips as ``(worker, clips, substitutes, slot, batch)`` tuples."""
 
     def __init__(self, ds: ShardDataset, batch_size: int, drop_last: bool, num_workers: int,
-                 audio: str, audio_lengths: bool, memory: BatchMemory) -> None:
+                 audio: AudioBatching, audio_lengths: bool, memory: BatchMemory) -> None:
         self.ds, self.batch_size, self.drop_last = ds, batch_size, drop_last
         self.num_workers, self.audio, self.audio_lengths = num_workers, audio, audio_lengths
         self.memory = memory
         self._buffers: ClipBuffers | None = None
+        self._spare: ClipRef | None = None  # a clip read before, to stand in for a damaged one
 
     def __len__(self) -> int:
         b = self.batch_size
@@ -40,10 +42,17 @@ class _Batches(IterableDataset):
     def _batch(self, worker: int, generation: int, refs: list[ClipRef], subs: int) -> tuple:
         arena = self.memory.arena(worker, generation)
         self._buffers = self._buffers or ClipBuffers()  # kept across epochs
-        batch = collate_refs(self.ds, refs, self.audio, self.audio_lengths, arena,
+
+        def read(clips: list[ClipRef]) -> Any:
+            arena.reset()
+            self._buffers.give_back()
+            return collate_refs(self.ds, clips, self.audio, self.audio_lengths, arena,
                                 self._buffers)
+
+        batch, stood, refs = read_with_stand_ins(read, refs, self.ds.on_error, self._spare)
         self._buffers.give_back()
-        return worker, len(refs), subs, arena.slot, batch
+        self._spare = refs[-1]
+        return worker, len(refs), subs + stood, arena.slot, batch
 
     def __iter__(self) -> Iterator[tuple]:
         worker, num_workers = worker_id()
@@ -72,7 +81,7 @@ class ShardLoader:
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
-                 drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
+                 drop_last: bool = False, audio: AudioBatching = "pad", audio_lengths: bool = False,
                  memory_slots: int = 5, **dataloader_kwargs: Any) -> None:
         if audio not in ("pad", "list"):
             raise ValueError(f"audio must be 'pad' or 'list', got {audio!r}")
@@ -164,7 +173,7 @@ class ShardLoader:
 
 
 def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
-                drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
+                drop_last: bool = False, audio: AudioBatching = "pad", audio_lengths: bool = False,
                 pin_memory: bool = False, persistent_workers: bool | None = None,
                 prefetch_factor: int | None = None, **dataloader_kwargs: Any) -> ShardLoader:
     """A loader of ``(video [B,T,C,H,W], audio [B,C,S], label [B])`` batches (or dicts).

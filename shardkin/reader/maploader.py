@@ -17,7 +17,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from .collate import collate
+from .collate import AudioBatching, collate
 from .env import worker_id
 from .memory import BatchMemory, Held, hold
 
@@ -26,7 +26,8 @@ class _PlannedBatches(IterableDataset):
     """Worker ``w`` of ``K`` makes batches ``w, w + K, ...`` of the epoch's plan: the
     DataLoader takes workers in turn, so batches arrive in the sampler's order."""
 
-    def __init__(self, ds: Dataset, audio: str, audio_lengths: bool, memory: BatchMemory) -> None:
+    def __init__(self, ds: Dataset, audio: AudioBatching, audio_lengths: bool,
+                 memory: BatchMemory) -> None:
         self.ds, self.audio, self.audio_lengths, self.memory = ds, audio, audio_lengths, memory
         self.plan: list[Sequence[int]] = []
 
@@ -49,7 +50,7 @@ class MapLoader:
 
     def __init__(self, dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None,
                  shuffle: bool = False, num_workers: int = 0, drop_last: bool = False,
-                 audio: str = "pad", audio_lengths: bool = False, memory_slots: int = 5,
+                 audio: AudioBatching = "pad", audio_lengths: bool = False, memory_slots: int = 5,
                  **dataloader_kwargs: Any) -> None:
         if sampler is None:
             sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)

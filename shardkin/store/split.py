@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..format.manifest import INDEX, Manifest, ShardTable
-from ..format.npy import decode_npy
-from ..format.samples import TarSample, iter_samples
-from ..format.tar import BLOCK, ShardError, checksum
-from ..format.tarread import BlobReader
+from ..format.npy import decode_npy, parse_header
+from ..format.tar import BLOCK, ShardError
 from .cache import CacheWriter, ShardCache
 from .folder import Folder
 from .locate import choose, locate
@@ -84,6 +81,8 @@ class Split:
     def __post_init__(self) -> None:
         self._starts: dict[str, np.ndarray] | None = None
         self._counts: tuple[np.ndarray, np.ndarray] | None = None  # clips, tails
+        self._rows: np.ndarray | None = None  # index.npy, memory-mapped when local
+        self._first_rows: np.ndarray | None = None
 
     @property
     def where(self) -> str:
@@ -94,9 +93,43 @@ class Split:
         return self.folder.path(name)
 
     def read_index(self) -> np.ndarray:
-        """``index.npy``: int64 ``[clips, 3]`` (shard number, offset, length)."""
+        """``index.npy`` read into memory: int64 ``[clips, 4]`` (shard number, byte offset,
+        byte length, checksum; ``[clips, 3]`` in builds from before checksums)."""
         name = self.manifest.index.name if self.manifest.index else INDEX
         return decode_npy(self.folder.read_bytes(name))
+
+    def index_rows(self) -> np.ndarray | None:
+        """``index.npy`` (see :meth:`read_index`) memory-mapped when local, so that every
+        process shares it through the page cache and reads only the rows it uses; read
+        once a process when remote. None when the build has no index."""
+        if self._rows is None:
+            name = self.manifest.index.name if self.manifest.index else INDEX
+            if self.folder.remote:
+                try:
+                    self._rows = self.read_index()
+                except FileNotFoundError:
+                    return None
+            else:
+                path = self.path(name)
+                try:
+                    with open(path, "rb") as f:
+                        offset, dtype, shape = parse_header(f.read(4096))
+                except FileNotFoundError:
+                    return None
+                except ValueError as e:
+                    raise ShardError(f"{path}: {e}") from None
+                if dtype != np.int64 or len(shape) != 2 or shape[1] not in (3, 4):
+                    raise ShardError(f"{path}: {dtype} {list(shape)} is not int64 [clips, 4]")
+                self._rows = (np.memmap(path, np.int64, "r", offset, shape) if shape[0]
+                              else np.zeros(shape, np.int64))
+        return self._rows
+
+    def first_rows(self) -> np.ndarray:
+        """The index row of each video's first clip, in ``video_index`` order."""
+        if self._first_rows is None:
+            counts = self.clips_per_video()
+            self._first_rows = np.cumsum(counts) - counts
+        return self._first_rows
 
     def clips_per_video(self) -> np.ndarray:
         """int64 clip counts of the split's videos in ``video_index`` order (torchvision's),
@@ -151,39 +184,6 @@ class Split:
         return Opened(RangeStream(self.folder, info.name, begin, end, sink=writer), None, first,
                       begin, writer)
 
-    def fetch_samples(self, shard: int, numbers: Sequence[int], wanted: Collection[str],
-                      verify: bool = False) -> Iterator[TarSample]:
-        """Samples ``numbers`` (sorted, distinct) of shard number ``shard`` with their
-        ``wanted`` members in memory, each run of consecutive samples in one positioned
-        read or retried range request: only their bytes are read. ``verify``: each sample's
-        bytes must have the checksum the index keeps, else ShardError."""
-        name = self.shards[shard].name
-        ranges = self._sample_ranges(name)
-        if ranges is None:
-            raise FileNotFoundError(f"{self.path(INDEX)} is missing: it locates samples")
-        if verify and ranges.shape[1] < 3:
-            raise ValueError(f"{self.where}: this build's index keeps no checksums (built by "
-                             "an older shardkin): rebuild it to verify clips as they are read")
-        runs = np.split(np.asarray(numbers), np.flatnonzero(np.diff(numbers) != 1) + 1)
-        for run in runs:
-            a, b = int(run[0]), int(run[-1])
-            begin, end = int(ranges[a, 0]), int(ranges[b, 0] + ranges[b, 1])
-            try:
-                blob = self.folder.read_range(name, begin, end - begin)
-            except EOFError as e:  # a local shard shorter than its index says
-                raise ShardError(f"{self.path(name)}: truncated: {e}") from None
-            view = memoryview(blob)
-            for i in range(a, b + 1) if verify else ():
-                at, length, want = (int(x) for x in ranges[i])
-                if checksum(view[at - begin : at - begin + length]) != want:
-                    raise ShardError(f"{self.path(name)}: sample {i} (bytes {at}-"
-                                     f"{at + length - 1}) does not match its checksum: the "
-                                     "shard was damaged after it was built")
-            for sample in iter_samples(BlobReader(blob, self.path(name), begin),
-                                       stop=len(run), wanted=wanted):
-                sample.index += a
-                yield sample
-
     def _sample_ranges(self, name: str) -> np.ndarray | None:
         """(byte offset, byte length[, checksum]) of each sample of shard ``name``, from
         ``index.npy`` (fetched once a process); None for builds without one (streams then
@@ -205,7 +205,7 @@ class Split:
         return self._starts.get(name)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_starts": None}  # fetched again where needed
+        return {**self.__dict__, "_starts": None, "_rows": None}  # read again where needed
 
 
 _VIDEOS = re.compile(rb'"videos": \[')
