@@ -43,7 +43,8 @@ enough to time; each is the best of three runs of at least ``--seconds``.
    shards built raw and with the jpeg codec at training size, for ShardDataset
    (stored clips; every window and 5 random windows a video at 16 frames, step 1) and
    for shardkin.Kinetics (shuffled). Prints each round's ratio and their median and
-   range (goal: >= 0.95 for stored clips).
+   range (goal: >= 0.95 for stored clips). Built at 171x128 (once; later runs reuse
+   the builds).
 
 ``--remote only`` runs 1's shardkin rate and 5; ``--remote no`` leaves 5 out.
 ``--windows only`` runs 6 alone; ``--windows no`` leaves it out.
@@ -189,13 +190,13 @@ def main() -> None:
     w, b = args.workers, args.batch_size
     common = dict(frames_per_clip=16, workers=w, shard_size="64MB", overwrite=True, progress=False)
     small = build(args.root, args.out / "s128", "train", min_dimension=128, **common)
-    native = build(args.root, args.out / "native", "train", classes=NATIVE_CLASSES, **common)
     s128, nat = args.out / "s128" / "train", args.out / "native" / "train"
     print(f"cores: {os.cpu_count()}, DataLoader workers: {w}, batch size: {b}")
     if args.verify != "no":
-        checksums(args, s128)
+        checksums(args)
     if args.verify == "only":
         return
+    native = build(args.root, args.out / "native", "train", classes=NATIVE_CLASSES, **common)
     print(f"training size: {small['totals']['clips']} clips, "
           f"{small['totals']['bytes'] / 1e6:.0f} MB;"
           f" native 340x256: {native['totals']['clips']} clips, "
@@ -370,33 +371,53 @@ def _epochs_rate(loader, ds, seconds: float) -> float:
     return count / (time.perf_counter() - t)
 
 
-def checksums(args, s128: Path) -> None:
+def _cpu_seconds() -> float:
+    """CPU time of this process and its DataLoader workers so far."""
+    import psutil
+
+    me = psutil.Process()
+    procs = [me, *me.children(recursive=True)]
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def checksums(args) -> None:
     """7. verify on against off, interleaved (see the module)."""
-    jpeg = args.out / "jpeg"
-    if not (jpeg / "train" / "manifest.json").exists():
-        build(args.root, jpeg, "train", frames_per_clip=16, workers=args.workers,
-              shard_size="64MB", overwrite=True, progress=False, min_dimension=128,
-              video_codec="jpeg")
+    splits = {}
+    for codec in ("raw", "jpeg"):  # at one size, so that batches need no transform
+        out = args.out / f"w171-{codec}"
+        build(args.root, out, "train", frames_per_clip=16, workers=args.workers,
+              shard_size="64MB", progress=False, width=171, height=128, video_codec=codec)
+        splits[codec] = out / "train"
     w, b = args.workers, args.batch_size
     made: list[Path] = []
-    for codec, split in (("raw", s128), ("jpeg", jpeg / "train")):
-        clips = json.loads((split / "manifest.json").read_text())["totals"]["clips"]
-        manifest, index = scaled_split(split, -(-4000 // clips))
-        made += [manifest, index]
-        cases = {"stored clips": {},
-                 "every window": dict(frames_per_clip=16, step_between_clips=1),
-                 "5 random windows a video": dict(frames_per_clip=16, step_between_clips=1,
-                                                  clips_per_video=5)}
+    cases = {"stored clips": {},
+             "every window": dict(frames_per_clip=16, step_between_clips=1),
+             "5 random windows a video": dict(frames_per_clip=16, step_between_clips=1,
+                                              clips_per_video=5)}
+    for codec, split in splits.items():
+        manifests = {}
         for name, kw in cases.items():
+            per_copy = len(ShardDataset(split, verify=False, **kw))
+            copies = -(-4000 // per_copy)  # epochs of about 4000 clips
+            if copies not in manifests:
+                manifests[copies] = scaled_split(split, copies)
+                made += manifests[copies]
             pair = {}
             for verify in (True, False):
-                ds = ShardDataset(manifest, verify=verify, **kw)
+                ds = ShardDataset(manifests[copies][0], verify=verify, **kw)
                 pair[verify] = (ds, make_loader(ds, b, num_workers=w))
             _interleaved(f"ShardDataset, {codec}, {name}", pair, args.rounds,
                          lambda ds, loader: _epochs_rate(loader, ds, args.seconds))
         pair = {}
         for verify in (True, False):
-            kin = Kinetics(manifest, verify=verify)
+            kin = Kinetics(manifests[min(manifests)][0], verify=verify)
             sampler = torch.utils.data.RandomSampler(kin, replacement=True, num_samples=2000)
             pair[verify] = (kin, make_loader(kin, b, num_workers=w, sampler=sampler))
         _interleaved(f"Kinetics, {codec}, shuffled", pair, args.rounds,
@@ -407,21 +428,27 @@ def checksums(args, s128: Path) -> None:
 
 def _interleaved(what: str, pair: dict, rounds: int, rate) -> None:
     """Rates of ``pair[True]`` (verify) and ``pair[False]``, one after the other, the
-    first alternating; prints each round's ratio, their median and range."""
+    first alternating; prints the median and range of each round's ratio of rates, and
+    of CPU time a clip (all processes: what a machine of its own would see)."""
     rate(*pair[True])  # warm-up: workers started, page cache filled
     rate(*pair[False])
-    ratios, on, off = [], [], []
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    per_clip: dict[bool, list[float]] = {True: [], False: []}  # CPU seconds
     for r in range(rounds):
-        got = {}
         for verify in ((True, False) if r % 2 else (False, True)):
-            got[verify] = rate(*pair[verify])
-        on.append(got[True])
-        off.append(got[False])
-        ratios.append(got[True] / got[False])
-    print(f"7. checksums, {what}: verify on {np.median(on):,.0f} clips/s, off "
-          f"{np.median(off):,.0f} clips/s -> on/off median {np.median(ratios):.3f}, range "
-          f"{min(ratios):.3f}-{max(ratios):.3f} (rounds: "
-          f"{', '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.95)", flush=True)
+            c, t = _cpu_seconds(), time.perf_counter()
+            got = rate(*pair[verify])
+            cpu, wall = _cpu_seconds() - c, time.perf_counter() - t
+            rates[verify].append(got)
+            per_clip[verify].append(cpu / (got * wall))
+    ratios = [a / b for a, b in zip(rates[True], rates[False])]
+    cpu_ratios = [b / a for a, b in zip(per_clip[True], per_clip[False])]
+    print(f"7. checksums, {what}: on {np.median(rates[True]):,.0f} / off "
+          f"{np.median(rates[False]):,.0f} clips/s -> on/off median {np.median(ratios):.3f} "
+          f"(rounds {min(ratios):.3f}-{max(ratios):.3f}); CPU a clip off/on median "
+          f"{np.median(cpu_ratios):.3f} (rounds {min(cpu_ratios):.3f}-{max(cpu_ratios):.3f}, "
+          f"{np.median(per_clip[False]) * 1e3:.2f} vs {np.median(per_clip[True]) * 1e3:.2f} "
+          "ms); goal >= 0.95", flush=True)
 
 
 def _timed_epochs(loader, seconds: float) -> float:

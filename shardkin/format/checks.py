@@ -48,7 +48,7 @@ def require(problem: str | None) -> None:
 def mismatch(start: int, end: int) -> str:
     """The wording of a sample whose bytes ``start..end-1`` fail their checksum."""
     return (f"damaged: bytes {start}-{end - 1}: the sample does not match its checksum in the "
-            "index (the shard changed after it was built: rebuild it)")
+            "index (the shard changed after it was built)")
 
 
 class SampleHash:
@@ -59,10 +59,10 @@ class SampleHash:
     :meth:`keep` for bytes that stay as they are (read while walking the tar),
     :meth:`feed` for bytes that land where they will change (a batch slot, reused).
     Each byte is hashed once, in order: a piece that continues what was hashed is hashed
-    at once; a kept piece waits for the bytes before it (copied, at most :data:`KEEP`
-    bytes a sample: beyond that they are read again when needed); a fed piece is hashed
-    at once, after the bytes before it, read with ``fill(offset, n)`` when no one else
-    has them.
+    at once; a kept piece waits for the bytes before it (copied, at most ``keep`` bytes:
+    beyond that they are read again when needed); a fed piece is hashed at once, after
+    the bytes before it, read with ``fill(offset, n)`` when no one else has them (its
+    bytes are hashed at once: they may be a reused buffer).
     :meth:`complete` hashes the rest (``fill`` again) and returns the error or None.
     """
 
@@ -70,14 +70,14 @@ class SampleHash:
                  "_room")
 
     def __init__(self, start: int, end: int, want: int, where: str,
-                 fill: Callable[[int, int], Bytes] | None = None) -> None:
+                 fill: Callable[[int, int], Bytes] | None = None, keep: int = KEEP) -> None:
         self.start, self.end, self.want, self.where, self.fill = start, end, want, where, fill
         self.pos = start  # bytes before this are hashed
         self.error: str | None = None
         self.done = False
         self._h = xxhash.xxh3_64()
         self._kept: list[tuple[int, Bytes]] = []  # pieces after a gap, by offset
-        self._room = KEEP
+        self._room = keep  # bytes it may still keep
 
     @classmethod
     def failed(cls, where: str, error: str) -> SampleHash:
@@ -100,34 +100,40 @@ class SampleHash:
         kept = self._kept
         while kept and kept[0][0] <= self.pos:
             self._hash(*kept.pop(0))
-        if self.pos >= self.end:
+        if self.pos >= self.end and not self.done:
             self._finish()
 
     def keep(self, offset: int, data: Bytes) -> None:
-        """Bytes that stay valid: hashed now if they continue the hash, else kept."""
-        if self.done or offset + len(data) <= self.pos or offset >= self.end:
+        """Bytes that stay valid: hashed now if they continue the hash, else kept (within
+        its room; bytes it cannot keep are read again when their turn comes)."""
+        if offset > self.pos:  # after a gap
+            n = len(data)
+            if n <= self._room and not self.done and offset < self.end:
+                self._room -= n
+                kept = self._kept
+                i = len(kept)
+                while i and kept[i - 1][0] > offset:
+                    i -= 1
+                kept.insert(i, (offset, bytes(data)))
             return
-        if offset <= self.pos:
-            self._hash(offset, data)
-            self._advance()
-            return
-        if len(data) > self._room:
-            return  # read again when its turn comes
-        self._room -= len(data)
-        kept = self._kept
-        i = len(kept)
-        while i and kept[i - 1][0] > offset:
-            i -= 1
-        kept.insert(i, (offset, bytes(data)))
-
-    def feed(self, offset: int, data: Bytes) -> None:
-        """Bytes that have just landed and will change: hashed now, after those before."""
-        if self.done or offset + len(data) <= self.pos:
-            return
-        self._catch_up(min(offset, self.end))
         if not self.done:
             self._hash(offset, data)
             self._advance()
+
+    def feed(self, offset: int, data: Bytes) -> None:
+        """Bytes that have just landed and will change: hashed now, after those before."""
+        if self.done:
+            return
+        if offset > self.pos:
+            self._catch_up(min(offset, self.end))
+            if self.done:
+                return
+        stop = min(offset + len(data), self.end)
+        if stop > self.pos:  # as _hash, inline: the hot path
+            self._h.update(data[self.pos - offset : stop - offset])
+            self.pos = stop
+            if self._kept or stop == self.end:
+                self._advance()
 
     def _catch_up(self, offset: int) -> None:
         """Hash every byte before ``offset``: kept pieces, the gaps read with ``fill``."""

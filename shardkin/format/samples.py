@@ -82,10 +82,13 @@ class _Owners:
 
     def tap(self, offset: int, data: memoryview) -> None:
         cut = self.until - offset
+        if cut >= len(data):  # the usual case: all the current member's
+            if self.owner is not None:
+                self.owner.keep(offset, data)
+            return
         if cut > 0 and self.owner is not None:
-            self.owner.keep(offset, data[:cut] if cut < len(data) else data)
-        if cut < len(data):
-            self.pending.append((offset + max(cut, 0), data[max(cut, 0):]))
+            self.owner.keep(offset, data[:cut])
+        self.pending.append((offset + max(cut, 0), data[max(cut, 0):]))
 
     def own(self, owner: SampleHash | None, until: int) -> None:
         """The member read next (its header held) belongs to ``owner``, up to ``until``."""
@@ -114,6 +117,7 @@ def iter_samples(
     head: int = 1024,
     strict: bool = True,
     check: Callable[[int, str], SampleHash] | None = None,
+    tap: bool = True,
 ) -> Iterator[TarSample]:
     """The samples ``start <= index < stop`` of a shard, in order.
 
@@ -122,10 +126,12 @@ def iter_samples(
     :class:`Deferred` holding their first ``head`` bytes; it is None when
     ``load(index)`` is false (then nothing is read). ``strict``: every sample must be
     complete, with no member twice, and at least ``stop`` samples must be there.
-    ``check(index, key)``: the checksum check of each sample loaded (see the module).
+    ``check(index, key)``: the checksum check of each sample loaded (see the module),
+    handed the bytes read as they are read, unless ``tap`` is false (the check then reads
+    what it needs itself: a local file).
     """
     owners = None
-    if check is not None:
+    if check is not None and tap:
         owners = _Owners()
         reader.tap = owners.tap
     member = reader.next()
@@ -135,8 +141,8 @@ def iter_samples(
         key = split_member(member.name)[0]
         take = index >= start and load(index)
         sample = TarSample(index, key, end, members={} if take else None)
-        if owners is not None:
-            sample.check = check(index, key) if take else None
+        if check is not None and take:
+            sample.check = check(index, key)
         while member is not None and split_member(member.name)[0] == key:
             if owners is not None:
                 owners.own(sample.check, member.offset + member.size + (-member.size % BLOCK))

@@ -38,12 +38,13 @@ from ..format.samples import (
     Deferred,
 )
 from ..format.tar import ShardError
-from ..store.split import LocalShard
+from ..store.split import LocalShard, scratch
 
 HINT = ("rebuild it (re-run the same `shardkin build`, which rewrites missing or changed "
         "shards) or pass on_error='skip' to skip unreadable clips")
 OnError = Literal["raise", "skip"]
 ON_ERROR: tuple[OnError, ...] = ("raise", "skip")
+LANDING = 512 << 10  # bytes read into place, then hashed, at a time: they stay in cache
 _TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
 
 
@@ -122,8 +123,8 @@ class ClipRef(NamedTuple):
 class Damaged(ShardError):
     """A clip whose bytes do not match their checksum (``check``), found once it was read."""
 
-    def __init__(self, message: str, check: SampleHash) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, check: SampleHash | None = None) -> None:
+        super().__init__(message)  # one argument, as DataLoader workers re-raise it
         self.check = check
 
 
@@ -241,15 +242,25 @@ def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
     if not out.is_contiguous():
         raise ValueError("read_array needs a contiguous destination")
     view = memoryview(out.numpy().reshape(-1).view(np.uint8))
-    fd, done = array.source.file.fileno(), 0
+    fd, done, check = array.source.file.fileno(), 0, array.check
+    hashing = check is not None and not check.done
+    step = LANDING if hashing else len(view)
+    # the sample's bytes before the array that its check still needs (tar headers, the
+    # npy header) are read with it, in one preadv: hashed first, then the array
+    gap = array.offset - check.pos if hashing and check.pos < array.offset else 0
     while done < len(view):
-        got = os.preadv(fd, [view[done:]], array.offset + done)
-        if not got:
+        chunk = view[done : done + step]
+        got = os.preadv(fd, [scratch(gap), chunk] if gap else [chunk],
+                        array.offset + done - gap)
+        if got <= gap:
             raise ShardError(f"{array.source.path}: truncated at byte {array.offset + done} while "
                              "reading a clip: the shard changed during the epoch")
-        done += got
-    if array.check is not None:  # hashed where it landed, while in the CPU's cache
-        array.check.feed(array.offset, view)
+        if hashing:  # hashed where it landed, while in the core's cache
+            if gap:
+                check.feed(array.offset - gap, scratch(gap))
+            got -= gap
+            check.feed(array.offset + done, view[done : done + got])
+        done, gap = done + got, 0
     return out
 
 

@@ -22,7 +22,7 @@ from ..format.sample import parse_key
 from ..format.samples import ALL_MEMBERS, TarSample, iter_samples
 from ..format.tar import ShardError
 from ..format.tarread import BlobReader, TarReader
-from .split import LocalShard, Split
+from .split import LocalShard, Split, scratch
 
 Check = Callable[[int, str], SampleHash]
 
@@ -43,6 +43,13 @@ def has_checksums(split: Split) -> bool:
     return len(shape) == 2 and shape[1] > 3
 
 
+def _pread(fd: int, at: int, n: int) -> memoryview:
+    """``n`` bytes of ``fd`` at ``at`` (fewer at its end) in this thread's scratch buffer:
+    valid until it is used again."""
+    view = scratch(n)
+    return view[: os.preadv(fd, [view], at)]
+
+
 def _number(split: Split, shard: int) -> int:
     """The manifest's number (the index's) of shard number ``shard`` of those read."""
     every = split.manifest.shards
@@ -61,9 +68,9 @@ def _checks_by_key(split: Split, shard: int, fill: Callable[[int, int], bytes]) 
             video, clip = parse_key(key)
         except ValueError as e:
             return SampleHash.failed(where, f"has no index row ({e})")
-        if not (video < len(counts) and clip < counts[video]):
+        if not (video < len(counts) and clip < counts.item(video)):
             return SampleHash.failed(where, "has no index row: the shard is not this build's")
-        _, offset, length, want = rows[first[video] + clip].tolist()
+        _, offset, length, want = rows[first.item(video) + clip].tolist()
         return SampleHash(offset, offset + length, want, where, fill)
 
     return check
@@ -92,12 +99,17 @@ def walk(split: Split, shard: int, start: int = 0, stop: int | None = None,
         first, local = opened.first, opened.local
         check = None
         if verify and has_checksums(split):
-            fill = ((lambda at, n: os.pread(local.file.fileno(), n, at)) if local is not None
+            # A local shard's headers and small members, read while walking, are read
+            # again (a few KB a clip, in 3 positioned reads) when its arrays are read
+            # into place, rather than handed over or kept meanwhile in the shuffle
+            # buffer; a stream is hashed as it is read (it cannot be read again).
+            fill = ((lambda at, n: _pread(local.file.fileno(), at, n)) if local is not None
                     else (lambda at, n: split.folder.read_range(info.name, at, n)))
             check = _checks_by_key(split, shard, fill)
         for sample in iter_samples(reader, start - first, stop - first,
                                    lambda i: load(i + first), wanted,
-                                   defer=defer if local is not None else (), check=check):
+                                   defer=defer if local is not None else (), check=check,
+                                   tap=local is None):
             sample.index += first
             if sample.index == stop - 1:
                 opened.finish()

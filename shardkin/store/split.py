@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -24,6 +25,17 @@ from .cache import CacheWriter, ShardCache
 from .folder import Folder
 from .locate import choose, locate
 from .ranges import RangeStream
+
+_scratch = threading.local()
+
+
+def scratch(n: int) -> memoryview:
+    """``n`` bytes of this thread's scratch buffer, reused (fresh memory costs a page fault
+    per 4 KiB): for bytes read only to be hashed at once. Valid until its next use."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < n:
+        buf = _scratch.buf = bytearray(max(n, 1 << 20))
+    return memoryview(buf)[:n]
 
 
 class LocalShard:
@@ -120,8 +132,8 @@ class Split:
                     raise ShardError(f"{path}: {e}") from None
                 if dtype != np.int64 or len(shape) != 2 or shape[1] not in (3, 4):
                     raise ShardError(f"{path}: {dtype} {list(shape)} is not int64 [clips, 4]")
-                self._rows = (np.memmap(path, np.int64, "r", offset, shape) if shape[0]
-                              else np.zeros(shape, np.int64))
+                self._rows = (np.memmap(path, np.int64, "r", offset, shape).view(np.ndarray)
+                              if shape[0] else np.zeros(shape, np.int64))  # plain: fast rows
         return self._rows
 
     def first_rows(self) -> np.ndarray:
