@@ -372,13 +372,13 @@ def _epochs_rate(loader, ds, seconds: float) -> float:
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process and its DataLoader workers so far."""
+    """CPU time of this process and its DataLoader workers so far, running or ended."""
     import psutil
 
     me = psutil.Process()
-    procs = [me, *me.children(recursive=True)]
-    total = 0.0
-    for p in procs:
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system  # ended ones too
+    for p in me.children(recursive=True):
         try:
             t = p.cpu_times()
         except psutil.NoSuchProcess:

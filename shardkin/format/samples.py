@@ -10,7 +10,8 @@ shown such samples and report them, and checks the members against the build's c
 With ``check``, each sample loaded gets a :class:`~shardkin.format.checks.SampleHash`,
 fed every byte the reader reads of it as it is read (the reader's ``tap``): a sample
 whose members are all in memory is checked when it ends; one with members left in the
-file (``defer``) is checked once they are read (see :mod:`shardkin.reader.records`).
+file (``defer``) is checked once they are read (see :mod:`shardkin.reader.records`),
+and its bytes after such a member are not handed over (they are read again with it).
 """
 from __future__ import annotations
 
@@ -117,7 +118,6 @@ def iter_samples(
     head: int = 1024,
     strict: bool = True,
     check: Callable[[int, str], SampleHash] | None = None,
-    tap: bool = True,
 ) -> Iterator[TarSample]:
     """The samples ``start <= index < stop`` of a shard, in order.
 
@@ -126,12 +126,10 @@ def iter_samples(
     :class:`Deferred` holding their first ``head`` bytes; it is None when
     ``load(index)`` is false (then nothing is read). ``strict``: every sample must be
     complete, with no member twice, and at least ``stop`` samples must be there.
-    ``check(index, key)``: the checksum check of each sample loaded (see the module),
-    handed the bytes read as they are read, unless ``tap`` is false (the check then reads
-    what it needs itself: a local file).
+    ``check(index, key)``: the checksum check of each sample loaded (see the module).
     """
     owners = None
-    if check is not None and tap:
+    if check is not None:
         owners = _Owners()
         reader.tap = owners.tap
     member = reader.next()
@@ -141,18 +139,24 @@ def iter_samples(
         key = split_member(member.name)[0]
         take = index >= start and load(index)
         sample = TarSample(index, key, end, members={} if take else None)
-        if check is not None and take:
-            sample.check = check(index, key)
+        deferred = False
+        if owners is not None:
+            sample.check = check(index, key) if take else None
+            reader.tap = owners.tap
         while member is not None and split_member(member.name)[0] == key:
-            if owners is not None:
+            if owners is not None and reader.tap is not None:
                 owners.own(sample.check, member.offset + member.size + (-member.size % BLOCK))
             ext = split_member(member.name)[1]
             if strict and ext in sample.extensions:
                 raise reader.error(f"corrupt: sample {key} has two {ext} members", member.offset)
             sample.extensions.append(ext)
             if take and ext in wanted:
-                sample.members[ext] = (Deferred(member.offset, member.size, reader.read_head(head))
-                                       if ext in defer else reader.read())
+                if ext in defer:
+                    sample.members[ext] = Deferred(member.offset, member.size,
+                                                   reader.read_head(head))
+                    reader.tap, deferred = None, True  # the rest: read again with it
+                else:
+                    sample.members[ext] = reader.read()
             end = member.offset + member.size + (-member.size % BLOCK)
             member = reader.next()
         sample.length = end - sample.offset
@@ -161,7 +165,7 @@ def iter_samples(
             raise reader.error(f"incomplete: sample {key} has no {', '.join(missing)} member")
         if sample.check is not None:
             sample.check.span(sample.offset, end)
-            if not any(isinstance(m, Deferred) for m in sample.members.values()):
+            if not deferred:
                 sample.check.complete()  # all in memory: checked now
         if index >= start:
             yield sample

@@ -21,7 +21,7 @@ import numpy as np
 from ..format.codecs import VIDEO_MEMBERS, decode_sample_video
 from ..format.manifest import ShardInfo
 from ..format.sample import LABEL, decode_label
-from ..store.fetch import walk
+from ..store.fetch import has_checksums, walk
 from ..store.split import Split
 
 if TYPE_CHECKING:
@@ -92,10 +92,11 @@ def read_clips(split: Split, picks: list[tuple[int, int]], frames: int) -> list[
     for shard, i in picks:
         wanted[shard].add(i)
     clips = []
+    verify = has_checksums(split)
     for shard, indices in sorted(wanted.items()):
         name = split.shards[shard].name
         for s, _ in walk(split, shard, min(indices), max(indices) + 1, indices.__contains__,
-                         (*VIDEO_MEMBERS, LABEL), verify=True):
+                         (*VIDEO_MEMBERS, LABEL), verify=verify):
             if s.members is not None:
                 if s.check is not None:
                     s.check.raise_error()

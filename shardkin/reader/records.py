@@ -250,14 +250,14 @@ def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
     gap = array.offset - check.pos if hashing and check.pos < array.offset else 0
     while done < len(view):
         chunk = view[done : done + step]
-        got = os.preadv(fd, [scratch(gap), chunk] if gap else [chunk],
-                        array.offset + done - gap)
+        before = scratch(gap) if gap else None
+        got = os.preadv(fd, [before, chunk] if gap else [chunk], array.offset + done - gap)
         if got <= gap:
             raise ShardError(f"{array.source.path}: truncated at byte {array.offset + done} while "
                              "reading a clip: the shard changed during the epoch")
         if hashing:  # hashed where it landed, while in the core's cache
             if gap:
-                check.feed(array.offset - gap, scratch(gap))
+                check.feed(array.offset - gap, before)
             got -= gap
             check.feed(array.offset + done, view[done : done + got])
         done, gap = done + got, 0

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
-from ..format.checks import SampleHash
+from ..format.checks import KEEP, SampleHash
 from ..format.manifest import INDEX
 from ..format.npy import parse_header
 from ..format.sample import parse_key
@@ -56,7 +56,8 @@ def _number(split: Split, shard: int) -> int:
     return shard if split.shards is every else every.names.index(split.shards[shard].name)
 
 
-def _checks_by_key(split: Split, shard: int, fill: Callable[[int, int], bytes]) -> Check:
+def _checks_by_key(split: Split, shard: int, fill: Callable[[int, int], bytes],
+                   keep: int) -> Check:
     """Each sample's check from its index row, found by its key (``first_rows`` of its
     video plus its clip number): the sample must be where the row says, with its bytes."""
     rows, first, counts = split.index_rows(), split.first_rows(), split.clips_per_video()
@@ -71,7 +72,7 @@ def _checks_by_key(split: Split, shard: int, fill: Callable[[int, int], bytes]) 
         if not (video < len(counts) and clip < counts.item(video)):
             return SampleHash.failed(where, "has no index row: the shard is not this build's")
         _, offset, length, want = rows[first.item(video) + clip].tolist()
-        return SampleHash(offset, offset + length, want, where, fill)
+        return SampleHash(offset, offset + length, want, where, fill, keep)
 
     return check
 
@@ -84,9 +85,9 @@ def walk(split: Split, shard: int, start: int = 0, stop: int | None = None,
     ``(sample, local)``: ``sample.index`` numbers it in the shard, ``members`` is None
     unless ``load(index)`` (see :func:`~shardkin.format.samples.iter_samples`); members
     in ``defer`` stay in ``local``, the shard file, when there is one (a local or cached
-    shard). ``verify`` (the build keeping checksums): each sample loaded has its
-    ``check``. A shard streaming into the cache is completed once sample ``stop - 1`` is
-    read; the shard is closed when the walk ends."""
+    shard). ``verify`` (for a build keeping checksums: :func:`has_checksums`): each sample
+    loaded has its ``check``. A shard streaming into the cache is completed once sample
+    ``stop - 1`` is read; the shard is closed when the walk ends."""
     info = split.shards[shard]
     path = split.path(info.name)
     stop = info.clips if stop is None else stop
@@ -98,18 +99,17 @@ def walk(split: Split, shard: int, start: int = 0, stop: int | None = None,
                                "(truncated or replaced)", 0)
         first, local = opened.first, opened.local
         check = None
-        if verify and has_checksums(split):
-            # A local shard's headers and small members, read while walking, are read
-            # again (a few KB a clip, in 3 positioned reads) when its arrays are read
-            # into place, rather than handed over or kept meanwhile in the shuffle
+        if verify:
+            # A local shard's headers and small members around the arrays left in it are
+            # read again (a few KB a clip) with those arrays when they are read into
+            # place (records.read_array), rather than kept meanwhile in the shuffle
             # buffer; a stream is hashed as it is read (it cannot be read again).
             fill = ((lambda at, n: _pread(local.file.fileno(), at, n)) if local is not None
                     else (lambda at, n: split.folder.read_range(info.name, at, n)))
-            check = _checks_by_key(split, shard, fill)
+            check = _checks_by_key(split, shard, fill, 0 if local is not None else KEEP)
         for sample in iter_samples(reader, start - first, stop - first,
                                    lambda i: load(i + first), wanted,
-                                   defer=defer if local is not None else (), check=check,
-                                   tap=local is None):
+                                   defer=defer if local is not None else (), check=check):
             sample.index += first
             if sample.index == stop - 1:
                 opened.finish()

@@ -20,7 +20,8 @@ from shardkin.format.tar import ShardError, checksum
 
 def test_array_rules():
     assert video_problem(np.uint8, (4, 8, 6, 3)) is None
-    assert video_problem(np.float32, (4, 8, 6, 3)) == "video is float32 [4, 8, 6, 3], not uint8 [T,H,W,3]"
+    assert (video_problem(np.float32, (4, 8, 6, 3))
+            == "video is float32 [4, 8, 6, 3], not uint8 [T,H,W,3]")
     assert "not uint8" in video_problem(np.uint8, (4, 8, 6))
     assert "not uint8" in video_problem(np.uint8, (4, 8, 6, 4))
     assert audio_problem(np.float32, (2, 100)) is None
@@ -80,7 +81,7 @@ def test_a_flipped_byte_anywhere_is_a_mismatch():
         bad = bytearray(data)
         bad[at] ^= 1
         check = SampleHash(1000, 4000, checksum(data), "x.tar: sample 00000001_000002",
-                           lambda a, n: bad[a - 1000 : a - 1000 + n])
+                           lambda a, n, bad=bad: bad[a - 1000 : a - 1000 + n])
         error = check.complete()
         assert error == f"x.tar: sample 00000001_000002: {mismatch(1000, 4000)}"
         assert "does not match its checksum" in error and "bytes 1000-3999" in error
