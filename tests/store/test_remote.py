@@ -430,7 +430,8 @@ def test_show_names_the_byte_of_damage_in_a_remote_range(local_build, bucket, tm
     at = {}
 
     def flip(data, members):  # a header of sample 4
-        header = next(m for m in members if m.name.endswith("_000004.cls")).offset
+        key = list(dict.fromkeys(m.name.partition(".")[0] for m in members))[4]
+        header = next(m for m in members if m.name == f"{key}.cls").offset
         data[header + 10] ^= 0xFF
         at["header"] = header
 
