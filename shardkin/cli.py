@@ -117,13 +117,17 @@ Check that a built split is exactly what its manifest says, before training on i
 Each shard is read once, front to back:
   - its size and sha256 must match the manifest (missing shards, and .tar files
     that the manifest does not list, are reported too)
-  - it must hold the manifest's number of clips, each sample with video.npy,
-    audio.npy, cls and json members and a key found nowhere else
+  - it must hold the manifest's number of clips, each sample with the members of
+    the build's codecs (video.npy, video.npy.zst or video.jpgs; audio.npy,
+    audio.flac or, with --audio-codec none, no audio member; contiguous builds
+    may add rest.* members), cls and json, and a key found nowhere else; every
+    member decodes
   - video is uint8 [T,H,W,3] with T = frames_per_clip and a size that the resize
     options give (the same for all clips of a video); audio is float32 [C,S]
   - cls == the json label == the manifest's label of the video, and the json class
     is classes[cls]; each video's clips are 0..n-1, in order, in its manifest shard
-  - index.npy matches its checksum and each row points at its clip
+  - index.npy matches its checksum, each row points at its clip, and each clip's
+    bytes match the checksum its row keeps (the readers check this too, as they read)
 Each problem is printed on one line that starts with the shard (and sample key).
 Exit status: 0 all good, 1 problems found, 2 nothing to verify (no manifest).
 

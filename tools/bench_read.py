@@ -36,8 +36,19 @@ enough to time; each is the best of three runs of at least ``--seconds``.
    (every window, and 5 random windows a video), against its stored clips, samples/s
    through make_loader, best of three.
 
+7. Checksums (``--verify``): the cost of checking every clip against its checksum
+   (``verify``, the readers' default), ``verify=True`` against ``verify=False`` in one
+   run, rate by rate interleaved (the order alternating), ``--rounds`` times: uint8
+   batches without a transform (what reading alone costs) through make_loader, for
+   shards built raw and with the jpeg codec at training size, for ShardDataset
+   (stored clips; every window and 5 random windows a video at 16 frames, step 1) and
+   for shardkin.Kinetics (shuffled). Prints each round's ratio and their median and
+   range (goal: >= 0.95 for stored clips). Built at 171x128 (once; later runs reuse
+   the builds).
+
 ``--remote only`` runs 1's shardkin rate and 5; ``--remote no`` leaves 5 out.
 ``--windows only`` runs 6 alone; ``--windows no`` leaves it out.
+``--verify only`` runs 7 alone; ``--verify no`` leaves it out.
 """
 from __future__ import annotations
 
@@ -146,10 +157,12 @@ def scaled_manifest(split: Path, clips: int, videos: int = 0) -> tuple[Path, int
     real = m["shards"]
     per_shard = sum(s["clips"] for s in real) / len(real)
     shards = [dict(real[i % len(real)]) for i in range(max(len(real), round(clips / per_shard)))]
-    if videos:
-        m["videos"] = [{"path": f"class_{i % 400}/v{i:06d}.mp4", "label": i % 400,
-                        "video_index": i, "status": "ok", "frames": 300, "clips": 15,
-                        "shard": real[0]["name"], "reason": None} for i in range(videos)]
+    if videos:  # the real ones first: their clips' index rows stay where they are
+        real_videos = sorted(m["videos"], key=lambda v: v["video_index"])
+        m["videos"] = real_videos + [
+            {"path": f"class_{i % 400}/v{i:06d}.mp4", "label": i % 400, "video_index": i,
+             "status": "ok", "frames": 300, "clips": 15, "shard": real[0]["name"],
+             "reason": None} for i in range(len(real_videos), videos)]
     m["shards"] = shards
     path = split / f"bench-{clips}-manifest.json"
     path.write_text(json.dumps(m, sort_keys=True))
@@ -168,15 +181,22 @@ def main() -> None:
                     help="5. reading from a local S3 server: with the others, not, or alone")
     ap.add_argument("--windows", choices=["yes", "no", "only"], default="yes",
                     help="6. clips cut at read time: with the others, not, or alone")
+    ap.add_argument("--verify", choices=["yes", "no", "only"], default="yes",
+                    help="7. checksums on against off: with the others, not, or alone")
+    ap.add_argument("--rounds", type=int, default=5, help="7: interleaved rounds")
     args = ap.parse_args()
     if not (args.root / "train").is_dir():
         sys.exit(f"no videos at {args.root}/train: pass --root")
     w, b = args.workers, args.batch_size
     common = dict(frames_per_clip=16, workers=w, shard_size="64MB", overwrite=True, progress=False)
     small = build(args.root, args.out / "s128", "train", min_dimension=128, **common)
-    native = build(args.root, args.out / "native", "train", classes=NATIVE_CLASSES, **common)
     s128, nat = args.out / "s128" / "train", args.out / "native" / "train"
     print(f"cores: {os.cpu_count()}, DataLoader workers: {w}, batch size: {b}")
+    if args.verify != "no":
+        checksums(args)
+    if args.verify == "only":
+        return
+    native = build(args.root, args.out / "native", "train", classes=NATIVE_CLASSES, **common)
     print(f"training size: {small['totals']['clips']} clips, "
           f"{small['totals']['bytes'] / 1e6:.0f} MB;"
           f" native 340x256: {native['totals']['clips']} clips, "
@@ -339,6 +359,96 @@ def remote(args, long_manifests: dict[str, Path]) -> None:
               f"{cached:,.0f} clips/s -> {cached / local['raw']:.2f} of local")
     finally:
         server.__exit__(None, None, None)
+
+
+def _epochs_rate(loader, ds, seconds: float) -> float:
+    """Clips per second over the next whole epochs lasting ``seconds`` or more."""
+    count, t = 0, time.perf_counter()
+    while count == 0 or time.perf_counter() - t < seconds:
+        ds.set_epoch(ds.epoch + 1)
+        for batch in loader:
+            count += len(batch[-1])
+    return count / (time.perf_counter() - t)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its DataLoader workers so far, running or ended."""
+    import psutil
+
+    me = psutil.Process()
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system  # ended ones too
+    for p in me.children(recursive=True):
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def checksums(args) -> None:
+    """7. verify on against off, interleaved (see the module)."""
+    splits = {}
+    for codec in ("raw", "jpeg"):  # at one size, so that batches need no transform
+        out = args.out / f"w171-{codec}"
+        build(args.root, out, "train", frames_per_clip=16, workers=args.workers,
+              shard_size="64MB", progress=False, width=171, height=128, video_codec=codec)
+        splits[codec] = out / "train"
+    w, b = args.workers, args.batch_size
+    made: list[Path] = []
+    cases = {"stored clips": {},
+             "every window": dict(frames_per_clip=16, step_between_clips=1),
+             "5 random windows a video": dict(frames_per_clip=16, step_between_clips=1,
+                                              clips_per_video=5)}
+    for codec, split in splits.items():
+        manifests = {}
+        for name, kw in cases.items():
+            per_copy = len(ShardDataset(split, verify=False, **kw))
+            copies = -(-4000 // per_copy)  # epochs of about 4000 clips
+            if copies not in manifests:
+                manifests[copies] = scaled_split(split, copies)
+                made += manifests[copies]
+            pair = {}
+            for verify in (True, False):
+                ds = ShardDataset(manifests[copies][0], verify=verify, **kw)
+                pair[verify] = (ds, make_loader(ds, b, num_workers=w))
+            _interleaved(f"ShardDataset, {codec}, {name}", pair, args.rounds,
+                         lambda ds, loader: _epochs_rate(loader, ds, args.seconds))
+        pair = {}
+        for verify in (True, False):
+            kin = Kinetics(manifests[min(manifests)][0], verify=verify)
+            sampler = torch.utils.data.RandomSampler(kin, replacement=True, num_samples=2000)
+            pair[verify] = (kin, make_loader(kin, b, num_workers=w, sampler=sampler))
+        _interleaved(f"Kinetics, {codec}, shuffled", pair, args.rounds,
+                     lambda ds, loader: _timed_epochs(loader, args.seconds))
+    for path in made:
+        path.unlink()
+
+
+def _interleaved(what: str, pair: dict, rounds: int, rate) -> None:
+    """Rates of ``pair[True]`` (verify) and ``pair[False]``, one after the other, the
+    first alternating; prints the median and range of each round's ratio of rates, and
+    of CPU time a clip (all processes: what a machine of its own would see)."""
+    rate(*pair[True])  # warm-up: workers started, page cache filled
+    rate(*pair[False])
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    per_clip: dict[bool, list[float]] = {True: [], False: []}  # CPU seconds
+    for r in range(rounds):
+        for verify in ((True, False) if r % 2 else (False, True)):
+            c, t = _cpu_seconds(), time.perf_counter()
+            got = rate(*pair[verify])
+            cpu, wall = _cpu_seconds() - c, time.perf_counter() - t
+            rates[verify].append(got)
+            per_clip[verify].append(cpu / (got * wall))
+    ratios = [a / b for a, b in zip(rates[True], rates[False])]
+    cpu_ratios = [b / a for a, b in zip(per_clip[True], per_clip[False])]
+    print(f"7. checksums, {what}: on {np.median(rates[True]):,.0f} / off "
+          f"{np.median(rates[False]):,.0f} clips/s -> on/off median {np.median(ratios):.3f} "
+          f"(rounds {min(ratios):.3f}-{max(ratios):.3f}); CPU a clip off/on median "
+          f"{np.median(cpu_ratios):.3f} (rounds {min(cpu_ratios):.3f}-{max(cpu_ratios):.3f}, "
+          f"{np.median(per_clip[False]) * 1e3:.2f} vs {np.median(per_clip[True]) * 1e3:.2f} "
+          "ms); goal >= 0.95", flush=True)
 
 
 def _timed_epochs(loader, seconds: float) -> float:

@@ -3,8 +3,9 @@
     python tools/bench_scale.py [--sizes 160k,640k,2.56m] [--workers 2] [--keep DIR]
 
 A simulated build is what a build of that size writes -- ``manifest.json`` (every shard and
-every video listed), ``head.json``, ``index.npy``, ``videos.npy``, ``paths.npy`` -- over copies of one real
-shard (built here from small made videos; every shard name is a link to it), so the files a
+every video listed), ``head.json``, ``index.npy``, ``videos.npy``, ``paths.npy`` -- over
+copies of one real shard (built here from small made videos; every shard name is a link to
+it), so the files a
 reader opens at start-up are of the real size while the clips it reads are real. Sizes are
 in videos: ``640k`` is Kinetics-700 (640k videos, 8.9M clips, 40k shards); ``2.56m`` 4x
 that; ``howto`` HowTo100M's shape (1.2M long videos, 136M clips, 612k shards).

@@ -13,7 +13,10 @@ A build of a split is a folder of plain tar shards, ``index.npy`` and ``manifest
   grouping every reader and ``verify`` use.
 - :mod:`.manifest`: the manifest as typed records, ``FORMAT_VERSION`` and the index layout;
   :mod:`.options`: the build options the manifest records.
+- :mod:`.checks`: the format's checks, each in one place: what a clip's frames and sound
+  must be, and a sample's bytes against the checksum its index row keeps (``SampleHash``).
 """
+from .checks import SampleHash, audio_problem, video_problem
 from .codecs import JPEG, MEMBER, RAW, VIDEO_MEMBERS, ZSTD, decode_video, encode_video
 from .manifest import INDEX, MANIFEST, IndexInfo, Manifest, ShardInfo, VideoRecord
 from .npy import decode_npy, encode_npy
@@ -35,7 +38,7 @@ from .tarwrite import ShardWriter
 
 __all__ = ["AUDIO", "BLOCK", "FORMAT_VERSION", "INDEX", "JPEG", "LABEL", "MANIFEST", "MEMBER",
            "META", "RAW", "VIDEO", "VIDEO_MEMBERS", "ZSTD", "BlobReader", "Deferred", "IndexInfo",
-           "Manifest", "ShardError", "ShardInfo", "ShardWriter", "TarReader", "TarSample",
-           "VideoRecord", "clip_metadata", "decode_npy", "decode_video", "encode_npy",
-           "encode_sample", "encode_video", "iter_samples", "missing_members", "parse_key",
-           "sample_key"]
+           "Manifest", "SampleHash", "ShardError", "ShardInfo", "ShardWriter", "TarReader",
+           "TarSample", "VideoRecord", "audio_problem", "clip_metadata", "decode_npy",
+           "decode_video", "encode_npy", "encode_sample", "encode_video", "iter_samples",
+           "missing_members", "parse_key", "sample_key", "video_problem"]

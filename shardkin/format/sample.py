@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import audio as audio_codecs
+from .checks import audio_problem, require, video_problem
 from .codecs import JPEG, JPEG_PSNR, MEMBER, RAW, encode_video
 
 FORMAT_VERSION = 3  # the newest; readers read every one of FORMAT_VERSIONS
@@ -127,10 +128,8 @@ def encode_sample(
     frames after its last clip, on that clip's sample) and ``rest.audio.*`` (the sound
     from the clip's end to the next clip's start, or to the tail's end), in the
     sample's codecs."""
-    if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-        raise ValueError(f"video must be uint8 [T,H,W,3], got {video.dtype} {video.shape}")
-    if audio.dtype != np.float32 or audio.ndim != 2:
-        raise ValueError(f"audio must be float32 [C,S], got {audio.dtype} {audio.shape}")
+    require(video_problem(video.dtype, video.shape))
+    require(audio_problem(audio.dtype, audio.shape))
     rate = meta.get("audio_rate") or 0
     sound = audio_codecs.encode_audio(audio, audio_codec, rate)
     rest = []

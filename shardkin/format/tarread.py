@@ -7,13 +7,16 @@ needed), or nothing, seeking past it. GNU long names (``L``) and PAX headers (``
 ``path``, ``size``) are honoured, other non-file members skipped. Truncation and
 corruption raise :class:`~shardkin.format.tar.ShardError` with the byte offset: a bad
 header checksum, a member or header cut short by the end of the file, a missing
-end-of-archive block. :class:`BlobReader` reads the members of bytes already in
-memory (one sample fetched by a range request) the same way, without copying.
+end-of-archive block. ``tap``, when set, is called with every byte read and its
+offset (``tap(offset, data)``), in order, so a caller can hash them as they land;
+bytes seeked over are not read. :class:`BlobReader` reads the members of bytes already
+in memory (one sample fetched by a range request) the same way, without copying.
 Grouping members into samples is :mod:`shardkin.format.samples`' job.
 """
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -56,6 +59,7 @@ class TarReader:
         self._end = self.size if end is None else end  # no member may run past it
         self._member: Member | None = None
         self._unread = 0  # bytes before the next header: the member's data and padding
+        self.tap: Callable[[int, memoryview], object] | None = None
 
     def error(self, what: str, offset: int | None = None) -> ShardError:
         """A :class:`ShardError` naming the shard and the byte offset."""
@@ -70,6 +74,8 @@ class TarReader:
             if not got:
                 break
             n += got
+        if self.tap is not None and n:
+            self.tap(self._pos, view[:n])
         self._pos += n
         return n
 
@@ -94,9 +100,10 @@ class TarReader:
     def _header(self) -> bytes:
         """The next 512-byte block, after what is left of the current member."""
         skip, self._unread = self._unread, 0
-        if skip > _READ_THROUGH:
-            self._skip(skip)
-            skip = 0
+        if skip > _READ_THROUGH:  # seek over the data, read the padding with the header
+            pad = min(skip, -self._member.size % BLOCK)
+            self._skip(skip - pad)
+            skip = pad
         buf = bytearray(skip + BLOCK)
         got = self._fill(buf)
         if got < skip:
@@ -163,21 +170,23 @@ class TarReader:
 class BlobReader:
     """The members of a byte range already in memory (no end-of-archive block needed);
     :meth:`read` returns views of it, not copies. ``base`` is the range's offset in
-    ``source``, for errors."""
+    ``source``: members' offsets and errors count from the shard's first byte."""
 
     def __init__(self, data: bytes | bytearray | memoryview, source: str, base: int = 0) -> None:
         self._view, self.source, self._base = memoryview(data), source, base
         self.size = None
-        self._pos = 0
+        self.tap = None  # unused: every byte is in memory already
+        self._pos = 0  # in the range
         self._member: Member | None = None
 
     def error(self, what: str, offset: int | None = None) -> ShardError:
-        at = self._base + (self._pos if offset is None else offset)
+        at = self._base + self._pos if offset is None else offset
         return ShardError(f"{self.source}: {what} at byte {at}")
 
     def next(self) -> Member | None:
         if self._member is not None:
-            self._pos = self._member.offset + self._member.size + (-self._member.size % BLOCK)
+            m = self._member
+            self._pos = m.offset - self._base + m.size + (-m.size % BLOCK)
         if self._pos >= len(self._view) or not any(self._view[self._pos : self._pos + BLOCK]):
             self._member = None
             return None
@@ -189,15 +198,16 @@ class BlobReader:
             raise self.error(f"corrupt: {e}") from None
         if kind not in _FILE_TYPES:
             raise self.error(f"corrupt: member {name} is not a plain file")
-        self._member = Member(name, size, self._pos + BLOCK)
-        if self._member.offset + size > len(self._view):
+        self._member = Member(name, size, self._base + self._pos + BLOCK)
+        if self._pos + BLOCK + size > len(self._view):
             raise self.error(f"truncated: member {name} of {size} bytes runs past the end "
                              "of the sample", self._member.offset)
         return self._member
 
     def read(self) -> memoryview:
         m = self._member
-        return self._view[m.offset : m.offset + m.size]
+        start = m.offset - self._base
+        return self._view[start : start + m.size]
 
     def read_head(self, n: int) -> bytes:
         return bytes(self.read()[:n])

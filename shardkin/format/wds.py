@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .audio import AUDIO_MEMBERS, decode_audio
+from .checks import audio_problem, require, video_problem
 from .codecs import VIDEO_MEMBERS, decode_video
 from .sample import LABEL, META, REST, decode_label, decode_meta
 
@@ -39,13 +40,11 @@ def decoder(key: str, data: bytes) -> Any:
     ext = key.lower().removeprefix(".").removeprefix(f"{REST}.")
     if ext in VIDEO_MEMBERS:
         video = decode_video(ext, data)
-        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[3] != 3:
-            raise ValueError(f"{ext} holds {video.dtype} {video.shape}, not uint8 [T,H,W,3]")
+        require(video_problem(video.dtype, video.shape))
         return _tensor(video)
     if ext in AUDIO_MEMBERS:
         audio = decode_audio(ext, data)
-        if audio.dtype != np.float32 or audio.ndim != 2:
-            raise ValueError(f"{ext} holds {audio.dtype} {audio.shape}, not float32 [C,S]")
+        require(audio_problem(audio.dtype, audio.shape))
         return _tensor(audio)
     if ext == LABEL:
         return decode_label(data)

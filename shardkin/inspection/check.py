@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..format.audio import AUDIO_MEMBER, decode_audio
+from ..format.checks import audio_problem, mismatch, video_problem
 from ..format.codecs import JPEG, MEMBER, RAW, decode_sample_video, decode_video
 from ..format.jpeg import FRAMES, STACK
 from ..format.manifest import Manifest
@@ -164,12 +165,14 @@ class SplitCheck:
         if (meta.get("video_index"), meta.get("clip_index")) != (vi, ci):
             self.problem(where, f"json says video {meta.get('video_index')} clip "
                                 f"{meta.get('clip_index')}, the key video {vi} clip {ci}")
-        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[3] != 3:
-            self.problem(where, f"video is {video.dtype} {list(video.shape)}, not uint8 [T,H,W,3]")
+        wrong_video = video_problem(video.dtype, video.shape)
+        if wrong_video:
+            self.problem(where, wrong_video)
         else:
             self._check_frames(where, vi, video.shape)
-        if audio.dtype != np.float32 or audio.ndim != 2:
-            self.problem(where, f"audio is {audio.dtype} {list(audio.shape)}, not float32 [C,S]")
+        wrong_audio = audio_problem(audio.dtype, audio.shape)
+        if wrong_audio:
+            self.problem(where, wrong_audio)
         elif (self.options.get("audio_channels")
               and audio.shape[0] != self.options["audio_channels"]):
             self.problem(where, f"audio has {audio.shape[0]} channels, "
@@ -271,9 +274,7 @@ class SplitCheck:
             got = self._checksums.get(key)
             if got is not None and got != want:
                 shard, offset, length = self._where[key]
-                self.problem(f"{self.shards[shard].name} {key}",
-                             f"damaged: bytes {offset}-{offset + length - 1} do not match "
-                             "the checksum in the index (rebuild the shard)")
+                self.problem(f"{self.shards[shard].name} {key}", mismatch(offset, offset + length))
 
     def finish(self) -> list[str]:
         """Check every video's clips (0..n-1, in order) against the manifest; all problems."""

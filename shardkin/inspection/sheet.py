@@ -21,8 +21,7 @@ import numpy as np
 from ..format.codecs import VIDEO_MEMBERS, decode_sample_video
 from ..format.manifest import ShardInfo
 from ..format.sample import LABEL, decode_label
-from ..format.samples import iter_samples
-from ..format.tarread import TarReader
+from ..store.fetch import has_checksums, walk
 from ..store.split import Split
 
 if TYPE_CHECKING:
@@ -87,27 +86,23 @@ def fit(frame: np.ndarray) -> np.ndarray:
 
 def read_clips(split: Split, picks: list[tuple[int, int]], frames: int) -> list[ShownClip]:
     """The picked samples' labels and ``frames`` evenly spaced frames, reading only their
-    shards (and of a remote shard, only the byte range from the first pick to the last)."""
+    shards (and of a remote shard, only the byte range from the first pick to the last),
+    each checked against its checksum (ShardError if damaged)."""
     wanted: dict[int, set[int]] = defaultdict(set)
     for shard, i in picks:
         wanted[shard].add(i)
     clips = []
+    verify = has_checksums(split)
     for shard, indices in sorted(wanted.items()):
         name = split.shards[shard].name
-        opened = split.open(shard, min(indices), max(indices) + 1)
-        try:
-            first = opened.first  # the sample the file starts at
-            for s in iter_samples(TarReader(opened.file, split.path(name)), min(indices) - first,
-                                  max(indices) + 1 - first,
-                                  load=lambda i, first=first, indices=indices: i + first in indices,
-                                  wanted=(*VIDEO_MEMBERS, LABEL)):
-                if s.members is not None:
-                    video = decode_sample_video(s.members)
-                    clips.append(ShownClip(name, s.key, decode_label(s.members[LABEL]), len(video),
-                                      video[frame_positions(len(video), frames)]))
-            opened.finish()
-        finally:
-            opened.close()
+        for s, _ in walk(split, shard, min(indices), max(indices) + 1, indices.__contains__,
+                         (*VIDEO_MEMBERS, LABEL), verify=verify):
+            if s.members is not None:
+                if s.check is not None:
+                    s.check.raise_error()
+                video = decode_sample_video(s.members)
+                clips.append(ShownClip(name, s.key, decode_label(s.members[LABEL]), len(video),
+                                       video[frame_positions(len(video), frames)]))
     return clips
 
 

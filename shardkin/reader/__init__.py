@@ -1,5 +1,6 @@
 """The read side: ``ShardDataset`` (streaming, :mod:`.dataset` over :mod:`.partition`,
-:mod:`.lanes` and :mod:`.records`), the map-style ``Kinetics``, and ``make_loader``
+:mod:`.lanes` and :mod:`.records`; clips checked as read, :mod:`.checking`), the map-style
+``Kinetics``, and ``make_loader``
 (:mod:`.loader`, :mod:`.maploader`; batches in reused shared memory, :mod:`.memory`,
 made by :mod:`.collate`); :mod:`.device`: JPEG batches decoded on a GPU (``decode_device``).
 Everything here needs torch."""

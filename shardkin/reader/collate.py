@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from numbers import Number
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -13,7 +13,9 @@ from ..format.sample import parse_key
 from ..store.split import LocalShard
 from .device import JpegBatch, join, pack_refs
 from .memory import Alloc, empty
-from .records import Array, ClipRef, Pieces, load_clip, read_audio, read_video
+from .records import Array, ClipRef, Pieces, finish_checks, load_clip, read_audio, read_video
+
+AudioBatching = Literal["pad", "list"]  # zero-padded into one tensor, or a list of clips'
 
 
 def _same_shapes(shapes: set[tuple[int, ...]]) -> None:
@@ -63,12 +65,12 @@ def _tensor(values: Sequence[Any], alloc: Alloc) -> torch.Tensor:
     return alloc(t.shape, t.dtype).copy_(t)
 
 
-def _audio(audios: Sequence[torch.Tensor], audio: str,
+def _audio(audios: Sequence[torch.Tensor], audio: AudioBatching,
            alloc: Alloc) -> tuple[Any, torch.Tensor | None]:
     return (list(audios), None) if audio == "list" else pad_audio(audios, alloc)
 
 
-def collate(samples: Sequence[Any], audio: str = "pad", audio_lengths: bool = False,
+def collate(samples: Sequence[Any], audio: AudioBatching = "pad", audio_lengths: bool = False,
             alloc: Alloc = empty, video_alloc: Alloc | None = None) -> Any:
     """Batch :class:`ShardDataset` items (tuples or dicts), e.g. as a DataLoader ``collate_fn``.
 
@@ -168,7 +170,7 @@ def read_videos(refs: Sequence[ClipRef], dtype: torch.dtype, alloc: Alloc = empt
     return out
 
 
-def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
+def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
                  audio_lengths: bool = False, alloc: Alloc = empty,
                  buffers: ClipBuffers | None = None, batch_transform: Any = None,
                  epoch: int = 0, encoded: bool = False) -> Any:
@@ -183,6 +185,8 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
     ``batch_transform`` (tuples of uint8 TCHW videos, see ``make_loader``) the videos are
     read into ``buffers`` as one uint8 batch and the transform writes the batch's video.
     ``encoded``: jpeg clips are not decoded but packed into a :class:`.device.JpegBatch`.
+    Each clip is checked once read (:func:`~.records.finish_checks`: ``Damaged`` if it
+    fails).
     """
     if ds.transform is not None:
         items = [ds.sample(load_clip(r, _scratch(r, buffers))) for r in refs]
@@ -194,12 +198,16 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: str = "pad",
             raise ValueError("batch_transform must return a new tensor (from alloc), not its "
                              "input: the input's memory is reused for the next batch")
         sound, lengths = _audio([read_audio(r.audio) for r in refs], audio, alloc)
+        for r in refs:
+            finish_checks(r)
         out = (video, sound, _tensor([r.label for r in refs], alloc))
         return out + (lengths,) if audio_lengths and lengths is not None else out
     video = pack_refs(refs, ds, alloc) if encoded else None
     if video is None:
         video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
     sounds = [read_audio(r.audio) for r in refs]
+    for r in refs:
+        finish_checks(r)
     if not ds.return_dict:
         sound, lengths = _audio(sounds, audio, alloc)
         video = _permute(video, 0, 1, 4, 2, 3) if ds.output_format == "TCHW" else video

@@ -7,6 +7,13 @@ from its first frame's start to its last frame's end, by the marks the build rec
 for every frame (``audio_marks``, ``rest``: :func:`shardkin.format.sample.clip_metadata`),
 taken from each stored clip's sound and the sound kept after it (``rest.audio``), in
 order: sample for sample what a full decode gives between those times.
+
+Checksums cover whole samples, so a window is checked by the whole of each stored clip
+it spans: the frames and sound it reads are hashed as they land, the rest of those
+samples is read for the check (:func:`.records.finish_checks`) the first time one of
+the window's stored clips is read in a lane's span; later windows over the same
+stored clip in that span read only their own frames (``tools/bench_read.py --verify``
+measures the cost).
 """
 from __future__ import annotations
 
@@ -38,8 +45,9 @@ def window_ref(refs: Sequence[ClipRef], offset: int, frames: int, stored_frames:
     first = refs[0].video
     shape = (frames, *first.shape[1:]) if isinstance(first, Array) else None
     v, _ = parse_key(refs[0].key)
+    checks = tuple(dict.fromkeys(c for ref in refs for c in ref.checks))  # each sample's once
     return ClipRef(Pieces(tuple(video), shape), _sound(refs, offset, frames), refs[0].label,
-                   sample_key(v, number), refs[0].meta)
+                   sample_key(v, number), refs[0].meta, checks=checks)
 
 
 def _sound(refs: Sequence[ClipRef], offset: int, frames: int) -> Array | Pieces:

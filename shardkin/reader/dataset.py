@@ -33,13 +33,14 @@ from torch.utils.data import IterableDataset
 
 from ..store.cache import open_cache
 from ..store.split import open_split
+from .checking import checked_build, load_checked
 from .device import check_decode_device, check_no_transform, read_clip
 from .env import dist_rank, worker_id
-from .items import check_output_format, make_item, video_dtype_for
+from .items import OutputFormat, check_output_format, make_item, video_dtype_for
 from .lanes import DELIVERED, read_lane, substitute
 from .partition import Span, mix, per_rank, worker_lanes
-from .records import ClipRef, LoadedClip, check_on_error, wanted_members
-from .selection import plan_clips
+from .records import ClipRef, LoadedClip, OnError, check_on_error, wanted_members
+from .selection import ClipSampler, plan_clips
 
 STATE_VERSION = 1
 
@@ -85,11 +86,14 @@ class ShardDataset(IterableDataset):
     ``on_error="raise"`` (default) stops at a truncated or corrupt shard or
     sample with :class:`ShardError`; ``"skip"`` warns and hands out, in place of
     each unreadable clip, a repeat of a readable one from the same worker, so
-    every rank keeps the same count (no DDP hang). Damage found only when a clip
-    is read (a compressed member that does not decode, a shard changed during the
-    epoch) raises in both modes. ``verify=True`` reads each clip whole and checks it
-    against its checksum in the index, so damage inside pixel data is caught too (the
-    cost is measured in the README).
+    every rank keeps the same count (no DDP hang). ``verify`` (default) checks every
+    clip's bytes against the checksum the index keeps, hashing them as they are read
+    (into the batch), so damage inside pixel data is caught too: a damaged clip is a
+    ``ShardError``, or with ``"skip"`` warns and a readable clip stands in for it; the
+    cost is measured in the README. A build whose index keeps no checksums (an older
+    shardkin's) is read unchecked, with a warning; ``verify=False`` turns checking off.
+    Other damage found only when a clip is read (a compressed member that does not
+    decode, a shard changed during the epoch) raises in both modes.
 
     Object storage: each lane streams its shard range in range requests of up to
     8 MiB, one ahead in flight; a failed read (connection reset, 5xx, timeout) is
@@ -113,7 +117,7 @@ class ShardDataset(IterableDataset):
         *,
         shuffle: bool = True,
         seed: int = 0,
-        output_format: str = "TCHW",
+        output_format: OutputFormat = "TCHW",
         transform: Callable[[Any], Any] | None = None,
         return_dict: bool = False,
         video_dtype: torch.dtype | None = None,
@@ -123,11 +127,11 @@ class ShardDataset(IterableDataset):
         frames_per_clip: int | None = None,
         step_between_clips: int | None = None,
         clips_per_video: int | None = None,
-        clip_sampler: str = "random",
+        clip_sampler: ClipSampler = "random",
         shuffle_buffer: int = 1024,
         interleave: int = 32,
-        on_error: str = "raise",
-        verify: bool = False,
+        on_error: OnError = "raise",
+        verify: bool = True,
         storage_options: dict[str, Any] | None = None,
         cache_dir: str | os.PathLike | None = None,
         cache_size: str | int = "100GB",
@@ -170,7 +174,8 @@ class ShardDataset(IterableDataset):
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.output_format, self.transform, self.return_dict = output_format, transform, return_dict
         self.video_dtype = video_dtype_for(video_dtype, return_dict)
-        self.drop_remainder, self.on_error, self.verify = drop_remainder, on_error, verify
+        self.drop_remainder, self.on_error = drop_remainder, on_error
+        self.verify = verify and checked_build(self.split_source)
         self.shuffle_buffer = shuffle_buffer if shuffle else 1
         self.interleave = interleave if shuffle else 1
         self._wanted = wanted_members(return_dict, self.windows is not None)
@@ -302,8 +307,8 @@ class ShardDataset(IterableDataset):
         delivered = [0] * num_workers
         if pending is not None and pending.epoch == epoch and pending.num_workers == num_workers:
             delivered = list(pending.delivered)
-        for ref, _ in self.stream(worker, num_workers):
-            clip = read_clip(ref, self)
+        refs = (ref for ref, _ in self.stream(worker, num_workers))
+        for clip in load_checked(refs, self.on_error, lambda ref: read_clip(ref, self)):
             delivered[worker] += 1
             self._progress = ResumePoint(epoch, num_workers, tuple(delivered))
             yield self.sample(clip)

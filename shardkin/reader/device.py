@@ -27,7 +27,16 @@ from ..format.codecs import MEMBER
 from ..format.sample import REST
 from ..format.tar import ShardError
 from .memory import Alloc, empty
-from .records import HINT, ClipRef, Encoded, LoadedClip, Pieces, load_clip, read_audio
+from .records import (
+    HINT,
+    ClipRef,
+    Encoded,
+    LoadedClip,
+    Pieces,
+    finish_checks,
+    load_clip,
+    read_audio,
+)
 
 _JPEG = MEMBER["jpeg"]
 _LAYOUTS = {"TCHW": (0, 1, 2, 3, 4), "THWC": (0, 1, 3, 4, 2), "CTHW": (0, 2, 1, 3, 4)}
@@ -146,7 +155,9 @@ def read_clip(ref: ClipRef, ds: Any) -> LoadedClip:
     video = pack_refs([ref], ds) if getattr(ds, "decode_device", None) is not None else None
     if video is None:
         return load_clip(ref)
-    return LoadedClip(video, read_audio(ref.audio), ref.label, ref.key, ref.meta)
+    clip = LoadedClip(video, read_audio(ref.audio), ref.label, ref.key, ref.meta)
+    finish_checks(ref)  # the JPEGs' bytes as the build wrote them (Damaged if not)
+    return clip
 
 
 def decode_batch(batch: Any, device: str | torch.device,

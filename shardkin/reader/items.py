@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ..format.sample import parse_key
 
-OUTPUT_FORMATS = ("TCHW", "THWC")
+OutputFormat = Literal["TCHW", "THWC"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("TCHW", "THWC")
 VIDEO_DTYPES = (torch.uint8, torch.float32)
 
 
-def check_output_format(output_format: str) -> None:
+def check_output_format(output_format: OutputFormat) -> None:
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be 'TCHW' or 'THWC', got {output_format!r}")
 
@@ -29,7 +30,7 @@ def video_dtype_for(video_dtype: torch.dtype | None, return_dict: bool) -> torch
 
 
 def make_item(video: torch.Tensor, audio: torch.Tensor, label: int, key: str, path: str | None,
-              output_format: str = "TCHW", transform: Callable[[Any], Any] | None = None,
+              output_format: OutputFormat = "TCHW", transform: Callable[[Any], Any] | None = None,
               return_dict: bool = False, video_dtype: torch.dtype = torch.uint8) -> Any:
     """``(video, audio, label)`` like ``torchvision.datasets.Kinetics`` (``video``
     ``[T, C, H, W]`` for TCHW, a permuted view, or ``[T, H, W, C]``; ``audio`` ``[C, S]``;

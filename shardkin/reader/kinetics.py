@@ -27,16 +27,16 @@ import torch
 from torch.utils.data import Dataset
 
 from ..format.options import TORCHVISION_ARGS, BuildOptions
-from ..format.samples import iter_samples
-from ..format.tar import ShardError, checksum
-from ..format.tarread import BlobReader
+from ..format.tar import ShardError
 from ..samplers.video_clips import ClipCounts
 from ..store.cache import open_cache
+from ..store.fetch import fetch
 from ..store.split import open_split
+from .checking import checked_build
 from .cutting import window_ref
 from .device import check_decode_device, check_no_transform, read_clip
-from .items import check_output_format, make_item, video_dtype_for
-from .records import ClipRef, LoadedClip, check_on_error, clip_ref, wanted_members
+from .items import OutputFormat, check_output_format, make_item, video_dtype_for
+from .records import ClipRef, LoadedClip, OnError, check_on_error, clip_ref, wanted_members
 from .video_clips import make_video_clips
 from .windows import windows_for
 
@@ -86,8 +86,9 @@ class Kinetics(Dataset):
 
     shardkin's own (keyword-only): ``return_dict`` and ``video_dtype`` (as in
     ``ShardDataset``), ``on_error`` (``"skip"``: warn and return the next readable clip
-    instead of raising :class:`~shardkin.format.tar.ShardError`), ``verify`` (check each
-    clip's bytes against its checksum in the index), ``storage_options`` (fsspec),
+    instead of raising :class:`~shardkin.format.tar.ShardError`), ``verify`` (default: check
+    each clip's bytes against its checksum in the index as they are read, so a flipped
+    pixel byte is caught; ``verify=False`` turns it off), ``storage_options`` (fsspec),
     ``cache_dir``/``cache_size``: on object storage, ``index.npy`` and the video table are
     fetched once a machine into this cache and memory-mapped from there (else every process
     fetches them); ``decode_device``: a jpeg build's videos handed out undecoded, as in
@@ -103,9 +104,9 @@ class Kinetics(Dataset):
                  _precomputed_metadata: dict[str, Any] | None = None,
                  _video_width: int = 0, _video_height: int = 0, _video_min_dimension: int = 0,
                  _audio_samples: int = 0, _audio_channels: int = 0, _legacy: bool = False,
-                 output_format: str = "TCHW", *, _video_max_dimension: int = 0,
+                 output_format: OutputFormat = "TCHW", *, _video_max_dimension: int = 0,
                  return_dict: bool = False, video_dtype: torch.dtype | None = None,
-                 on_error: str = "raise", verify: bool = False,
+                 on_error: OnError = "raise", verify: bool = True,
                  storage_options: dict | None = None,
                  cache_dir: str | os.PathLike | None = None,
                  cache_size: str | int = "100GB",
@@ -152,16 +153,13 @@ class Kinetics(Dataset):
         self.frames_per_clip = int(frames_per_clip or options.clips.frames_per_clip)
         self.step_between_clips = int(step_between_clips or options.clips.step_between_clips)
         self.frame_rate = options.clips.frame_rate
-        self.index = self._split.read_index()
+        self.index = self._split.index_rows()
         self.classes: list[str] = manifest.classes
         self.split = manifest.split if not _legacy else "unknown"
         self.output_format, self.transform, self.return_dict = output_format, transform, return_dict
         self.video_dtype = video_dtype_for(video_dtype, return_dict)
         self.on_error = on_error
-        if verify and self.index.shape[1] < 4:
-            raise ValueError(f"{where}: this build's index keeps no checksums (built by an "
-                             "older shardkin): rebuild it to verify clips as they are read")
-        self.verify = verify
+        self.verify = verify and checked_build(self._split)
         self._wanted = wanted_members(return_dict, self.windows is not None)
 
     @staticmethod
@@ -289,36 +287,7 @@ class Kinetics(Dataset):
     def _refs(self, first: int, last: int, what: str) -> list[ClipRef]:
         """The stored clips of index rows ``first..last`` (consecutive samples of one
         shard), read in one range and checked."""
-        shard, offset = (int(x) for x in self.index[first, :2])
-        end = int(self.index[last, 1] + self.index[last, 2])
-        name = self._split.shards[shard].name
-        path = self._split.path(name)
-        where = f"{path}: {what} (bytes {offset}-{end - 1})"
-        if int(self.index[last, 0]) != shard or end <= offset:
-            raise ShardError(f"{where}: the index places one video's clips apart: rebuild")
-        try:
-            blob = self._split.folder.read_range(name, offset, end - offset)
-        except (OSError, EOFError, ValueError) as e:  # EOFError: the shard is shorter
-            raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
-        view, rows = memoryview(blob), np.asarray(self.index[first : last + 1])
-        if self.verify and any(checksum(view[a - offset : a - offset + n]) != want
-                               for _, a, n, want in rows.tolist()):
-            raise ShardError(f"{where}: does not match its checksum: the shard was damaged "
-                             "after it was built")
-        samples = list(iter_samples(BlobReader(blob, path, offset), stop=len(rows),
-                                    wanted=self._wanted))
-        if [[offset + s.offset, s.length] for s in samples] != rows[:, 1:3].tolist():
-            raise ShardError(f"{where}: the index rows do not span exactly its samples")
-        return [clip_ref(s.members, s.key, path, offset + s.offset) for s in samples]
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The arguments, and what was set since (``transform``): the build is opened again
-        when loaded, so a pickle stays small at any size (torchvision's recipe saves its
-        datasets with ``torch.save``; spawned DataLoader workers get them this way)."""
-        return {"args": self._args, "transform": self.transform}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # said when it was made
-            self.__init__(**state["args"])
-        self.transform = state["transform"]
+        samples = fetch(self._split, self.index[first : last + 1], self._wanted, self.verify,
+                        what)
+        path = self._split.path(self._split.manifest.shards[int(self.index[first, 0])].name)
+        return [clip_ref(s.members, s.key, path, s.offset, check=s.check) for s in samples]

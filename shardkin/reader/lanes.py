@@ -1,11 +1,14 @@
 """Reading a worker's lanes: shard spans walked by tar headers, clips handed out as refs.
 
 A lane is a list of :class:`~.partition.Span` read in order. Local (and cached) shards
-are walked by headers, reading only each payload's npy header: the clip's arrays stay
-in the file until it leaves the shuffle buffer. Remote shards stream their byte range
-(:meth:`shardkin.store.split.Split.open`) and the members wait in memory. Damage
-raises :class:`~shardkin.format.tar.ShardError`, or with ``on_error="skip"`` warns and
-leaves a :data:`BAD` marker, which :func:`substitute` replaces with a readable clip.
+are walked by headers (:func:`shardkin.store.fetch.walk`), reading only each payload's
+npy header: the clip's arrays stay in the file until it leaves the shuffle buffer.
+Remote shards stream their byte range and the members wait in memory; samples picked
+here and there from a remote shard without a cache are fetched by their index rows
+(:func:`shardkin.store.fetch.fetch_samples`). Damage raises
+:class:`~shardkin.format.tar.ShardError`, or with ``on_error="skip"`` warns and leaves a
+:data:`BAD` marker, which :func:`substitute` replaces with a readable clip. ``verify``:
+each sample carries its checksum check (:mod:`.records`).
 """
 from __future__ import annotations
 
@@ -16,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..format.checks import SampleHash
 from ..format.sample import AUDIO, REST, VIDEO
-from ..format.samples import iter_samples
 from ..format.tar import ShardError
-from ..format.tarread import TarReader
+from ..store.fetch import fetch_samples, walk
 from ..store.split import LocalShard, Split
 from .cutting import window_ref
 from .partition import Span
@@ -41,7 +44,7 @@ def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[i
     A span's positions are its samples ``start..stop``, or with ``picks`` the sorted
     sample numbers it gives for the span (a sample picked twice is read once); with
     ``windows``, the picks are windows, cut from the samples they span. ``verify``:
-    each sample is read whole and checked against its checksum in the index."""
+    each sample is checked against its checksum in the index (:mod:`.records`)."""
     k = 0
     for span in lane_spans:
         chosen = range(span.start, span.stop) if picks is None else picks(span)
@@ -73,40 +76,31 @@ def _read_span(split: Split, shard: int, chosen: Sequence[int], pending: list[bo
                wanted: Collection[str], on_error: str, sparse: bool,
                verify: bool) -> Iterator[Any]:
     """The items of one span's positions (``chosen`` samples of ``shard``, sorted)."""
-    info = split.shards[shard]
-    path = split.path(info.name)
+    path = split.path(split.shards[shard].name)
     load = {i for i, p in zip(chosen, pending) if p}
-    opened = None
+    if sparse and split.folder.remote and split.cache is None:
+        samples = ((s, None) for s in fetch_samples(split, shard, sorted(load), wanted, verify))
+    else:
+        samples = walk(split, shard, chosen[0], chosen[-1] + 1, load.__contains__, wanted,
+                       DEFER, verify)
+    sample, local, item = None, None, DELIVERED
     try:
-        if verify or (sparse and split.folder.remote and split.cache is None):
-            samples = split.fetch_samples(shard, sorted(load), wanted, verify)
-        else:
-            opened = split.open(shard, chosen[0], chosen[-1] + 1)
-            reader = TarReader(opened.file, path, opened.offset, info.bytes)
-            if reader.size is not None and reader.size != info.bytes:
-                raise reader.error(f"has {reader.size} bytes, the manifest says {info.bytes} "
-                                   "(truncated or replaced)", 0)
-            first = opened.first
-            samples = iter_samples(reader, chosen[0] - first, chosen[-1] + 1 - first,
-                                   lambda i: i + first in load, wanted,
-                                   defer=DEFER if opened.local else ())
-        sample, item = None, DELIVERED
         for j, i in enumerate(chosen):
             if j == 0 or i != chosen[j - 1]:  # the next sample picked
                 item = DELIVERED
                 if i in load:
-                    while sample is None or sample.index + (opened.first if opened else 0) < i:
-                        sample = next(samples, None)
+                    while sample is None or sample.index < i:
+                        sample, local = next(samples, (None, None))
                         if sample is None:
                             raise ShardError(f"{path}: sample {i} is missing")
-                    item = _ref(sample.members, sample.key, path, sample.offset,
-                                opened.local if opened else None, on_error)
-            if j == len(chosen) - 1 and opened is not None:
-                opened.finish()  # mix() draws no further from this span
+                    item = _ref(sample.members, sample.key, path, sample.offset, local,
+                                on_error, sample.check)
+            if j == len(chosen) - 1:
+                for _ in samples:  # to the span's end: a shard streaming into the cache is kept
+                    pass
             yield item if pending[j] else DELIVERED
     finally:
-        if opened is not None:
-            opened.close()
+        samples.close()
 
 
 def _read_windows(split: Split, shard: int, windows: ClipSelection, chosen: Sequence[int],
@@ -137,11 +131,11 @@ def _read_windows(split: Split, shard: int, windows: ClipSelection, chosen: Sequ
 
 
 def _ref(members: dict[str, Any], key: str, path: str, offset: int, local: LocalShard | None,
-         on_error: str) -> Any:
+         on_error: str, check: SampleHash | None = None) -> Any:
     """The sample's :class:`ClipRef`; with ``on_error="skip"`` a damaged one is :data:`BAD`
     and the shard reads on."""
     try:
-        return clip_ref(members, key, path, offset, local)
+        return clip_ref(members, key, path, offset, local, check)
     except ShardError as e:
         if on_error == "raise":
             raise

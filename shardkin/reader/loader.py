@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from .collate import ClipBuffers, collate_refs
+from .checking import read_with_stand_ins
+from .collate import AudioBatching, ClipBuffers, collate_refs
 from .dataset import ShardDataset
 from .device import check_decode_device, check_no_transform, decode_batch
 from .env import worker_id
@@ -29,12 +30,13 @@ class _Batches(IterableDataset):
     """A worker's clips as ``(worker, clips, substitutes, slot, batch)`` tuples."""
 
     def __init__(self, ds: ShardDataset, batch_size: int, drop_last: bool, num_workers: int,
-                 audio: str, audio_lengths: bool, memory: BatchMemory,
+                 audio: AudioBatching, audio_lengths: bool, memory: BatchMemory,
                  batch_transform: BatchTransform | None = None, encoded: bool = False) -> None:
         self.ds, self.batch_size, self.drop_last = ds, batch_size, drop_last
         self.num_workers, self.audio, self.audio_lengths = num_workers, audio, audio_lengths
         self.memory, self.batch_transform, self.encoded = memory, batch_transform, encoded
         self._buffers: ClipBuffers | None = None
+        self._spare: ClipRef | None = None  # a clip read before, to stand in for a damaged one
 
     def __len__(self) -> int:
         b = self.batch_size
@@ -45,10 +47,17 @@ class _Batches(IterableDataset):
                epoch: int) -> tuple:
         arena = self.memory.arena(worker, generation)
         self._buffers = self._buffers or ClipBuffers()  # kept across epochs
-        batch = collate_refs(self.ds, refs, self.audio, self.audio_lengths, arena,
-                             self._buffers, self.batch_transform, epoch, self.encoded)
+
+        def read(clips: list[ClipRef]) -> Any:
+            arena.reset()
+            self._buffers.give_back()
+            return collate_refs(self.ds, clips, self.audio, self.audio_lengths, arena,
+                                self._buffers, self.batch_transform, epoch, self.encoded)
+
+        batch, stood, refs = read_with_stand_ins(read, refs, self.ds.on_error, self._spare)
         self._buffers.give_back()
-        return worker, len(refs), subs, arena.slot, batch
+        self._spare = refs[-1]
+        return worker, len(refs), subs + stood, arena.slot, batch
 
     def __iter__(self) -> Iterator[tuple]:
         worker, num_workers = worker_id()
@@ -78,7 +87,7 @@ class ShardLoader:
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
-                 drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
+                 drop_last: bool = False, audio: AudioBatching = "pad", audio_lengths: bool = False,
                  memory_slots: int = 5, batch_transform: BatchTransform | None = None,
                  decode_device: str | torch.device | None = None,
                  device_transform: Callable[[torch.Tensor], Any] | None = None,
@@ -193,7 +202,7 @@ def _decode_device(dataset: Any, device: str | torch.device | None,
 
 
 def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
-                drop_last: bool = False, audio: str = "pad", audio_lengths: bool = False,
+                drop_last: bool = False, audio: AudioBatching = "pad", audio_lengths: bool = False,
                 pin_memory: bool | None = None, persistent_workers: bool | None = None,
                 prefetch_factor: int | None = None, batch_transform: BatchTransform | None = None,
                 decode_device: str | torch.device | None = None,

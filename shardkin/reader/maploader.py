@@ -19,7 +19,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from .collate import ClipBuffers, collate
+from .collate import AudioBatching, ClipBuffers, collate
 from .device import decode_batch
 from .env import worker_id
 from .memory import Alloc, BatchMemory, Held, hold
@@ -41,8 +41,8 @@ class _PlannedBatches(IterableDataset):
     """Worker ``w`` of ``K`` makes batches ``w, w + K, ...`` of the epoch's plan: the
     DataLoader takes workers in turn, so batches arrive in the sampler's order."""
 
-    def __init__(self, ds: Dataset, audio: str, audio_lengths: bool, memory: BatchMemory,
-                 batch_transform: BatchTransform | None = None) -> None:
+    def __init__(self, ds: Dataset, audio: AudioBatching, audio_lengths: bool,
+                 memory: BatchMemory, batch_transform: BatchTransform | None = None) -> None:
         self.ds, self.audio, self.audio_lengths, self.memory = ds, audio, audio_lengths, memory
         self.batch_transform = batch_transform
         self.plan: list[Sequence[int]] = []
@@ -79,7 +79,7 @@ class MapLoader:
 
     def __init__(self, dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None,
                  shuffle: bool = False, num_workers: int = 0, drop_last: bool = False,
-                 audio: str = "pad", audio_lengths: bool = False, memory_slots: int = 5,
+                 audio: AudioBatching = "pad", audio_lengths: bool = False, memory_slots: int = 5,
                  batch_transform: BatchTransform | None = None,
                  decode_device: torch.device | None = None,
                  device_transform: Callable[[torch.Tensor], Any] | None = None,

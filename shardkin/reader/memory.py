@@ -111,6 +111,10 @@ class Arena:
     def __init__(self, memory: BatchMemory, slot: int) -> None:
         self.memory, self.slot, self._used = memory, slot, 0
 
+    def reset(self) -> None:
+        """Carve from the start again: the tensors given out so far are dropped."""
+        self._used = 0
+
     def __call__(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
         if self.slot < 0:
             return empty(shape, dtype)

@@ -7,18 +7,26 @@ file, or in bytes already fetched, compressed or not) and its small members.
 (a slot of a batch).
 Every kind of damage raises :class:`~shardkin.format.tar.ShardError` naming the shard
 and the byte offset; ``on_error`` decides what the reader does with it.
+
+Checksums: a sample's :class:`~shardkin.format.checks.SampleHash` travels with its
+arrays; each array left in a local shard file is hashed as it lands in its destination
+(:func:`read_array`), and :func:`finish_checks` completes the check once the clip is
+read (the bytes no one read, such as a tail a stored clip does not load, are read for
+it), raising :class:`Damaged` for a clip whose bytes do not match. A clip whose bytes
+were all in memory was checked before: :func:`clip_ref` raises for it.
 """
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
 from ..format.audio import FLAC_HEAD, audio_member, decode_audio, flac_layout
+from ..format.checks import SampleHash, audio_problem, require, video_problem
 from ..format.codecs import decode_video, video_member
 from ..format.npy import parse_header
 from ..format.sample import AUDIO, LABEL, META, REST, VIDEO, decode_label, decode_meta, parse_key
@@ -30,11 +38,13 @@ from ..format.samples import (
     Deferred,
 )
 from ..format.tar import ShardError
-from ..store.split import LocalShard
+from ..store.split import LocalShard, scratch
 
 HINT = ("rebuild it (re-run the same `shardkin build`, which rewrites missing or changed "
         "shards) or pass on_error='skip' to skip unreadable clips")
-ON_ERROR = ("raise", "skip")
+OnError = Literal["raise", "skip"]
+ON_ERROR: tuple[OnError, ...] = ("raise", "skip")
+LANDING = 512 << 10  # bytes read into place, then hashed, at a time: they stay in cache
 _TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
 
 
@@ -46,7 +56,7 @@ def wanted_members(return_dict: bool, windows: bool = False) -> tuple[str, ...]:
     return ALL_MEMBERS if return_dict else tuple(m for m in ALL_MEMBERS if m != META)
 
 
-def check_on_error(on_error: str) -> None:
+def check_on_error(on_error: OnError) -> None:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
@@ -58,6 +68,7 @@ class Encoded(NamedTuple):
     data: bytearray | memoryview
     where: str  # shard and sample, for errors
     offset: int  # of the sample in the shard
+    check: SampleHash | None = None  # its sample's, when not complete yet
 
 
 class Array(NamedTuple):
@@ -69,6 +80,7 @@ class Array(NamedTuple):
     offset: int  # of the array data in the file (or the bytes)
     dtype: torch.dtype
     shape: tuple[int, ...]
+    check: SampleHash | None = None  # fed as it is read (an array left in a local file)
 
 
 class Piece(NamedTuple):
@@ -105,6 +117,15 @@ class ClipRef(NamedTuple):
     key: str
     meta: dict[str, Any] | None
     rest: Rest | None = None
+    checks: tuple[SampleHash, ...] = ()  # of its samples, completed once it is read
+
+
+class Damaged(ShardError):
+    """A clip whose bytes do not match their checksum (``check``), found once it was read."""
+
+    def __init__(self, message: str, check: SampleHash | None = None) -> None:
+        super().__init__(message)  # one argument, as DataLoader workers re-raise it
+        self.check = check
 
 
 class LoadedClip(NamedTuple):
@@ -117,68 +138,92 @@ class LoadedClip(NamedTuple):
     meta: dict[str, Any] | None
 
 
-def npy_layout(head: bytes, size: int) -> tuple[int, torch.dtype, tuple[int, ...]]:
-    """(data offset, dtype, shape) of an npy payload of ``size`` bytes from its first bytes."""
+def npy_layout(head: bytes, size: int,
+               problem: Callable[[Any, tuple[int, ...]], str | None] | None = None
+               ) -> tuple[int, torch.dtype, tuple[int, ...]]:
+    """(data offset, dtype, shape) of an npy payload of ``size`` bytes from its first
+    bytes; ValueError unless it holds what ``problem`` (a :mod:`~shardkin.format.checks`
+    rule) accepts, or without one an array a reader reads (uint8 or float32)."""
     offset, dtype, shape = parse_header(head)
-    if dtype not in _TORCH:
+    if problem is not None:
+        require(problem(dtype, shape))
+    elif dtype not in _TORCH:
         raise ValueError(f"unsupported npy dtype {dtype}")
     if offset + math.prod(shape) * dtype.itemsize != size:
         raise ValueError(f"npy payload of {size} bytes does not hold {shape} {dtype}")
     return offset, _TORCH[dtype], shape
 
 
-def _array(part: Deferred | bytearray | memoryview, local: LocalShard | None) -> Array:
+class _Sample(NamedTuple):
+    """What :func:`clip_ref` knows of the sample it reads."""
+
+    members: Mapping[str, Any]
+    local: LocalShard | None
+    where: str
+    offset: int
+    check: SampleHash | None
+
+
+def _array(s: _Sample, member: str, problem: Callable[[Any, tuple[int, ...]], str | None]
+           ) -> Array:
+    part = s.members[member]
     if isinstance(part, Deferred):  # left in the shard file
-        offset, dtype, shape = npy_layout(part.head, part.size)
-        return Array(local, part.offset + offset, dtype, shape)
-    offset, dtype, shape = npy_layout(part[:4096], len(part))
+        offset, dtype, shape = npy_layout(part.head, part.size, problem)
+        return Array(s.local, part.offset + offset, dtype, shape, s.check)
+    offset, dtype, shape = npy_layout(part[:4096], len(part), problem)
     return Array(part, offset, dtype, shape)
 
 
-def _video(members: Mapping[str, Any], member: str, local: LocalShard | None, where: str,
-           offset: int) -> Array | Encoded:
+def _video(s: _Sample, member: str) -> Array | Encoded:
     if not member.endswith(VIDEO):  # compressed
-        return Encoded(member, members[member], where, offset)
-    video = _array(members[member], local)
-    if video.dtype != torch.uint8 or len(video.shape) != 4 or video.shape[3] != 3:
-        raise ValueError(f"video is {video.dtype} {video.shape}, not uint8 [T,H,W,3]")
-    return video
+        return Encoded(member, s.members[member], s.where, s.offset, s.check)
+    return _array(s, member, video_problem)
 
 
-def _audio(members: Mapping[str, Any], member: str, local: LocalShard | None, where: str,
-           offset: int) -> Array:
+def _audio(s: _Sample, member: str) -> Array:
     if member.endswith(AUDIO):
-        audio = _array(members[member], local)
-    else:
-        channels, samples, _ = flac_layout(members[member][:FLAC_HEAD])
-        audio = Array(Encoded(member, members[member], where, offset), 0, torch.float32,
-                      (channels, samples))
-    if audio.dtype != torch.float32 or len(audio.shape) != 2:
-        raise ValueError(f"audio is {audio.dtype} {audio.shape}, not float32 [C,S]")
-    return audio
+        return _array(s, member, audio_problem)
+    channels, samples, _ = flac_layout(s.members[member][:FLAC_HEAD])
+    return Array(Encoded(member, s.members[member], s.where, s.offset, s.check), 0, torch.float32,
+                 (channels, samples))
 
 
 def clip_ref(members: Mapping[str, Any], key: str, shard: str, offset: int,
-             local: LocalShard | None = None) -> ClipRef:
+             local: LocalShard | None = None, check: SampleHash | None = None) -> ClipRef:
     """The checked clip of a sample's members (data, or :class:`Deferred` in ``local``)
-    at byte ``offset`` of ``shard`` (named in errors)."""
+    at byte ``offset`` of ``shard`` (named in errors); ``check``: its checksum check, which
+    must not have failed (ShardError), and is completed when the clip is read."""
+    if check is not None:
+        check.raise_error()
     try:
-        where = f"{shard}: sample {key}"
-        video = _video(members, video_member(members), local, where, offset)
+        s = _Sample(members, local, f"{shard}: sample {key}", offset, check)
+        video = _video(s, video_member(members))
         sound = audio_member(members)
         audio = (Array(bytearray(), 0, torch.float32, (1, 0)) if sound is None  # no audio
-                 else _audio(members, sound, local, where, offset))
+                 else _audio(s, sound))
         rest = None
         tail = next((m for m in REST_VIDEO_MEMBERS if m in members), None)
         after = next((m for m in REST_AUDIO_MEMBERS if m in members), None)
         if tail or after:
-            rest = Rest(tail and _video(members, tail, local, where, offset),
-                        after and _audio(members, after, local, where, offset))
+            rest = Rest(tail and _video(s, tail), after and _audio(s, after))
         meta = decode_meta(members[META]) if META in members else None
         parse_key(key)
-        return ClipRef(video, audio, decode_label(members[LABEL]), key, meta, rest)
+        checks = (check,) if check is not None and not check.done else ()
+        return ClipRef(video, audio, decode_label(members[LABEL]), key, meta, rest, checks)
     except ValueError as e:  # also bad UTF-8 and JSON
         raise ShardError(f"{shard}: corrupt sample {key}: {e} at byte {offset}") from None
+
+
+def finish_checks(ref: ClipRef) -> None:
+    """Complete the checksum checks of a clip just read; :class:`Damaged` if one fails."""
+    for check in ref.checks:
+        _complete(check)
+
+
+def _complete(check: SampleHash) -> None:
+    error = check.complete()
+    if error is not None:
+        raise Damaged(f"{error}: {HINT}", check)
 
 
 def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -197,13 +242,25 @@ def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
     if not out.is_contiguous():
         raise ValueError("read_array needs a contiguous destination")
     view = memoryview(out.numpy().reshape(-1).view(np.uint8))
-    fd, done = array.source.file.fileno(), 0
+    fd, done, check = array.source.file.fileno(), 0, array.check
+    hashing = check is not None and not check.done
+    step = LANDING if hashing else len(view)
+    # the sample's bytes before the array that its check still needs (tar headers, the
+    # npy header) are read with it, in one preadv: hashed first, then the array
+    gap = array.offset - check.pos if hashing and check.pos < array.offset else 0
     while done < len(view):
-        got = os.preadv(fd, [view[done:]], array.offset + done)
-        if not got:
+        chunk = view[done : done + step]
+        before = scratch(gap) if gap else None
+        got = os.preadv(fd, [before, chunk] if gap else [chunk], array.offset + done - gap)
+        if got <= gap:
             raise ShardError(f"{array.source.path}: truncated at byte {array.offset + done} while "
                              "reading a clip: the shard changed during the epoch")
-        done += got
+        if hashing:  # hashed where it landed, while in the core's cache
+            if gap:
+                check.feed(array.offset - gap, before)
+            got -= gap
+            check.feed(array.offset + done, view[done : done + got])
+        done, gap = done + got, 0
     return out
 
 
@@ -238,10 +295,11 @@ def _decode_video(video: Encoded, start: int, stop: int | None,
     given (straight into it when it is contiguous)."""
     into = out.numpy() if out is not None and out.is_contiguous() else None
     array = _decoded(video, lambda m, d: decode_video(m, d, start, stop, into))
+    problem = video_problem(array.dtype, array.shape)
+    if problem is not None:
+        raise ShardError(f"{video.where}: corrupt {video.member} member ({problem}) at byte "
+                         f"{video.offset}: {HINT}")
     frames = torch.from_numpy(array if array.flags.writeable else array.copy())
-    if frames.dim() != 4 or frames.shape[3] != 3:
-        raise ShardError(f"{video.where}: corrupt {video.member} member (frames of shape "
-                         f"{tuple(frames.shape)}) at byte {video.offset}: {HINT}")
     return out if into is not None else frames if out is None else out.copy_(frames)
 
 
@@ -250,6 +308,8 @@ def _decoded(encoded: Encoded, decode: Callable[[str, Any], np.ndarray]) -> np.n
     try:
         return decode(encoded.member.removeprefix(f"{REST}."), encoded.data)
     except Exception as e:  # any decoder failure on a damaged member
+        if encoded.check is not None:  # its checksum first: if it fails, say so (skippable)
+            _complete(encoded.check)
         raise ShardError(f"{encoded.where}: corrupt {encoded.member} member "
                          f"({type(e).__name__}: {e}) at byte {encoded.offset}: {HINT}") from None
 
@@ -267,6 +327,10 @@ def read_audio(audio: Array | Pieces) -> torch.Tensor:
 
 
 def load_clip(ref: ClipRef, video: torch.Tensor | None = None) -> LoadedClip:
-    """The clip of ``ref``, its video read into ``video`` when given."""
-    return LoadedClip(read_video(ref.video, video), read_audio(ref.audio), ref.label, ref.key,
+    """The clip of ``ref``, its video read into ``video`` when given, checked
+    (:func:`finish_checks`)."""
+    clip = LoadedClip(read_video(ref.video, video), read_audio(ref.audio), ref.label, ref.key,
                       ref.meta)
+    finish_checks(ref)
+    return clip
+

@@ -14,15 +14,16 @@ functions of the index, counts, seed and epoch.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
-import torch
 
+from ..samplers.indices import uniform_picks
 from ..store.split import Split
 from .windows import Windows, windows_for
 
-CLIP_SAMPLERS = ("random", "uniform")
+ClipSampler = Literal["random", "uniform"]
+CLIP_SAMPLERS: tuple[ClipSampler, ...] = ("random", "uniform")
 
 
 class WindowCut(NamedTuple):
@@ -38,13 +39,13 @@ class ClipSelection:
     """The picks of every shard of a split, per epoch.
 
     ``index``: ``index.npy`` (rows in video order: manifest shard number, offset,
-    length); ``clips_per_video``: stored clips of each video in that order;
+    length, checksum); ``clips_per_video``: stored clips of each video in that order;
     ``shard_numbers``: the manifest number of each shard read (in reading order);
     ``k`` None: every clip; ``windows``: the clips are these windows.
     """
 
     def __init__(self, index: np.ndarray, clips_per_video: np.ndarray,
-                 shard_numbers: list[int], k: int | None, sampler: str, seed: int,
+                 shard_numbers: list[int], k: int | None, sampler: ClipSampler, seed: int,
                  windows: Windows | None = None) -> None:
         if sampler not in CLIP_SAMPLERS:
             raise ValueError(f"clip_sampler must be 'random' or 'uniform', got {sampler!r}")
@@ -82,10 +83,9 @@ class ClipSelection:
         if self.k is None:
             return np.arange(int(n.sum()), dtype=np.int64)
         first = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
-        if self.sampler == "uniform":
-            out = [first[i] + _uniform(int(self._first_clip[v]), int(n[i]), self.k)
-                   for i, v in enumerate(videos) if n[i]]
-            return np.concatenate(out) if out else np.zeros(0, np.int64)
+        if self.sampler == "uniform":  # global clip numbers, then numbers in the shard
+            picks = uniform_picks(self._first_clip[videos], n, self.k).numpy()
+            return picks + np.repeat((first - self._first_clip[videos])[n > 0], self.k)
         # random: per video the k smallest of random keys over its clips
         total = int(n.sum())
         rng = np.random.default_rng([self.seed, epoch, self._numbers[shard]])
@@ -112,14 +112,7 @@ class ClipSelection:
         return WindowCut(row + first, offset, row + last, number)
 
 
-def _uniform(start: int, n: int, k: int) -> np.ndarray:
-    """torchvision's ``UniformClipSampler`` picks of a video whose clips are the global
-    numbers ``start .. start + n - 1``, as clip numbers within the video."""
-    picks = torch.linspace(start, start + n - 1, steps=k).floor().to(torch.int64)
-    return picks.numpy() - start
-
-
-def select_clips(split: Split, k: int | None, sampler: str, seed: int,
+def select_clips(split: Split, k: int | None, sampler: ClipSampler, seed: int,
                  windows: Windows | None = None) -> ClipSelection:
     """The :class:`ClipSelection` of ``split``'s shards (index and clips per video read)."""
     if split.manifest.index is None:
@@ -129,12 +122,12 @@ def select_clips(split: Split, k: int | None, sampler: str, seed: int,
     numbers = {n: i for i, n in enumerate(every.names)}
     chosen = (list(range(len(every))) if split.shards is every
               else [numbers[n] for n in split.shards.names])
-    return ClipSelection(split.read_index(), split.clips_per_video(), chosen, k, sampler, seed,
+    return ClipSelection(split.index_rows(), split.clips_per_video(), chosen, k, sampler, seed,
                          windows)
 
 
 def plan_clips(split: Split, frames_per_clip: int | None, step_between_clips: int | None,
-               k: int | None, sampler: str, seed: int) -> ClipSelection | None:
+               k: int | None, sampler: ClipSampler, seed: int) -> ClipSelection | None:
     """What an epoch of ``split`` reads: None for every stored clip, else the
     :class:`ClipSelection` of ``k`` clips a video, or of windows when the clip arguments
     (left out: the build's) are not the build's own."""

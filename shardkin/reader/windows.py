@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..format.options import ClipOptions
+from ..samplers.video_clips import locate_clip
 
 
 class Span(NamedTuple):
@@ -62,8 +63,7 @@ class Windows:
 
     def locate(self, i: int) -> tuple[int, int]:
         """(video, window number in the video) of window ``i`` of the split."""
-        video = int(np.searchsorted(self._ends, i, side="right"))
-        return video, i - int(self._ends[video] - self.counts[video])
+        return locate_clip(self._ends, self.counts, i)
 
     def span(self, k: Any, stored: Any) -> Span:
         """Where window(s) ``k`` of a video with ``stored`` clips lie among them (the

@@ -37,14 +37,21 @@ def random_clip_indices(*, clips_per_video: Counts, max_clips_per_video: int,
     return indices[torch.randperm(len(indices), generator=generator)]
 
 
-def uniform_clip_indices(*, clips_per_video: Counts, num_clips_per_video: int) -> torch.Tensor:
-    """``UniformClipSampler``'s indices: ``num_clips_per_video`` evenly spaced clips of each
-    video with clips (repeated when it has fewer), in video order; torchvision's
-    ``linspace(first, last, steps).floor()`` in the default float dtype (float32: past 2**24
-    clips its rounding is kept, so the indices stay torchvision's)."""
-    counts = np.asarray(clips_per_video, dtype=np.int64)
-    spaced = [torch.linspace(s, s + n - 1, steps=num_clips_per_video)
-              for s, n in zip(_offsets(counts).tolist(), counts.tolist()) if n]
+def uniform_picks(starts: Counts, counts: Counts, k: int) -> torch.Tensor:
+    """torchvision's ``UniformClipSampler`` rule, the one home of it: for each video whose
+    clips are the numbers ``start .. start + n - 1`` (``n > 0``), ``k`` evenly spaced ones
+    (repeated when it has fewer), ``linspace(start, start + n - 1, steps=k).floor()`` in
+    the default float dtype (float32: past 2**24 clips its rounding is kept, so the
+    numbers stay torchvision's), concatenated in order; videos without clips give none."""
+    spaced = [torch.linspace(s, s + n - 1, steps=k)
+              for s, n in zip(np.asarray(starts).tolist(), np.asarray(counts).tolist()) if n]
     if not spaced:
         return torch.empty(0, dtype=torch.int64)
     return torch.cat(spaced).floor().to(torch.int64)
+
+
+def uniform_clip_indices(*, clips_per_video: Counts, num_clips_per_video: int) -> torch.Tensor:
+    """``UniformClipSampler``'s indices: ``num_clips_per_video`` evenly spaced clips of each
+    video with clips (repeated when it has fewer), in video order (:func:`uniform_picks`)."""
+    counts = np.asarray(clips_per_video, dtype=np.int64)
+    return uniform_picks(_offsets(counts), counts, num_clips_per_video)

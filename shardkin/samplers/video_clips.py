@@ -7,6 +7,14 @@ from typing import Any
 import numpy as np
 
 
+def locate_clip(ends: np.ndarray, counts: np.ndarray, idx: int) -> tuple[int, int]:
+    """(video, clip number in it) of clip ``idx`` of a dataset whose videos have ``counts``
+    clips (``ends``: their cumulative sum): the one index -> video rule, ``Kinetics``'
+    windows' too."""
+    video = int(np.searchsorted(ends, idx, side="right"))
+    return video, idx - int(ends[video] - counts[video])
+
+
 class ClipCounts:
     """Clips per video in the dataset's video order (videos with none included).
 
@@ -32,8 +40,7 @@ class ClipCounts:
         """(video index, clip index in that video) of dataset index ``idx``, as torchvision's."""
         if not 0 <= idx < self.num_clips():
             raise IndexError(f"clip {idx} out of range for {self.num_clips()} clips")
-        video = int(np.searchsorted(self._ends, idx, side="right"))
-        return video, idx - int(self._ends[video] - self.counts[video])
+        return locate_clip(self._ends, self.counts, idx)
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "clips"}  # rebuilt on use

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Collection, Iterator, Sequence
+import threading
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -20,14 +20,23 @@ import numpy as np
 
 from ..format.manifest import HEAD, INDEX, MANIFEST, Manifest, ShardTable
 from ..format.npy import decode_npy, parse_header
-from ..format.samples import TarSample, iter_samples
-from ..format.tar import BLOCK, ShardError, checksum
-from ..format.tarread import BlobReader
+from ..format.tar import BLOCK, ShardError
 from ..format.videos import VideoTable, table_from_manifest
 from .cache import CacheWriter, ShardCache
 from .folder import Folder
 from .locate import choose, locate
 from .ranges import RangeStream
+
+_scratch = threading.local()
+
+
+def scratch(n: int) -> memoryview:
+    """``n`` bytes of this thread's scratch buffer, reused (fresh memory costs a page fault
+    per 4 KiB): for bytes read only to be hashed at once. Valid until its next use."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < n:
+        buf = _scratch.buf = bytearray(max(n, 1 << 20))
+    return memoryview(buf)[:n]
 
 
 class LocalShard:
@@ -85,6 +94,8 @@ class Split:
     def __post_init__(self) -> None:
         self._starts: dict[str, np.ndarray] | None = None
         self._table: VideoTable | None = None
+        self._rows: np.ndarray | None = None  # index.npy, memory-mapped when local
+        self._first_rows: np.ndarray | None = None
 
     @property
     def where(self) -> str:
@@ -110,7 +121,7 @@ class Split:
             offset, dtype, shape = parse_header(f.read(4096))
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype)
-        return np.memmap(path, dtype, "r", offset, shape)
+        return np.memmap(path, dtype, "r", offset, shape).view(np.ndarray)  # faster rows
 
     def _cached(self, entry: Any) -> str | None:
         """The local copy of a file of the split in the shard cache (fetched into it when
@@ -145,6 +156,29 @@ class Split:
                 self._table = table_from_manifest(Manifest.parse(raw, self.where).videos,
                                                   m.shards.names)
         return self._table
+
+    def index_rows(self) -> np.ndarray | None:
+        """``index.npy`` (:meth:`read_index`), once a process; None when the build has
+        none. ShardError when it is not an index."""
+        if self._rows is None:
+            try:
+                rows = self.read_index()
+            except FileNotFoundError:
+                return None
+            except ValueError as e:
+                raise ShardError(f"{self.path(INDEX)}: {e}") from None
+            if rows.dtype != np.int64 or rows.ndim != 2 or rows.shape[1] not in (3, 4):
+                raise ShardError(f"{self.path(INDEX)}: {rows.dtype} {list(rows.shape)} is not "
+                                 "int64 [clips, 4]")
+            self._rows = rows
+        return self._rows
+
+    def first_rows(self) -> np.ndarray:
+        """The index row of each video's first clip, in ``video_index`` order."""
+        if self._first_rows is None:
+            counts = self.clips_per_video()
+            self._first_rows = np.cumsum(counts) - counts
+        return self._first_rows
 
     def clips_per_video(self) -> np.ndarray:
         """int64 clip counts of the split's built videos in ``video_index`` order
@@ -191,39 +225,6 @@ class Split:
         return Opened(RangeStream(self.folder, info.name, begin, end, sink=writer), None, first,
                       begin, writer)
 
-    def fetch_samples(self, shard: int, numbers: Sequence[int], wanted: Collection[str],
-                      verify: bool = False) -> Iterator[TarSample]:
-        """Samples ``numbers`` (sorted, distinct) of shard number ``shard`` with their
-        ``wanted`` members in memory, each run of consecutive samples in one positioned
-        read or retried range request: only their bytes are read. ``verify``: each sample's
-        bytes must have the checksum the index keeps, else ShardError."""
-        name = self.shards[shard].name
-        ranges = self._sample_ranges(name)
-        if ranges is None:
-            raise FileNotFoundError(f"{self.path(INDEX)} is missing: it locates samples")
-        if verify and ranges.shape[1] < 3:
-            raise ValueError(f"{self.where}: this build's index keeps no checksums (built by "
-                             "an older shardkin): rebuild it to verify clips as they are read")
-        runs = np.split(np.asarray(numbers), np.flatnonzero(np.diff(numbers) != 1) + 1)
-        for run in runs:
-            a, b = int(run[0]), int(run[-1])
-            begin, end = int(ranges[a, 0]), int(ranges[b, 0] + ranges[b, 1])
-            try:
-                blob = self.folder.read_range(name, begin, end - begin)
-            except EOFError as e:  # a local shard shorter than its index says
-                raise ShardError(f"{self.path(name)}: truncated: {e}") from None
-            view = memoryview(blob)
-            for i in range(a, b + 1) if verify else ():
-                at, length, want = (int(x) for x in ranges[i])
-                if checksum(view[at - begin : at - begin + length]) != want:
-                    raise ShardError(f"{self.path(name)}: sample {i} (bytes {at}-"
-                                     f"{at + length - 1}) does not match its checksum: the "
-                                     "shard was damaged after it was built")
-            for sample in iter_samples(BlobReader(blob, self.path(name), begin),
-                                       stop=len(run), wanted=wanted):
-                sample.index += a
-                yield sample
-
     def _sample_ranges(self, name: str) -> np.ndarray | None:
         """(byte offset, byte length[, checksum]) of each sample of shard ``name``, from
         ``index.npy`` (fetched once a process); None for builds without one (streams then
@@ -245,7 +246,8 @@ class Split:
         return self._starts.get(name)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_starts": None, "_table": None}  # read again where needed
+        return {**self.__dict__, "_starts": None, "_table": None, "_rows": None,
+                "_first_rows": None}  # read again where needed
 
 
 def open_split(source: Any, split: str | None = None, *, storage_options: dict | None = None,

@@ -278,9 +278,15 @@ def test_verify_and_readers_catch_a_damaged_flac_member(builds, tmp_path):
     found = verify_split(open_split(split, head=False), progress=False)
     assert any(p.startswith(f"{shard.name} {key}: undecodable") for p in found), found
     assert any(p.startswith(f"{shard.name}: checksum mismatch") for p in found), found
-    ds = Kinetics(split.parent, split="train")
+    ds = Kinetics(split.parent, split="train", verify=False)  # the decoder sees it too
     with pytest.raises(ShardError, match="corrupt audio.flac member"):
         for i in range(len(ds)):
             ds[i]
     with pytest.raises(ShardError, match="corrupt audio.flac member"):
+        list(ShardDataset(split.parent, "train", shuffle=False, verify=False))
+    ds = Kinetics(split.parent, "train")  # by default its checksum, before decoding
+    with pytest.raises(ShardError, match=f"sample {key}: damaged: .*does not match its checksum"):
+        for i in range(len(ds)):
+            ds[i]
+    with pytest.raises(ShardError, match=f"sample {key}: damaged: .*does not match its checksum"):
         list(ShardDataset(split.parent, "train", shuffle=False))

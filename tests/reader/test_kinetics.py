@@ -147,7 +147,7 @@ def test_on_object_storage(built, bucket):
     assert sum(1 for _ in loader) == 6
     # with a cache, index.npy and the video table are fetched once and memory-mapped
     cached = Kinetics(f"{bucket}/k", split="train", cache_dir=out / "cache")
-    assert isinstance(cached.index, np.memmap) and len(cached.video_clips.clips) > 0
+    assert isinstance(cached.index.base, np.memmap) and len(cached.video_clips.clips) > 0
     files = sorted(p.name for p in (out / "cache").iterdir() if not p.name.startswith("."))
     entries = [local._split.manifest.index, local._split.manifest.video_table]
     assert files == sorted(f"{e.sha256}.tar" for e in entries)

@@ -372,3 +372,72 @@ def test_range_stream_chunks_and_drain(tmp_path):
     assert bytes(seen) == data[13:9000]
     assert stream.read(10) == b""
     stream.close()
+
+
+CHECKSUM = r"sample (\d{8}_\d{6}): damaged: .*does not match its checksum"
+
+
+def _uploaded(local_build: Path, bucket: str, tmp_path: Path, damage) -> str:
+    """The build copied, ``damage(shard bytes, tar members)`` done to train-000002.tar,
+    uploaded; returns its URL."""
+    import shutil
+    import tarfile
+
+    import s3fs
+
+    copy = tmp_path / "k"
+    shutil.copytree(local_build, copy)
+    shard = copy / "train" / "train-000002.tar"
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    data = bytearray(shard.read_bytes())
+    damage(data, members)
+    shard.write_bytes(bytes(data))
+    s3fs.S3FileSystem(skip_instance_cache=True).put(
+        str(copy / "train"), f"{bucket.removeprefix('s3://')}/k/train", recursive=True)
+    return f"{bucket}/k"
+
+
+def test_a_flipped_pixel_byte_is_caught_over_object_storage(local_build, bucket, tmp_path):
+    """Streamed (range requests, also filling the cache), fetched sample by sample (a few
+    clips a video) and read by Kinetics: the clip's checksum catches it, by default."""
+    from shardkin import Kinetics
+
+    def flip(data, members):  # a pixel of clip 0 of the shard's video
+        video = next(m for m in members if m.name.endswith("_000000.video.npy"))
+        data[video.offset_data + 200] ^= 0x04
+
+    url = _uploaded(local_build, bucket, tmp_path, flip)
+    for kw in ({}, {"cache_dir": tmp_path / "cache"},
+               {"clips_per_video": 1, "clip_sampler": "uniform"}):
+        assert len(list(ShardDataset(url, "train", shuffle=False, verify=False, **kw)))
+        with pytest.raises(ShardError, match=CHECKSUM) as e:
+            for _ in ShardDataset(url, "train", shuffle=False, **kw):
+                pass
+        assert "train-000002.tar" in str(e.value)
+    ds = Kinetics(url, "train")
+    with pytest.raises(ShardError, match=CHECKSUM):
+        for i in range(len(ds)):
+            ds[i]
+
+
+def test_show_names_the_byte_of_damage_in_a_remote_range(local_build, bucket, tmp_path):
+    """``shardkin show`` reads a remote shard from its first pick on: its errors count
+    bytes from the shard's start, not the range's."""
+    from shardkin.inspection.sheet import read_clips
+    from shardkin.store.split import open_split
+
+    at = {}
+
+    def flip(data, members):  # a header of sample 4
+        key = list(dict.fromkeys(m.name.partition(".")[0] for m in members))[4]
+        header = next(m for m in members if m.name == f"{key}.cls").offset
+        data[header + 10] ^= 0xFF
+        at["header"] = header
+
+    url = _uploaded(local_build, bucket, tmp_path, flip)
+    split = open_split(url, "train")
+    shard = split.shards.names.index("train-000002.tar")
+    assert len(read_clips(split, [(shard, 2), (shard, 3)], 2)) == 2  # before the damage
+    with pytest.raises(ShardError, match=f"bad header checksum at byte {at['header']}$"):
+        read_clips(split, [(shard, 3), (shard, 5)], 2)
