@@ -4,11 +4,12 @@
 
 A simulated build is what a build of that size writes -- ``manifest.json`` (every shard and
 every video listed), ``head.json``, ``index.npy``, ``videos.npy``, ``paths.npy`` -- over
-copies of one real shard (built here from small made videos; every shard name is a link to
-it), so the files a
-reader opens at start-up are of the real size while the clips it reads are real. Sizes are
+copies of one real shard (built here from 16 made videos; every shard name is a link to
+it, every copy's rows and checksums its own), so the files a reader opens at start-up are
+of the real size while the clips it reads, and checks, are real. Sizes are
 in videos: ``640k`` is Kinetics-700 (640k videos, 8.9M clips, 40k shards); ``2.56m`` 4x
-that; ``howto`` HowTo100M's shape (1.2M long videos, 136M clips, 612k shards).
+that (2.56M videos, 35.8M clips, 160k shards); ``howto`` HowTo100M's shape (1.2M long
+videos, 136M clips, 75k shards of small frames).
 
 Each measurement runs in a fresh process, as a training job starts: ``ShardDataset`` and
 ``Kinetics`` constructed (start-up), then the first batch of 32 through ``make_loader`` with
@@ -40,47 +41,49 @@ from shardkin.format.manifest import Manifest  # noqa: E402
 from shardkin.format.videos import encode_videos  # noqa: E402
 from shardkin.synth import make_dataset  # noqa: E402
 
-# name: (videos, clips per video, clips per shard)
-SIZES = {"160k": (160_000, 14, 222), "640k": (640_000, 14, 222), "2.56m": (2_560_000, 14, 222),
-         "howto": (1_200_000, 113, 222)}
+# name: (videos, frames a source video: 14 or 113 clips of 16, frame size)
+SIZES = {"160k": (160_000, 224, (172, 128)), "640k": (640_000, 224, (172, 128)),
+         "2.56m": (2_560_000, 224, (172, 128)), "howto": (1_200_000, 1808, (64, 48))}
+SOURCE_VIDEOS = 16
 
 
-def source_shard(tmp: Path) -> Path:
-    """One real shard of 16-frame clips (made videos built raw at 171x128)."""
-    videos = make_dataset(tmp / "videos", classes=4, videos_per_class=4, frames=224,
-                          splits=("train",), size=(172, 128))
-    build(videos, tmp / "src", "train", frames_per_clip=16, width=171, height=128,
-          clips_per_shard=10_000, audio_codec="none", workers=2, progress=False)
+def source_shard(tmp: Path, frames: int, size: tuple[int, int]) -> Path:
+    """One real shard of 16 made videos of ``frames`` frames, 16-frame clips, built raw
+    (at 171x128 from 172x128)."""
+    videos = make_dataset(tmp / "videos", classes=4, videos_per_class=SOURCE_VIDEOS // 4,
+                          frames=frames, splits=("train",), size=size)
+    width, height = (171, 128) if size == (172, 128) else size
+    build(videos, tmp / "src", "train", frames_per_clip=16, width=width, height=height,
+          clips_per_shard=10**9, audio_codec="none", workers=2, progress=False)
     return tmp / "src" / "train"
 
 
-def simulate(src: Path, out: Path, videos: int, per_video: int, per_shard: int) -> Path:
-    """A split folder as a build of ``videos`` videos of ``per_video`` clips would write,
-    ``per_shard`` clips a shard, every shard a link to ``src``'s one shard."""
+def simulate(src: Path, out: Path, videos: int) -> Path:
+    """A split folder as a build of ``videos`` videos would write: copies of ``src``'s one
+    shard (a link each), each holding its videos, rows and checksums again."""
     m = json.loads((src / "manifest.json").read_text())
     (shard,) = m["shards"]
-    rows = np.load(src / "index.npy")
-    rows = rows[np.argsort(rows[:, 1])]
-    clips = videos * per_video
-    nshards = -(-clips // per_shard)
+    rows = np.load(src / "index.npy")  # video order
+    source = sorted(m["videos"], key=lambda v: v["video_index"])
+    copies = -(-videos // len(source))
     out.mkdir(parents=True)
-    for k in range(nshards):
+    for k in range(copies):
         os.symlink(src / shard["name"], out / f"train-{k:06d}.tar")
-    take = rows[np.arange(per_shard) % len(rows)]  # a shard's samples: the source's, repeated
-    index = np.lib.format.open_memmap(out / "index.npy", "w+", np.int64, (clips, rows.shape[1]))
-    for first in range(0, nshards, 4096):  # a block of shards at a time
-        block = np.tile(take, (min(4096, nshards - first), 1))
-        block[:, 0] = np.repeat(np.arange(first, first + len(block) // per_shard), per_shard)
-        lo = first * per_shard
-        index[lo : lo + len(block)] = block[: clips - lo]
+    index = np.lib.format.open_memmap(out / "index.npy", "w+", np.int64,
+                                      (copies * len(rows), rows.shape[1]))
+    for first in range(0, copies, 4096):  # a block of copies at a time
+        block = np.tile(rows, (min(4096, copies - first), 1))
+        block[:, 0] = np.repeat(np.arange(first, first + len(block) // len(rows)), len(rows))
+        index[first * len(rows) : first * len(rows) + len(block)] = block
     index.flush()
     del index
     index = (out / "index.npy").read_bytes()
     classes = [f"class_{c:03d}" for c in range(700)]
-    listing = [{"path": f"train/{classes[v % 700]}/v{v:08d}.mp4", "label": v % 700,
-                "status": "ok", "video_index": v, "clips": per_video, "tail": 5,
-                "frames": per_video * 16 + 5, "held": [], "fps": 30.0,
-                "shard": v * per_video // per_shard, "offset": 512} for v in range(videos)]
+    listing = [{**v, "path": f"train/{classes[n % 700]}/v{n:08d}.mp4", "label": n % 700,
+                "video_index": n, "shard": k,
+                "held": v.get("held", []), "fps": v.get("fps", 30.0)}
+               for k in range(copies) for v in source
+               for n in [k * len(source) + v["video_index"]]]
     vtable, ptable = encode_videos(listing)
     (out / "videos.npy").write_bytes(vtable)
     (out / "paths.npy").write_bytes(ptable)
@@ -88,14 +91,15 @@ def simulate(src: Path, out: Path, videos: int, per_video: int, per_shard: int) 
     def info(name: str, data: bytes) -> dict:
         return {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
+    clips = copies * len(rows)
     head = {"format_version": m["format_version"], "split": "train", "options": m["options"],
             "classes": classes, "index": info("index.npy", index),
             "video_table": info("videos.npy", vtable), "path_table": info("paths.npy", ptable),
-            "shards": [{"name": f"train-{k:06d}.tar", "clips": per_shard,
+            "shards": [{"name": f"train-{k:06d}.tar", "clips": shard["clips"],
                         "bytes": shard["bytes"], "sha256": shard["sha256"]}
-                       for k in range(nshards)],
+                       for k in range(copies)],
             "skipped": [], "skipped_extensions": {},
-            "totals": {"videos": videos, "clips": clips, "shards": nshards}}
+            "totals": {"videos": len(listing), "clips": clips, "shards": copies}}
     (out / "head.json").write_text(json.dumps(Manifest.from_json(head).head_json(),
                                               sort_keys=True, separators=(",", ":")))
     with open(out / "manifest.json", "w") as f:  # sorted keys, as a build writes it
@@ -103,9 +107,9 @@ def simulate(src: Path, out: Path, videos: int, per_video: int, per_shard: int) 
         f.write(text[:-1] + ', "videos": [')
         for i, v in enumerate(listing):
             f.write(("" if i == 0 else ", ") + json.dumps(
-                {k: v[k] for k in ("clips", "fps", "frames", "held", "label", "path",
-                                   "status", "tail", "video_index")} | {
-                    "reason": None, "shard": f"train-{v['shard']:06d}.tar"}, sort_keys=True))
+                {**{k: v[k] for k in ("clips", "fps", "frames", "held", "label", "path",
+                                      "status", "tail", "video_index")},
+                 "reason": None, "shard": f"train-{v['shard']:06d}.tar"}, sort_keys=True))
         f.write("]}")
     return out
 
@@ -171,27 +175,30 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     where = args.keep or tmp
+    sources: dict = {}
     try:
-        src = source_shard(tmp)
         print(f"{'size':>6} {'videos':>10} {'clips':>12} {'shards':>8} {'manifest':>9}  "
-              f"{'reader':<12} {'start s':>8} {'first s':>8} {'peak GB':>8} {'pickle B':>9}")
+              f"{'reader':<12} {'start s':>11} {'first s':>11} {'peak GB':>8} {'pickle B':>9}")
         for name in args.sizes.split(","):
-            videos, per_video, per_shard = SIZES[name]
+            videos, frames, size = SIZES[name]
+            if (frames, size) not in sources:
+                sources[frames, size] = source_shard(where / f"src-{frames}", frames, size)
             split = where / f"sim-{name}" / "train"
             if not (split / "manifest.json").exists():
                 t = time.perf_counter()
-                simulate(src, split, videos, per_video, per_shard)
+                simulate(sources[frames, size], split, videos)
                 print(f"(simulated {name} in {time.perf_counter() - t:.0f} s)", flush=True)
+            head = json.loads((split / "head.json").read_text())
+            clips, shards = head["totals"]["clips"], len(head["shards"]["name"])
             manifest_mb = (split / "manifest.json").stat().st_size / 1e6
             for reader in ("ShardDataset", "Kinetics"):
                 runs = [measure(reader, split, args.workers) for _ in range(args.runs)]
-                clips = videos * per_video
                 starts = "/".join(f"{x['start']:.2f}" for x in runs)
                 firsts = "/".join(f"{x['first']:.2f}" for x in runs)
-                size = runs[0]["pickle"] if runs[0]["pickle"] is not None else ""
-                print(f"{name:>6} {videos:>10,} {clips:>12,} {-(-clips // per_shard):>8,} "
-                      f"{manifest_mb:>7.0f}MB  {reader:<12} {starts:>8} {firsts:>8} "
-                      f"{max(x['peak'] for x in runs) / 1e9:>8.2f} {size:>9}", flush=True)
+                size_b = runs[0]["pickle"] if runs[0]["pickle"] is not None else ""
+                print(f"{name:>6} {videos:>10,} {clips:>12,} {shards:>8,} "
+                      f"{manifest_mb:>7.0f}MB  {reader:<12} {starts:>11} {firsts:>11} "
+                      f"{max(x['peak'] for x in runs) / 1e9:>8.2f} {size_b:>9}", flush=True)
             if args.keep is None:
                 shutil.rmtree(split.parent)
     finally:

@@ -76,8 +76,7 @@ def _listing(plan: dict, records: dict[str, dict]) -> list[dict]:
     """Every video the plan listed, in listing order: its record, or for a video that could
     not be probed its path, label and ``status: skipped``."""
     number = {s["name"]: n for n, s in enumerate(plan["shards"])}
-    built = {v["video_index"]: {**v, "shard": number.get(v["shard"], -1),
-                                "offset": v["samples"][0][0] if v["samples"] else -1}
+    built = {v["video_index"]: {**v, "shard": number.get(v["shard"], -1)}
              for r in records.values() for v in r["videos"]}
     rows = [(v["position"], built[v["video_index"]]) for v in plan["videos"]]
     rows += [(s["position"], {**s, "status": "skipped"})

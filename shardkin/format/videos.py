@@ -14,9 +14,8 @@ and read rows when they need them: nothing here grows a reader's start-up with t
   last clip (contiguous builds); ``frames``: timeline frames; ``held``: frames of them
   showing the previous picture (:mod:`shardkin.builder.timeline`);
 - ``fps``: the timeline's fps, a float64 stored bit for bit in the int64 column;
-- ``shard``: the number of the shard holding its clips, and ``offset``: the byte offset of
-  its first clip in that shard (-1 for none), so that a shard's samples are found without
-  sorting ``index.npy``;
+- ``shard``: the number of the shard holding its clips (-1 for none), so that a shard's
+  samples are found without sorting ``index.npy``;
 - ``path_end``: where the video's path ends in ``paths.npy``, uint8 UTF-8 of every path
   (relative to the build's ROOT), one after the other.
 
@@ -34,7 +33,7 @@ from .npy import decode_npy, encode_npy
 
 VIDEOS, PATHS = "videos.npy", "paths.npy"
 COLUMNS = ("video_index", "label", "status", "clips", "tail", "frames", "held", "fps",
-           "shard", "offset", "path_end")
+           "shard", "path_end")
 STATUS = ("ok", "partial", "too_short", "failed", "skipped")
 _COL = {name: i for i, name in enumerate(COLUMNS)}
 
@@ -42,7 +41,7 @@ _COL = {name: i for i, name in enumerate(COLUMNS)}
 def encode_videos(videos: Iterable[Mapping[str, Any]]) -> tuple[bytes, bytes]:
     """``videos.npy`` and ``paths.npy`` of manifest-like video records in listing order
     (``path``, ``label``, ``status``; ``video_index``, ``clips``, ``tail``, ``frames``,
-    ``held`` (a list), ``fps``, ``shard`` (a number) and ``offset`` where known)."""
+    ``held`` (a list), ``fps`` and ``shard`` (a number) where known)."""
     rows, paths, end = [], [], 0
     for v in videos:
         path = v["path"].encode("utf-8")
@@ -52,7 +51,7 @@ def encode_videos(videos: Iterable[Mapping[str, Any]]) -> tuple[bytes, bytes]:
         rows.append([v.get("video_index", -1) if v["status"] != "skipped" else -1, v["label"],
                      STATUS.index(v["status"]), v.get("clips", 0), v.get("tail", 0),
                      v.get("frames", 0), len(v.get("held") or ()), int(fps),
-                     v.get("shard", -1), v.get("offset", -1), end])
+                     v.get("shard", -1), end])
     table = np.array(rows, np.int64).reshape(-1, len(COLUMNS))
     return encode_npy(table), encode_npy(np.frombuffer(b"".join(paths), np.uint8))
 
@@ -119,8 +118,8 @@ class VideoTable:
 
 def encode_manifest_videos(videos: Sequence[Mapping[str, Any]],
                            shards: Sequence[str]) -> tuple[bytes, bytes]:
-    """:func:`encode_videos` of an older build's manifest ``videos`` (built videos only, no
-    offsets) and shard names."""
+    """:func:`encode_videos` of an older build's manifest ``videos`` (built videos only) and
+    shard names."""
     number = {name: i for i, name in enumerate(shards)}
     return encode_videos({**v, "shard": number.get(v.get("shard"), -1)}
                          for v in sorted(videos, key=lambda v: v["video_index"]))

@@ -291,3 +291,15 @@ class Kinetics(Dataset):
                         what)
         path = self._split.path(self._split.manifest.shards[int(self.index[first, 0])].name)
         return [clip_ref(s.members, s.key, path, s.offset, check=s.check) for s in samples]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The arguments, and what was set since (``transform``): the build is opened again
+        when loaded, so a pickle stays small at any size (torchvision's recipe saves its
+        datasets with ``torch.save``; spawned DataLoader workers get them this way)."""
+        return {"args": self._args, "transform": self.transform}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said when it was made
+            self.__init__(**state["args"])
+        self.transform = state["transform"]

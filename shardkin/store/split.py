@@ -92,7 +92,7 @@ class Split:
     cache: ShardCache | None = None
 
     def __post_init__(self) -> None:
-        self._starts: dict[str, np.ndarray] | None = None
+        self._numbers: dict[str, int] | None = None
         self._table: VideoTable | None = None
         self._rows: np.ndarray | None = None  # index.npy, memory-mapped when local
         self._first_rows: np.ndarray | None = None
@@ -226,27 +226,28 @@ class Split:
                       begin, writer)
 
     def _sample_ranges(self, name: str) -> np.ndarray | None:
-        """(byte offset, byte length[, checksum]) of each sample of shard ``name``, from
-        ``index.npy`` (fetched once a process); None for builds without one (streams then
-        walk from the start)."""
-        if self._starts is None:
-            try:
-                index = self.read_index()
-            except FileNotFoundError:
-                self._starts = {}
-                return None
-            index = index[np.lexsort((index[:, 1], index[:, 0]))]
-            names = self.manifest.shards.names  # index.npy numbers these
-            bounds = np.searchsorted(index[:, 0], np.arange(len(names) + 1))
-            mine = set(self.shards.names)
-            self._starts = {}
-            for k, n in enumerate(names):
-                if n in mine and n not in self._starts:
-                    self._starts[n] = index[bounds[k] : bounds[k + 1], 1:]
-        return self._starts.get(name)
+        """(byte offset, byte length[, checksum]) of each sample of shard ``name`` in shard
+        order: ``index.npy``'s rows of the videos the video table puts in that shard (no
+        sort of the whole index, whatever its size); None for builds without an index
+        (streams then walk from the start)."""
+        rows = self.index_rows()
+        if rows is None:
+            return None
+        if self._numbers is None:  # shard name -> its number in index.npy
+            self._numbers = {n: k for k, n in enumerate(self.manifest.shards.names)}
+        table = self.video_table()
+        videos = table.column("video_index")[table.column("shard") == self._numbers[name]]
+        clips, first = self.clips_per_video()[videos], self.first_rows()[videos]
+        clips, first = clips[clips > 0], first[clips > 0]
+        order = np.argsort(rows[first, 1])  # the videos as stored: by their first byte
+        clips, first = clips[order], first[order]
+        ends = np.cumsum(clips)
+        picks = np.repeat(first - (ends - clips), clips) + np.arange(int(ends[-1]) if len(
+            ends) else 0)
+        return rows[picks, 1:]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_starts": None, "_table": None, "_rows": None,
+        return {**self.__dict__, "_numbers": None, "_table": None, "_rows": None,
                 "_first_rows": None}  # read again where needed
 
 

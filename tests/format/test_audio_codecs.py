@@ -284,7 +284,7 @@ def test_verify_and_readers_catch_a_damaged_flac_member(builds, tmp_path):
             ds[i]
     with pytest.raises(ShardError, match="corrupt audio.flac member"):
         list(ShardDataset(split.parent, "train", shuffle=False, verify=False))
-    ds = Kinetics(split.parent, "train")  # by default its checksum, before decoding
+    ds = Kinetics(split.parent, split="train")  # by default its checksum, before decoding
     with pytest.raises(ShardError, match=f"sample {key}: damaged: .*does not match its checksum"):
         for i in range(len(ds)):
             ds[i]
