@@ -144,7 +144,7 @@ def measure(ds: ShardDataset, workers: int, batch: int, seconds: float, device: 
 def batches_of(split: Path, batch: int) -> list:
     """Every clip of ``split`` as byte batches (the workers' packing, in this process)."""
     ds = ShardDataset(split, shuffle=False, decode_device="cpu")
-    refs = [r for r, _ in ds.stream(0, 1)]
+    refs = [r for r, _ in ds._stream(0, 1)]
     return [pack_refs(refs[i : i + batch], ds) for i in range(0, len(refs), batch)]
 
 

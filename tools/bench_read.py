@@ -216,7 +216,7 @@ def main() -> None:
     if args.remote == "only":
         return
     meta = ShardDataset(s128, return_dict=True, shuffle=False)
-    clips = [(r.meta["path"], r.meta["source_frames"], r.label) for r, _ in meta.stream(0, 1)]
+    clips = [(r.meta["path"], r.meta["source_frames"], r.label) for r, _ in meta._stream(0, 1)]
     fly = OnTheFly(args.root, clips)
     fly_loader = torch.utils.data.DataLoader(fly, b, shuffle=True, num_workers=w)
     t = time.perf_counter()

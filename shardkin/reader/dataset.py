@@ -26,7 +26,7 @@ import os
 import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset
@@ -38,19 +38,10 @@ from .device import check_decode_device, check_no_transform, read_clip
 from .env import dist_rank, worker_id
 from .items import OutputFormat, check_output_format, make_item, video_dtype_for
 from .lanes import DELIVERED, read_lane, substitute
-from .partition import Span, mix, per_rank, worker_lanes
+from .partition import Spans, mix, per_rank, worker_lanes
 from .records import ClipRef, LoadedClip, OnError, check_on_error, wanted_members
+from .resume import STATE_VERSION, Progress
 from .selection import ClipSampler, plan_clips
-
-STATE_VERSION = 1
-
-
-class ResumePoint(NamedTuple):
-    """Clips each of ``num_workers`` workers had handed out of ``epoch``."""
-
-    epoch: int
-    num_workers: int
-    delivered: tuple[int, ...]
 
 
 class ShardDataset(IterableDataset):
@@ -179,10 +170,7 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer if shuffle else 1
         self.interleave = interleave if shuffle else 1
         self._wanted = wanted_members(return_dict, self.windows is not None)
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self.epoch_sets = 0  # set_epoch calls: make_loader's loader advances epochs without them
-        self._resume: ResumePoint | None = None
-        self._progress: ResumePoint | None = None
+        self._progress = Progress(self._identity)
 
     # -- epochs and resume ---------------------------------------------------------
 
@@ -191,16 +179,26 @@ class ShardDataset(IterableDataset):
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch[0])
+        return self._progress.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's order (seen by persistent workers too); drops a resume for another."""
-        self._epoch[0] = int(epoch)
-        self.epoch_sets += 1
-        if self._resume is not None and self._resume.epoch != epoch:
-            self._resume = None
+        self._progress.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the epoch being iterated in this process (or num_workers=0).
+
+        With DataLoader workers, take the state from :func:`shardkin.make_loader`'s
+        loader instead: this process does not see what workers hand out.
+        """
+        return self._progress.state_here()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue ``state``'s epoch where it stopped (same world size and workers)."""
+        self._progress.load(state)
 
     def _identity(self) -> dict[str, Any]:
+        """The settings that decide an epoch's order, which a state must match."""
         shards = json.dumps([[s.name, s.clips] for s in self.split_source.shards])
         identity = {"version": STATE_VERSION,
                     "shards": hashlib.sha256(shards.encode()).hexdigest(), "seed": self.seed,
@@ -213,70 +211,22 @@ class ShardDataset(IterableDataset):
             identity.update(frames_per_clip=self.windows.frames, step=self.windows.step)
         return identity
 
-    def make_state(self, epoch: int, num_workers: int, delivered: Sequence[int]) -> dict[str, Any]:
-        """A resumable state: clips of ``epoch`` each worker has handed out."""
-        return {**self._identity(), "epoch": epoch, "num_workers": num_workers,
-                "delivered": list(delivered)}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Position in the epoch being iterated in this process (or num_workers=0).
-
-        With DataLoader workers, take the state from :func:`shardkin.make_loader`'s
-        loader instead: this process does not see what workers hand out.
-        """
-        for p in (self._resume, self._progress):
-            if p is not None and p.epoch == self.epoch:
-                return self.make_state(p.epoch, p.num_workers, p.delivered)
-        return self.make_state(self.epoch, 1, [0])
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue ``state``'s epoch where it stopped (same world size and workers)."""
-        mine = self._identity()
-        diff = sorted(k for k in mine if state.get(k) != mine[k])
-        if diff:
-            shown = ", ".join(f"{k}: saved {state.get(k)!r}, now {mine[k]!r}" for k in diff)
-            raise ValueError(f"cannot resume: the state was taken with other settings ({shown}); "
-                             "resume with the same dataset, options and world size")
-        self._resume = ResumePoint(int(state["epoch"]), int(state["num_workers"]),
-                                   tuple(int(d) for d in state["delivered"]))
-        self._epoch[0] = self._resume.epoch
-
-    def resume_point(self) -> ResumePoint | None:
-        """The state loaded by :meth:`load_state_dict` for the current epoch, until an
-        iteration takes it (a loader reads it before starting its workers)."""
-        p = self._resume
-        return p if p is not None and p.epoch == self.epoch else None
-
-    def clear_resume(self) -> None:
-        """Forget the loaded state: the workers that resume from it have taken their copy."""
-        self._resume = None
-
-    def _take_resume(self, epoch: int, worker: int, num_workers: int) -> int:
-        """Clips this worker already handed out this epoch; consumes the resume."""
-        resume, self._resume = self._resume, None
-        if resume is None or resume.epoch != epoch:
-            return 0
-        if resume.num_workers != num_workers:
-            raise ValueError(f"cannot resume: the state was taken with {resume.num_workers} "
-                             f"worker(s), this loader has {num_workers}; use the same num_workers")
-        return resume.delivered[worker]
-
     # -- reading -------------------------------------------------------------------
 
-    def lanes(self, epoch: int, worker: int, num_workers: int) -> list[list[Span]]:
+    def _lanes(self, epoch: int, worker: int, num_workers: int) -> list[Spans]:
         return worker_lanes(self._counts, seed=self.seed, epoch=epoch, rank=self.rank,
                             world_size=self.world_size, worker=worker, num_workers=num_workers,
                             interleave=self.interleave, shuffle=self.shuffle,
                             drop_remainder=self.drop_remainder,
                             min_lane=max(1, self.shuffle_buffer // 8))
 
-    def stream(self, worker: int, num_workers: int) -> Iterator[tuple[ClipRef, bool]]:
+    def _stream(self, worker: int, num_workers: int) -> Iterator[tuple[ClipRef, bool]]:
         """This worker's clips for the current epoch, as ``(ref, is_substitute)``; read
         them with :func:`~shardkin.reader.records.load_clip`."""
         epoch = self.epoch
-        skip = self._take_resume(epoch, worker, num_workers)
-        lanes = self.lanes(epoch, worker, num_workers)
-        lengths = [sum(s.stop - s.start for s in lane) for lane in lanes]
+        skip = self._progress.take(epoch, worker, num_workers)
+        lanes = self._lanes(epoch, worker, num_workers)
+        lengths = [lane.clips() for lane in lanes]
         seed = f"shardkin/{self.seed}/{epoch}/{self.rank}/{worker}/{num_workers}"
         done: set[tuple[int, int]] = set()
         if skip:  # replay the draws over positions only
@@ -303,12 +253,9 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         worker, num_workers = worker_id()
         epoch = self.epoch
-        pending = self._resume
-        delivered = [0] * num_workers
-        if pending is not None and pending.epoch == epoch and pending.num_workers == num_workers:
-            delivered = list(pending.delivered)
-        refs = (ref for ref, _ in self.stream(worker, num_workers))
+        delivered = self._progress.delivered(num_workers)
+        refs = (ref for ref, _ in self._stream(worker, num_workers))
         for clip in load_checked(refs, self.on_error, lambda ref: read_clip(ref, self)):
             delivered[worker] += 1
-            self._progress = ResumePoint(epoch, num_workers, tuple(delivered))
+            self._progress.handed_out(epoch, num_workers, delivered)
             yield self.sample(clip)

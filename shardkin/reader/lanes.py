@@ -34,7 +34,7 @@ DELIVERED = object()  # a resumed epoch's clip handed out before the restart
 BAD = object()  # an unreadable clip (on_error="skip")
 
 
-def read_lane(split: Split, lane: int, lane_spans: list[Span], done: set[tuple[int, int]],
+def read_lane(split: Split, lane: int, lane_spans: Sequence[Span], done: set[tuple[int, int]],
               wanted: Collection[str], on_error: str,
               picks: Callable[[Span], Sequence[int]] | None = None,
               verify: bool = False, windows: ClipSelection | None = None) -> Iterator[Any]:

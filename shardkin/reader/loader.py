@@ -64,7 +64,7 @@ class _Batches(IterableDataset):
         generation, epoch = int(self.memory.generation), self.ds.epoch
         refs: list[ClipRef] = []
         subs = 0
-        for ref, substitute in self.ds.stream(worker, num_workers):
+        for ref, substitute in self.ds._stream(worker, num_workers):
             refs.append(ref)
             subs += substitute
             if len(refs) == self.batch_size:
@@ -109,7 +109,7 @@ class ShardLoader:
         self._held: Held = []
         self._loader = self._make()
         self._last: int | None = None  # the epoch of the latest pass
-        self._sets = 0  # dataset.epoch_sets when it started
+        self._sets = 0  # the dataset's set_epoch calls when it started
         self._delivered: list[int] = []  # clips each worker has handed out in it
         self._finished = False
         self.substitutes = 0
@@ -128,25 +128,23 @@ class ShardLoader:
 
     def _advances(self) -> bool:
         """Whether the next pass starts the epoch after the latest pass's."""
-        ds = self.dataset
-        return (self._last is not None and ds.epoch_sets == self._sets
-                and ds.resume_point() is None)
+        progress = self.dataset._progress
+        return (self._last is not None and progress.sets == self._sets
+                and progress.loaded() is None)
 
     def __iter__(self) -> Iterator[Any]:
-        ds = self.dataset
+        progress = self.dataset._progress  # the dataset's: its workers take it pickled
         if self._advances():
-            ds.set_epoch(self._last + 1)
-        epoch, workers = ds.epoch, max(1, self.num_workers)
-        resume = ds.resume_point()
-        delivered = (list(resume.delivered) if resume is not None and resume.num_workers == workers
-                     else [0] * workers)
-        self._last, self._sets, self._delivered = epoch, ds.epoch_sets, delivered
+            progress.set_epoch(self._last + 1)
+        epoch, workers = progress.epoch, max(1, self.num_workers)
+        delivered = progress.delivered(workers)
+        self._last, self._sets, self._delivered = epoch, progress.sets, delivered
         self._finished = False
         self.substitutes = 0
         self._memory.new_generation({(w, s) for _, w, s in self._held})
         batches = iter(self._loader)
         if self.num_workers:
-            ds.clear_resume()  # the workers took their copy
+            progress.drop_loaded()  # the workers took their copy
         try:
             for worker, n, subs, slot, batch in batches:
                 self._hold(worker, slot, batch)
@@ -168,14 +166,14 @@ class ShardLoader:
         :meth:`load_state_dict` after a restart. Ranks stepping in lockstep (DDP) have
         equal states, so saving rank 0's is enough.
         """
-        ds, workers = self.dataset, max(1, self.num_workers)
+        progress, workers = self.dataset._progress, max(1, self.num_workers)
         if self._advances():
             if self._finished:
-                return ds.make_state(self._last + 1, workers, [0] * workers)
-            return ds.make_state(self._last, workers, self._delivered)
-        resume = ds.resume_point()
-        delivered = resume.delivered if resume is not None else [0] * workers
-        return ds.make_state(ds.epoch, workers, delivered)
+                return progress.state(self._last + 1, workers, [0] * workers)
+            return progress.state(self._last, workers, self._delivered)
+        loaded = progress.loaded()
+        delivered = loaded.delivered if loaded is not None else [0] * workers
+        return progress.state(progress.epoch, workers, delivered)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next pass continue ``state``'s epoch (same world size and workers)."""

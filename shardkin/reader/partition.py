@@ -26,19 +26,51 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
 
 
-class Span(NamedTuple):  # a tuple: a worker makes one a shard of its part (40k and more)
+class Span(NamedTuple):
     """Samples ``start <= i < stop`` of shard number ``shard`` (manifest order)."""
 
     shard: int
     start: int
     stop: int
+
+
+class Spans(Sequence[Span]):
+    """Spans held as three int64 arrays, made :class:`Span` tuples only as they are read:
+    a worker's part of an epoch is a span a shard (80k at 160k shards, 0.2 s to make as
+    tuples), of which the first batch reads a few dozen."""
+
+    def __init__(self, shards: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> None:
+        self.shards, self.starts, self.stops = shards, starts, stops
+
+    @classmethod
+    def of(cls, spans: Sequence[Span]) -> Spans:
+        columns = np.asarray(spans, np.int64).reshape(-1, 3).T
+        return cls(*columns)
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return Spans(self.shards[i], self.starts[i], self.stops[i])
+        return Span(int(self.shards[i]), int(self.starts[i]), int(self.stops[i]))
+
+    def __iter__(self) -> Iterator[Span]:
+        return map(Span, self.shards.tolist(), self.starts.tolist(), self.stops.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def clips(self) -> int:
+        """Samples in all the spans."""
+        return int((self.stops - self.starts).sum())
 
 
 def per_rank(total: int, world_size: int, drop_remainder: bool = True) -> int:
@@ -58,14 +90,15 @@ def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool = True) ->
     return order
 
 
-def spans(clips: Sequence[int], order: Sequence[int], start: int, count: int) -> list[Span]:
+def spans(clips: Sequence[int], order: Sequence[int], start: int, count: int) -> Spans:
     """Positions ``start .. start + count`` of the epoch sequence (wrapping) as shard spans.
 
     Vectorised (numpy): a Kinetics-700 epoch is 40k shards, and every worker cuts it."""
-    sizes = np.asarray(clips, np.int64)[np.asarray(order, np.int64)]
+    order = np.asarray(order, np.int64)
+    sizes = np.asarray(clips, np.int64)[order]
     ends = np.cumsum(sizes)
     total = int(ends[-1]) if len(ends) else 0
-    out: list[Span] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     pos, left = start % total, count
     while left:  # once, or again from the start where the slice wraps around
         stop = min(total, pos + left)
@@ -75,14 +108,17 @@ def spans(clips: Sequence[int], order: Sequence[int], start: int, count: int) ->
         lo = np.maximum(firsts, pos) - firsts
         hi = np.minimum(ends[k0 : k1 + 1], stop) - firsts
         keep = hi > lo  # shards holding no clip give no span
-        out += map(Span, np.asarray(order)[k0 : k1 + 1][keep].tolist(), lo[keep].tolist(),
-                   hi[keep].tolist())
+        parts.append((order[k0 : k1 + 1][keep], lo[keep], hi[keep]))
         pos, left = stop % total, left - (stop - pos)
-    return out
+    if not parts:
+        return Spans.of([])
+    return Spans(*(np.concatenate(column) for column in zip(*parts)))
 
 
-def split_pieces(pieces: list[Span], count: int, min_size: int = 1) -> list[Span]:
+def split_pieces(pieces: Sequence[Span], count: int, min_size: int = 1) -> Spans:
     """Halve the largest spans until there are ``count``, none under ``min_size``."""
+    if len(pieces) >= count:
+        return pieces if isinstance(pieces, Spans) else Spans.of(pieces)
     pieces = list(pieces)
     while pieces and len(pieces) < count:
         i = max(range(len(pieces)), key=lambda j: pieces[j].stop - pieces[j].start)
@@ -91,15 +127,15 @@ def split_pieces(pieces: list[Span], count: int, min_size: int = 1) -> list[Span
             break
         mid = (s.start + s.stop) // 2
         pieces[i : i + 1] = [Span(s.shard, s.start, mid), Span(s.shard, mid, s.stop)]
-    return pieces
+    return Spans.of(pieces)
 
 
 def worker_lanes(
     clips: Sequence[int], *, seed: int, epoch: int, rank: int, world_size: int, worker: int,
     num_workers: int, interleave: int, shuffle: bool = True, drop_remainder: bool = True,
     min_lane: int = 1,
-) -> list[list[Span]]:
-    """The lanes (lists of spans) one DataLoader worker of one rank reads in an epoch.
+) -> list[Spans]:
+    """The lanes (sequences of spans) one DataLoader worker of one rank reads in an epoch.
 
     The worker's part of the epoch is dealt out to the lanes in whole shards, so
     a lane starts mid-shard (walking headers to get there) only at the ends of the

@@ -96,6 +96,8 @@ class Split:
         self._table: VideoTable | None = None
         self._rows: np.ndarray | None = None  # index.npy, memory-mapped when local
         self._first_rows: np.ndarray | None = None
+        self._counts: tuple[np.ndarray, np.ndarray] | None = None
+        self._video_shards: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def where(self) -> str:
@@ -187,10 +189,13 @@ class Split:
 
     def video_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`clips_per_video`, and the frames each video keeps after its last clip
-        (contiguous builds keep them for clips cut at read time; zeros for older builds)."""
-        table = self.video_table()
-        built = table.built()
-        return table.column("clips")[built], table.column("tail")[built]
+        (contiguous builds keep them for clips cut at read time; zeros for older builds);
+        taken from the video table once a process."""
+        if self._counts is None:
+            table = self.video_table()
+            built = table.built()
+            self._counts = table.column("clips")[built], table.column("tail")[built]
+        return self._counts
 
     def open_file(self, name: str, size: int) -> BinaryIO:
         """File ``name`` of the split (``size`` bytes) for one front-to-back read: a local
@@ -235,8 +240,11 @@ class Split:
             return None
         if self._numbers is None:  # shard name -> its number in index.npy
             self._numbers = {n: k for k, n in enumerate(self.manifest.shards.names)}
-        table = self.video_table()
-        videos = table.column("video_index")[table.column("shard") == self._numbers[name]]
+        if self._video_shards is None:  # once a process
+            table = self.video_table()
+            self._video_shards = table.column("video_index"), table.column("shard")
+        video_index, shard = self._video_shards
+        videos = video_index[shard == self._numbers[name]]
         clips, first = self.clips_per_video()[videos], self.first_rows()[videos]
         clips, first = clips[clips > 0], first[clips > 0]
         order = np.argsort(rows[first, 1])  # the videos as stored: by their first byte
@@ -248,7 +256,8 @@ class Split:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_numbers": None, "_table": None, "_rows": None,
-                "_first_rows": None}  # read again where needed
+                "_first_rows": None, "_counts": None,
+                "_video_shards": None}  # read again where needed
 
 
 def open_split(source: Any, split: str | None = None, *, storage_options: dict | None = None,

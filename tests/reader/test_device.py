@@ -82,7 +82,7 @@ def same(a, b) -> None:
 
 def test_byte_batch_holds_each_clip_once_and_decodes_to_the_workers_pixels(built):
     ds = ShardDataset(built, shuffle=False)
-    refs = [r for r, _ in itertools.islice(ds.stream(0, 1), 6)]
+    refs = [r for r, _ in itertools.islice(ds._stream(0, 1), 6)]
     batch = pack_refs(refs, ds)
     assert isinstance(batch, JpegBatch) and batch.size.tolist() == [6, 4, 36, 48]
     ends, runs = batch.offsets.tolist(), batch.runs.tolist()
@@ -95,7 +95,7 @@ def test_byte_batch_holds_each_clip_once_and_decodes_to_the_workers_pixels(built
     want = read_videos(refs, torch.uint8).permute(0, 1, 4, 2, 3)
     same(decode_jpegs(batch, CPU), want)
     windows = ShardDataset(built, shuffle=False, frames_per_clip=6, step_between_clips=1)
-    refs = [r for r, _ in itertools.islice(windows.stream(0, 1), 8)]
+    refs = [r for r, _ in itertools.islice(windows._stream(0, 1), 8)]
     batch = pack_refs(refs, windows)
     per_clip = [[r[2] for r in batch.runs.tolist() if r[0] == i] for i in range(8)]
     assert all(sum(n) == 6 for n in per_clip) and any(len(n) == 2 for n in per_clip)
@@ -182,7 +182,7 @@ def test_the_byte_batch_survives_pinning(built, monkeypatch):
         return t.clone()
 
     ds = ShardDataset(built, shuffle=False)
-    batch = (pack_refs([r for r, _ in itertools.islice(ds.stream(0, 1), 3)], ds),
+    batch = (pack_refs([r for r, _ in itertools.islice(ds._stream(0, 1), 3)], ds),
              torch.zeros(3, 1, 5), torch.arange(3))
     monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
     out = pin_memory(batch)
@@ -222,7 +222,7 @@ def test_api_errors(built):
 
 def test_a_damaged_jpeg_names_its_clip(built):
     ds = ShardDataset(built, shuffle=False)
-    refs = [r for r, _ in itertools.islice(ds.stream(0, 1), 3)]
+    refs = [r for r, _ in itertools.islice(ds._stream(0, 1), 3)]
     batch = pack_refs(refs, ds)
     lo, hi = batch.offsets[1:3].tolist()
     batch.data[hi - 30 : hi - 28] = torch.tensor([0xFF, 0xD9], dtype=torch.uint8)
@@ -302,7 +302,7 @@ def test_cuda_placement_with_a_stand_in_decoder(built, tmp_path, monkeypatch, pa
     folder = built if padded else make_split(tmp_path, [3, 2, 4], 2, codec="jpeg")
     for kw in ({}, {"frames_per_clip": 6, "step_between_clips": 1}) if padded else ({},):
         ds = ShardDataset(folder, shuffle=False, **kw)
-        refs = [r for r, _ in itertools.islice(ds.stream(0, 1), 5)]
+        refs = [r for r, _ in itertools.islice(ds._stream(0, 1), 5)]
         batch = pack_refs(refs, ds)
         ends, runs = batch.offsets.tolist(), batch.runs.tolist()
         images = [batch.data[lo:hi] for lo, hi in zip(ends, ends[1:])]

@@ -232,6 +232,9 @@ def test_lanes_start_mid_shard_only_where_needed():
         pieces = [s for lane in lanes for s in lane]
         assert len(lanes) == 4 and sum(s.stop - s.start for s in pieces) == split_sizes(410, 3)[w]
         assert sum(s.start > 0 for s in pieces) <= 1  # only where the part begins
+        assert [lane.clips() for lane in lanes] == [sum(s.stop - s.start for s in lane)
+                                                    for lane in lanes]
+        assert lanes[0][1:] == list(lanes[0])[1:] and lanes[0][-1] == list(lanes[0])[-1]
     # a part smaller than the lanes wanted: shards are halved, never below min_lane
     lanes = worker_lanes([40], seed=0, epoch=0, rank=0, world_size=1, worker=0, num_workers=1,
                          interleave=32, min_lane=8)
@@ -729,7 +732,7 @@ def test_built_shards_read_back_equal_to_pyav(tmp_path):
         with av.open(str(root / v["path"])) as c:
             decoded[v["video_index"]] = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     seen = []
-    for ref, _ in ds.stream(0, 1):
+    for ref, _ in ds._stream(0, 1):
         clip = load_clip(ref)
         item = ds.sample(clip)
         frames = decoded[item["video_index"]]

@@ -238,7 +238,7 @@ def test_a_window_reads_each_stored_clip_once_into_place(built, monkeypatch, f):
     calls = []
     real = os.preadv
     monkeypatch.setattr(os, "preadv", lambda *a: calls.append(a) or real(*a))
-    for ref, _ in itertools.islice(ds.stream(0, 1), 40):
+    for ref, _ in itertools.islice(ds._stream(0, 1), 40):
         out = torch.empty((f, *ref.video.shape[1:]), dtype=torch.uint8)
         calls.clear()
         assert read_video(ref.video, out) is out
@@ -251,7 +251,7 @@ def test_a_window_reads_each_stored_clip_once_into_place(built, monkeypatch, f):
 def test_builds_without_audio_marks_are_refused_with_a_reason(built):
     split, _ = built
     ds = ShardDataset(split, None, frames_per_clip=6, step_between_clips=1, shuffle=False)
-    refs = [ref for ref, _ in itertools.islice(ds.stream(0, 1), 1)]
+    refs = [ref for ref, _ in itertools.islice(ds._stream(0, 1), 1)]
     old = [r._replace(meta={k: v for k, v in r.meta.items() if k != "audio_marks"})
            for r in refs]
     assert refs[0].audio.shape[1] > 0  # archery/a 24fps.mp4 has sound
