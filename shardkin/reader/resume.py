@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: shard order by partition.shard_order's hash (1: random.shuffle)
 
 
 class ResumePoint(NamedTuple):

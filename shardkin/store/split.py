@@ -193,8 +193,10 @@ class Split:
         taken from the video table once a process."""
         if self._counts is None:
             table = self.video_table()
-            built = table.built()
-            self._counts = table.column("clips")[built], table.column("tail")[built]
+            clips, tail, built = table.column("clips"), table.column("tail"), table.built()
+            # every video built (the usual case): the table's own columns, no copy
+            self._counts = (clips, tail) if len(built) == len(table) else (
+                clips[built], tail[built])
         return self._counts
 
     def open_file(self, name: str, size: int) -> BinaryIO:

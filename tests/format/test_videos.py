@@ -25,14 +25,14 @@ def test_the_table_lists_every_video_with_its_record(made_root, tmp_path):
     assert paths == sorted(paths, key=lambda p: (p.split("/")[1], p))  # class, then name
     assert "train/bowling/broken.mp4" in paths and len(paths) == len(manifest["videos"]) + 1
     broken = paths.index("train/bowling/broken.mp4")
-    row = dict(zip(COLUMNS, table.table[broken].tolist()))
+    row = dict(zip(COLUMNS, table.table[:, broken].tolist()))
     assert (row["video_index"], STATUS[row["status"]], row["clips"]) == (-1, "skipped", 0)
     assert row["label"] == manifest["classes"].index("bowling")
     index = np.load(tmp_path / "out/train/index.npy")
     names = [s["name"] for s in manifest["shards"]]
     for v in manifest["videos"]:
         i = paths.index(v["path"])
-        row = dict(zip(COLUMNS, table.table[i].tolist()))
+        row = dict(zip(COLUMNS, table.table[:, i].tolist()))
         assert (row["video_index"], row["label"], STATUS[row["status"]], row["clips"],
                 row["tail"], row["frames"], row["held"]) == (
             v["video_index"], v["label"], v["status"], v["clips"], v["tail"], v["frames"],
