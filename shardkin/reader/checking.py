@@ -13,7 +13,8 @@ from ..format.checks import SampleHash
 from ..format.tar import ShardError
 from ..store.fetch import has_checksums
 from ..store.split import Split
-from .records import ClipRef, Damaged, LoadedClip, OnError, load_clip
+from .loading import load_clip
+from .records import ClipRef, Damaged, LoadedClip, OnError
 
 T = TypeVar("T")
 

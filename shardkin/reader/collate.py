@@ -12,8 +12,9 @@ import torch
 from ..format.sample import parse_key
 from ..store.split import LocalShard
 from .device import JpegBatch, join, pack_refs
+from .loading import load_clip, read_audio, read_video
 from .memory import Alloc, empty
-from .records import Array, ClipRef, Pieces, finish_checks, load_clip, read_audio, read_video
+from .records import Array, ClipRef, Pieces, finish_checks
 
 AudioBatching = Literal["pad", "list"]  # zero-padded into one tensor, or a list of clips'
 

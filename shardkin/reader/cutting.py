@@ -2,7 +2,7 @@
 
 Each stored clip of a contiguous build holds ``F0`` frames, and the last one of a video
 also its tail (``rest.video``). A window's frames are pieces of these, read later
-straight into their destination (:func:`.records.read_video`). Its sound is the samples
+straight into their destination (:func:`.loading.read_video`). Its sound is the samples
 from its first frame's start to its last frame's end, by the marks the build recorded
 for every frame (``audio_marks``, ``rest``: :func:`shardkin.format.sample.clip_metadata`),
 taken from each stored clip's sound and the sound kept after it (``rest.audio``), in

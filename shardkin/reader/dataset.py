@@ -222,7 +222,7 @@ class ShardDataset(IterableDataset):
 
     def _stream(self, worker: int, num_workers: int) -> Iterator[tuple[ClipRef, bool]]:
         """This worker's clips for the current epoch, as ``(ref, is_substitute)``; read
-        them with :func:`~shardkin.reader.records.load_clip`."""
+        them with :func:`~shardkin.reader.loading.load_clip`."""
         epoch = self.epoch
         skip = self._progress.take(epoch, worker, num_workers)
         lanes = self._lanes(epoch, worker, num_workers)

@@ -26,6 +26,7 @@ from ..format import jpeg
 from ..format.codecs import MEMBER
 from ..format.sample import REST
 from ..format.tar import ShardError
+from .loading import load_clip, read_audio
 from .memory import Alloc, empty
 from .records import (
     HINT,
@@ -34,8 +35,6 @@ from .records import (
     LoadedClip,
     Pieces,
     finish_checks,
-    load_clip,
-    read_audio,
 )
 
 _JPEG = MEMBER["jpeg"]
@@ -150,7 +149,7 @@ def join(batches: Sequence[JpegBatch], alloc: Alloc = empty) -> JpegBatch:
 
 
 def read_clip(ref: ClipRef, ds: Any) -> LoadedClip:
-    """The clip of ``ref`` as ``ds`` hands it out: read by :func:`.records.load_clip`, or
+    """The clip of ``ref`` as ``ds`` hands it out: read by :func:`.loading.load_clip`, or
     with ``ds.decode_device`` a jpeg clip's video left as its JPEGs (a one-clip batch)."""
     video = pack_refs([ref], ds) if getattr(ds, "decode_device", None) is not None else None
     if video is None:

@@ -3,14 +3,14 @@
 :func:`clip_ref` checks a sample's members (npy and FLAC headers, dtypes, shapes, label,
 json) and returns a :class:`ClipRef`: where the clip's arrays are (left in a local shard
 file, or in bytes already fetched, compressed or not) and its small members.
-:func:`load_clip` then reads the arrays, straight into a destination when one is given
-(a slot of a batch).
+:func:`~.loading.load_clip` then reads the arrays, straight into a destination when one
+is given (a slot of a batch).
 Every kind of damage raises :class:`~shardkin.format.tar.ShardError` naming the shard
 and the byte offset; ``on_error`` decides what the reader does with it.
 
 Checksums: a sample's :class:`~shardkin.format.checks.SampleHash` travels with its
 arrays; each array left in a local shard file is hashed as it lands in its destination
-(:func:`read_array`), and :func:`finish_checks` completes the check once the clip is
+(:func:`~.loading.read_array`), and :func:`finish_checks` completes the check once the clip is
 read (the bytes no one read, such as a tail a stored clip does not load, are read for
 it), raising :class:`Damaged` for a clip whose bytes do not match. A clip whose bytes
 were all in memory was checked before: :func:`clip_ref` raises for it.
@@ -18,18 +18,17 @@ were all in memory was checked before: :func:`clip_ref` raises for it.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
-from ..format.audio import FLAC_HEAD, audio_member, decode_audio, flac_layout
+from ..format.audio import FLAC_HEAD, audio_member, flac_layout
 from ..format.checks import SampleHash, audio_problem, require, video_problem
-from ..format.codecs import decode_video, video_member
+from ..format.codecs import video_member
 from ..format.npy import parse_header
-from ..format.sample import AUDIO, LABEL, META, REST, VIDEO, decode_label, decode_meta, parse_key
+from ..format.sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta, parse_key
 from ..format.samples import (
     ALL_MEMBERS,
     REST_AUDIO_MEMBERS,
@@ -38,13 +37,12 @@ from ..format.samples import (
     Deferred,
 )
 from ..format.tar import ShardError
-from ..store.split import LocalShard, scratch
+from ..store.split import LocalShard
 
 HINT = ("rebuild it (re-run the same `shardkin build`, which rewrites missing or changed "
         "shards) or pass on_error='skip' to skip unreadable clips")
 OnError = Literal["raise", "skip"]
 ON_ERROR: tuple[OnError, ...] = ("raise", "skip")
-LANDING = 512 << 10  # bytes read into place, then hashed, at a time: they stay in cache
 _TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
 
 
@@ -217,120 +215,10 @@ def clip_ref(members: Mapping[str, Any], key: str, shard: str, offset: int,
 def finish_checks(ref: ClipRef) -> None:
     """Complete the checksum checks of a clip just read; :class:`Damaged` if one fails."""
     for check in ref.checks:
-        _complete(check)
+        complete_check(check)
 
 
-def _complete(check: SampleHash) -> None:
+def complete_check(check: SampleHash) -> None:
     error = check.complete()
     if error is not None:
         raise Damaged(f"{error}: {HINT}", check)
-
-
-def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``array`` read into ``out`` (contiguous, of its shape) or a new tensor: one read.
-    Bytes already in memory are used in place when there is no ``out``."""
-    if isinstance(array.source, Encoded):
-        samples = torch.from_numpy(_decoded(array.source, decode_audio))
-        return samples if out is None else out.copy_(samples)
-    if not isinstance(array.source, LocalShard):
-        count = math.prod(array.shape)
-        data = torch.frombuffer(array.source, dtype=array.dtype, count=count,
-                                offset=array.offset) if count else torch.empty(0, dtype=array.dtype)
-        data = data.view(array.shape)
-        return data if out is None else out.copy_(data)
-    out = torch.empty(array.shape, dtype=array.dtype) if out is None else out
-    if not out.is_contiguous():
-        raise ValueError("read_array needs a contiguous destination")
-    view = memoryview(out.numpy().reshape(-1).view(np.uint8))
-    fd, done, check = array.source.file.fileno(), 0, array.check
-    hashing = check is not None and not check.done
-    step = LANDING if hashing else len(view)
-    # the sample's bytes before the array that its check still needs (tar headers, the
-    # npy header) are read with it, in one preadv: hashed first, then the array
-    gap = array.offset - check.pos if hashing and check.pos < array.offset else 0
-    while done < len(view):
-        chunk = view[done : done + step]
-        before = scratch(gap) if gap else None
-        got = os.preadv(fd, [before, chunk] if gap else [chunk], array.offset + done - gap)
-        if got <= gap:
-            raise ShardError(f"{array.source.path}: truncated at byte {array.offset + done} while "
-                             "reading a clip: the shard changed during the epoch")
-        if hashing:  # hashed where it landed, while in the core's cache
-            if gap:
-                check.feed(array.offset - gap, before)
-            got -= gap
-            check.feed(array.offset + done, view[done : done + got])
-        done, gap = done + got, 0
-    return out
-
-
-def read_video(video: Array | Encoded | Pieces, out: torch.Tensor | None = None
-               ) -> torch.Tensor:
-    """A clip's frames, uint8 ``[T, H, W, 3]``, read (or decoded) into ``out`` if given:
-    a window's stored frames with one read per stored clip, copied once."""
-    if isinstance(video, Pieces):
-        if out is None and video.shape is None:
-            return torch.cat([_decode_video(p.array, p.start, p.stop) if isinstance(
-                p.array, Encoded) else read_video(p.array)[p.start : p.stop] for p in video.parts])
-        out = torch.empty(video.shape, dtype=torch.uint8) if out is None else out
-        t = 0
-        for array, start, stop in video.parts:
-            part = out[t : t + stop - start]
-            if isinstance(array, Array):  # only the window's frames are read
-                frame = math.prod(array.shape[1:])
-                read_array(array._replace(offset=array.offset + start * frame,
-                                          shape=(stop - start, *array.shape[1:])), part)
-            else:  # only the window's frames are decoded (jpeg: only their rows)
-                _decode_video(array, start, stop, part)
-            t += stop - start
-        return out
-    if isinstance(video, Array):
-        return read_array(video, out)
-    return _decode_video(video, 0, None, out)
-
-
-def _decode_video(video: Encoded, start: int, stop: int | None,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
-    """Frames ``start..stop`` of a compressed video member, decoded into ``out`` when
-    given (straight into it when it is contiguous)."""
-    into = out.numpy() if out is not None and out.is_contiguous() else None
-    array = _decoded(video, lambda m, d: decode_video(m, d, start, stop, into))
-    problem = video_problem(array.dtype, array.shape)
-    if problem is not None:
-        raise ShardError(f"{video.where}: corrupt {video.member} member ({problem}) at byte "
-                         f"{video.offset}: {HINT}")
-    frames = torch.from_numpy(array if array.flags.writeable else array.copy())
-    return out if into is not None else frames if out is None else out.copy_(frames)
-
-
-def _decoded(encoded: Encoded, decode: Callable[[str, Any], np.ndarray]) -> np.ndarray:
-    """The array of a compressed member; ShardError if it does not decode."""
-    try:
-        return decode(encoded.member.removeprefix(f"{REST}."), encoded.data)
-    except Exception as e:  # any decoder failure on a damaged member
-        if encoded.check is not None:  # its checksum first: if it fails, say so (skippable)
-            _complete(encoded.check)
-        raise ShardError(f"{encoded.where}: corrupt {encoded.member} member "
-                         f"({type(e).__name__}: {e}) at byte {encoded.offset}: {HINT}") from None
-
-
-def read_audio(audio: Array | Pieces) -> torch.Tensor:
-    """A clip's sound, float32 ``[C, S]``."""
-    if isinstance(audio, Array):
-        return read_array(audio)
-    out = torch.empty(audio.shape, dtype=torch.float32)
-    t = 0
-    for array, start, stop in audio.parts:
-        out[:, t : t + stop - start] = read_array(array)[:, start:stop]
-        t += stop - start
-    return out
-
-
-def load_clip(ref: ClipRef, video: torch.Tensor | None = None) -> LoadedClip:
-    """The clip of ``ref``, its video read into ``video`` when given, checked
-    (:func:`finish_checks`)."""
-    clip = LoadedClip(read_video(ref.video, video), read_audio(ref.audio), ref.label, ref.key,
-                      ref.meta)
-    finish_checks(ref)
-    return clip
-

@@ -102,7 +102,7 @@ def walk(split: Split, shard: int, start: int = 0, stop: int | None = None,
         if verify:
             # A local shard's headers and small members around the arrays left in it are
             # read again (a few KB a clip) with those arrays when they are read into
-            # place (records.read_array), rather than kept meanwhile in the shuffle
+            # place (reader/loading.read_array), rather than kept meanwhile in the shuffle
             # buffer; a stream is hashed as it is read (it cannot be read again).
             fill = ((lambda at, n: _pread(local.file.fileno(), at, n)) if local is not None
                     else (lambda at, n: split.folder.read_range(info.name, at, n)))

@@ -23,8 +23,9 @@ from shardkin.format.samples import iter_samples
 from shardkin.format.tarread import TarReader
 from shardkin.reader.collate import collate, stack
 from shardkin.reader.loader import ShardLoader
+from shardkin.reader.loading import load_clip
 from shardkin.reader.partition import mix, per_rank, shard_order, split_sizes, worker_lanes
-from shardkin.reader.records import load_clip, npy_layout
+from shardkin.reader.records import npy_layout
 
 from reader_fixtures import (
     FRAMES,
@@ -635,7 +636,7 @@ def test_loader_epochs_advance_by_themselves(split_dir, workers):
 
 
 def test_dataset_resumes_without_decoding_skipped_clips(split_dir, monkeypatch):
-    import shardkin.reader.records as records
+    import shardkin.reader.loading as loading
 
     ds = ShardDataset(split_dir, return_dict=True, seed=4)
     whole = [(d["video_index"], d["clip_index"]) for d in ds]
@@ -644,8 +645,8 @@ def test_dataset_resumes_without_decoding_skipped_clips(split_dir, monkeypatch):
     state = ds.state_dict()
     assert state["delivered"] == [123]
     decoded = []
-    real = records.read_array
-    monkeypatch.setattr(records, "read_array",
+    real = loading.read_array
+    monkeypatch.setattr(loading, "read_array",
                         lambda a, out=None: decoded.append(1) or real(a, out))
     again = ShardDataset(split_dir, return_dict=True, seed=4)
     again.load_state_dict(state)

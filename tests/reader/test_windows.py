@@ -17,7 +17,7 @@ from shardkin.builder import build
 from shardkin.builder.clips import ClipRule
 from shardkin.format.options import ClipOptions
 from shardkin.reader.cutting import window_ref
-from shardkin.reader.records import read_video
+from shardkin.reader.loading import read_video
 from shardkin.reader.windows import Windows, windows_for
 from shardkin.samplers import ClipCounts, RandomClipSampler, UniformClipSampler
 
