@@ -40,13 +40,14 @@ class ClipSelection:
 
     ``index``: ``index.npy`` (rows in video order: manifest shard number, offset,
     length, checksum); ``clips_per_video``: stored clips of each video in that order;
-    ``shard_numbers``: the manifest number of each shard read (in reading order);
+    ``shard_numbers``: the manifest number of each shard read (in reading order), of
+    ``num_shards`` in the manifest;
     ``k`` None: every clip; ``windows``: the clips are these windows.
     """
 
     def __init__(self, index: np.ndarray, clips_per_video: np.ndarray,
                  shard_numbers: list[int], k: int | None, sampler: ClipSampler, seed: int,
-                 windows: Windows | None = None) -> None:
+                 windows: Windows | None = None, num_shards: int | None = None) -> None:
         if sampler not in CLIP_SAMPLERS:
             raise ValueError(f"clip_sampler must be 'random' or 'uniform', got {sampler!r}")
         if k is not None and k < 1:
@@ -58,15 +59,18 @@ class ClipSelection:
         first_row = np.concatenate([[0], np.cumsum(stored)[:-1]]).astype(np.int64)
         has = stored > 0
         rows = first_row[has]
-        reading = np.full(int(index[:, 0].max(initial=-1)) + 1, -1, np.int64)
-        known = [m for m in shard_numbers if m < len(reading)]
-        reading[known] = [i for i, m in enumerate(shard_numbers) if m < len(reading)]
+        if num_shards is None:
+            num_shards = int(index[:, 0].max(initial=-1)) + 1
+        reading = np.full(num_shards, -1, np.int64)
+        numbers = np.asarray(shard_numbers, np.int64)
+        known = numbers < len(reading)
+        reading[numbers[known]] = np.flatnonzero(known)
         shard = np.full(len(n), -1, np.int64)
         shard[has] = reading[index[rows, 0]]
         offset = np.zeros(len(n), np.int64)
         offset[has] = index[rows, 1]
         # a shard's samples are its videos' clips, video after video, in byte order
-        order = np.lexsort((offset, shard))
+        order = np.argsort(shard << 40 | offset)  # offsets < 1 TB: one key, faster than lexsort
         self._order = order[shard[order] >= 0]  # videos by shard, then stored order
         self._bounds = np.searchsorted(shard[self._order], np.arange(len(shard_numbers) + 1))
         self._n, self._stored = n, stored
@@ -119,11 +123,13 @@ def select_clips(split: Split, k: int | None, sampler: ClipSampler, seed: int,
         raise ValueError(f"{split.where} has no index.npy (built by an older shardkin), "
                          "which clips_per_video and windows need: rebuild with --overwrite")
     every = split.manifest.shards
-    numbers = {n: i for i, n in enumerate(every.names)}
-    chosen = (list(range(len(every))) if split.shards is every
-              else [numbers[n] for n in split.shards.names])
+    if split.shards is every:
+        chosen = list(range(len(every)))
+    else:
+        numbers = {n: i for i, n in enumerate(every.names)}
+        chosen = [numbers[n] for n in split.shards.names]
     return ClipSelection(split.index_rows(), split.clips_per_video(), chosen, k, sampler, seed,
-                         windows)
+                         windows, len(every))
 
 
 def plan_clips(split: Split, frames_per_clip: int | None, step_between_clips: int | None,
