@@ -96,7 +96,9 @@ def measure(kind: str, args: argparse.Namespace, out: str) -> dict:
               min_dimension=args.min_dimension, shard_size=args.shard_size, workers=workers,
               decode_threads=1, progress=False, executor=executor)
     return {"seconds": time.perf_counter() - start, "cpu": cpu_seconds() - cpu,
-            "frames": sum(v["frames"] for v in m["videos"]), "bytes": m["totals"]["bytes"],
+            # pictures decoded: the timeline's frames less those holding the previous one
+            "frames": sum(v["frames"] - len(v.get("held") or ()) for v in m["videos"]),
+            "bytes": m["totals"]["bytes"],
             "shards": m["totals"]["shards"]}
 
 
