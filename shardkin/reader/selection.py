@@ -47,7 +47,7 @@ class ClipSelection:
 
     def __init__(self, index: np.ndarray, clips_per_video: np.ndarray,
                  shard_numbers: list[int], k: int | None, sampler: ClipSampler, seed: int,
-                 windows: Windows | None = None, num_shards: int | None = None) -> None:
+                 num_shards: int, windows: Windows | None = None) -> None:
         if sampler not in CLIP_SAMPLERS:
             raise ValueError(f"clip_sampler must be 'random' or 'uniform', got {sampler!r}")
         if k is not None and k < 1:
@@ -59,12 +59,8 @@ class ClipSelection:
         first_row = np.concatenate([[0], np.cumsum(stored)[:-1]]).astype(np.int64)
         has = stored > 0
         rows = first_row[has]
-        if num_shards is None:
-            num_shards = int(index[:, 0].max(initial=-1)) + 1
         reading = np.full(num_shards, -1, np.int64)
-        numbers = np.asarray(shard_numbers, np.int64)
-        known = numbers < len(reading)
-        reading[numbers[known]] = np.flatnonzero(known)
+        reading[np.asarray(shard_numbers, np.int64)] = np.arange(len(shard_numbers))
         shard = np.full(len(n), -1, np.int64)
         shard[has] = reading[index[rows, 0]]
         offset = np.zeros(len(n), np.int64)
@@ -129,7 +125,7 @@ def select_clips(split: Split, k: int | None, sampler: ClipSampler, seed: int,
         numbers = {n: i for i, n in enumerate(every.names)}
         chosen = [numbers[n] for n in split.shards.names]
     return ClipSelection(split.index_rows(), split.clips_per_video(), chosen, k, sampler, seed,
-                         windows, len(every))
+                         len(every), windows)
 
 
 def plan_clips(split: Split, frames_per_clip: int | None, step_between_clips: int | None,

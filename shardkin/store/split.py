@@ -97,7 +97,6 @@ class Split:
         self._rows: np.ndarray | None = None  # index.npy, memory-mapped when local
         self._first_rows: np.ndarray | None = None
         self._counts: tuple[np.ndarray, np.ndarray] | None = None
-        self._video_shards: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def where(self) -> str:
@@ -242,11 +241,8 @@ class Split:
             return None
         if self._numbers is None:  # shard name -> its number in index.npy
             self._numbers = {n: k for k, n in enumerate(self.manifest.shards.names)}
-        if self._video_shards is None:  # once a process
-            table = self.video_table()
-            self._video_shards = table.column("video_index"), table.column("shard")
-        video_index, shard = self._video_shards
-        videos = video_index[shard == self._numbers[name]]
+        table = self.video_table()  # columns are memory-mapped views: nothing copied
+        videos = table.column("video_index")[table.column("shard") == self._numbers[name]]
         clips, first = self.clips_per_video()[videos], self.first_rows()[videos]
         clips, first = clips[clips > 0], first[clips > 0]
         order = np.argsort(rows[first, 1])  # the videos as stored: by their first byte
@@ -258,8 +254,7 @@ class Split:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_numbers": None, "_table": None, "_rows": None,
-                "_first_rows": None, "_counts": None,
-                "_video_shards": None}  # read again where needed
+                "_first_rows": None, "_counts": None}  # read again where needed
 
 
 def open_split(source: Any, split: str | None = None, *, storage_options: dict | None = None,
