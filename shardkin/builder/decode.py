@@ -149,14 +149,20 @@ class VideoCutter:
             raise
         _set_threads(self._stream, decode_threads)
         r, a, c = options.resize, options.audio, options.clips
-        self._fps = Fraction(_frame_rate(self._stream))
         self._start = Fraction(0)  # presentation time of the first frame
         self._slots = None  # the scan's slots (None: the "pyav" timeline)
+        found = None
         if c.timeline == TORCHCODEC:
-            with _open(path) as other:  # a demuxer of its own: the scan reads to the end
-                found = scan(other, other.streams[self._stream.index])
-            self._fps = Fraction(found.fps) if found.fps else self._fps
-            self._start, self._slots = found.begin, found.slots
+            try:
+                with _open(path) as other:  # a demuxer of its own: the scan reads to the end
+                    found = scan(other, other.streams[self._stream.index])
+            except BaseException:
+                self._container.close()
+                raise
+            if found.error is None:  # else every decoded picture is a frame, as with "pyav"
+                self._start, self._slots = found.begin, found.slots
+        self._fps = (Fraction(found.fps) if found is not None and found.error is None
+                     and found.fps else _frame_rate(self._stream))
         cc = self._stream.codec_context
         out_w, out_h = output_size(
             cc.width, cc.height, r.width, r.height, r.min_dimension, r.max_dimension

@@ -40,7 +40,7 @@ import av
 
 from ..format.options import TIMELINES
 
-TORCHCODEC, PYAV = TIMELINES
+TORCHCODEC = TIMELINES[0]
 
 # How many pictures past a slot are decoded before the slot is called empty: frames carry
 # the timestamp of the packet they came from, and a decoder hands them out up to its reorder
@@ -55,7 +55,8 @@ class Scan:
     slots: list[int | None]  # each slot's packet pts (None: the packet has none), in order
     fps: float | None  # slots / (end - begin) seconds; None when that is not defined
     begin: Fraction  # the first slot's time, seconds
-    error: str | None = None  # the scan stopped early (a damaged file)
+    error: str | None = None  # the scan stopped early (a damaged file): the build then
+    # takes the "pyav" timeline for the video, so that no decoded picture is dropped
 
 
 def _slot_time(packet: av.Packet, by_dts: bool) -> int | None:
@@ -94,8 +95,8 @@ def scan(container: av.container.InputContainer, stream: av.video.stream.VideoSt
             stored = stream.duration - (dts[last] - min(dts))
             if 0 <= stored < ends[last] - times[last][0]:  # shorter: FFmpeg 8 replaced it
                 ends[last] = times[last][0] + stored
-    lo, hi = (min(times)[0], max(ends)) if times else (None, None)
     times.sort()
+    lo, hi = (times[0][0], max(ends)) if times else (None, None)
     tb = stream.time_base
     fps = None
     if times:

@@ -26,7 +26,7 @@ from ..format import jpeg
 from ..format.codecs import MEMBER
 from ..format.sample import REST
 from ..format.tar import ShardError
-from .loading import load_clip, read_audio
+from .loading import decoded, load_clip, read_audio
 from .memory import Alloc, empty
 from .records import (
     HINT,
@@ -85,11 +85,7 @@ def _runs(video: Any) -> tuple[tuple[int, int, int], list[jpeg.Run]] | None:
         return None
     runs, frames, shape = [], 0, None
     for encoded, start, stop in pieces:
-        try:
-            (t, h, w), part = jpeg.runs(encoded.data, start, stop)
-        except ValueError as e:
-            raise ShardError(f"{encoded.where}: corrupt {encoded.member} member ({e}) at byte "
-                             f"{encoded.offset}: {HINT}") from None
+        (t, h, w), part = decoded(encoded, lambda _, data, a=start, b=stop: jpeg.runs(data, a, b))
         runs += [r._replace(first=r.first + frames) for r in part]
         frames += (t if stop is None else stop) - start
         shape = shape or (h, w)

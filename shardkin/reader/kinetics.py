@@ -127,8 +127,6 @@ class Kinetics(Dataset):
                           "holds every video's frames and clips", stacklevel=2)
         if _legacy:
             split, output_format = None, "THWC"
-        self.decode_device = check_decode_device(decode_device)
-        check_no_transform(transform, self.decode_device)
         check_output_format(output_format)
         self.decode_device = check_decode_device(decode_device)
         check_no_transform(transform, self.decode_device)
@@ -238,7 +236,8 @@ class Kinetics(Dataset):
         frames = clip.video
         if isinstance(frames, torch.Tensor) and self.output_format == "TCHW":
             frames = frames.permute(0, 3, 1, 2)  # (left as JPEGs with decode_device)
-        fps = self.frame_rate or float(self.video_fps()[video])
+        row = video if self._rows is None else int(self._rows[video])  # one value, no copy
+        fps = self.frame_rate or float(self._split.video_table().column("fps")[row])
         return frames, clip.audio, {"video_fps": fps}, video
 
     def __getitem__(self, i: int) -> Any:
@@ -293,10 +292,12 @@ class Kinetics(Dataset):
         return [clip_ref(s.members, s.key, path, s.offset, check=s.check) for s in samples]
 
     def __getstate__(self) -> dict[str, Any]:
-        """The arguments, and what was set since (``transform``): the build is opened again
-        when loaded, so a pickle stays small at any size (torchvision's recipe saves its
-        datasets with ``torch.save``; spawned DataLoader workers get them this way)."""
-        return {"args": self._args, "transform": self.transform}
+        """The arguments, and what was set since (``transform``, ``decode_device``, which
+        ``make_loader`` sets on its copy): the build is opened again when loaded, so a pickle
+        stays small at any size (torchvision's recipe saves its datasets with ``torch.save``;
+        spawned DataLoader workers get them this way)."""
+        return {"args": {**self._args, "decode_device": self.decode_device},
+                "transform": self.transform}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         with warnings.catch_warnings():

@@ -36,7 +36,7 @@ def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
     """``array`` read into ``out`` (contiguous, of its shape) or a new tensor: one read.
     Bytes already in memory are used in place when there is no ``out``."""
     if isinstance(array.source, Encoded):
-        samples = torch.from_numpy(_decoded(array.source, decode_audio))
+        samples = torch.from_numpy(decoded(array.source, decode_audio))
         return samples if out is None else out.copy_(samples)
     if not isinstance(array.source, LocalShard):
         count = math.prod(array.shape)
@@ -100,7 +100,7 @@ def _decode_video(video: Encoded, start: int, stop: int | None,
     """Frames ``start..stop`` of a compressed video member, decoded into ``out`` when
     given (straight into it when it is contiguous)."""
     into = out.numpy() if out is not None and out.is_contiguous() else None
-    array = _decoded(video, lambda m, d: decode_video(m, d, start, stop, into))
+    array = decoded(video, lambda m, d: decode_video(m, d, start, stop, into))
     problem = video_problem(array.dtype, array.shape)
     if problem is not None:
         raise ShardError(f"{video.where}: corrupt {video.member} member ({problem}) at byte "
@@ -109,8 +109,9 @@ def _decode_video(video: Encoded, start: int, stop: int | None,
     return out if into is not None else frames if out is None else out.copy_(frames)
 
 
-def _decoded(encoded: Encoded, decode: Callable[[str, Any], np.ndarray]) -> np.ndarray:
-    """The array of a compressed member; ShardError if it does not decode."""
+def decoded(encoded: Encoded, decode: Callable[[str, Any], Any]) -> Any:
+    """``decode(member, data)`` of a compressed member; ShardError if it does not decode
+    (after its checksum, so that damage is ``Damaged``, which ``on_error="skip"`` skips)."""
     try:
         return decode(encoded.member.removeprefix(f"{REST}."), encoded.data)
     except Exception as e:  # any decoder failure on a damaged member

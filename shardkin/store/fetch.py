@@ -29,11 +29,11 @@ Check = Callable[[int, str], SampleHash]
 
 def has_checksums(split: Split) -> bool:
     """Whether the build's index keeps each sample's checksum (builds since checksums);
-    a remote index is not fetched for it, only its header."""
+    a remote index not yet read is not fetched for it, only its header."""
     info = split.manifest.index
     if info is None:
         return False
-    if not split.folder.remote:
+    if not split.folder.remote or split.loaded_index():
         rows = split.index_rows()
         return rows is not None and rows.shape[1] > 3
     try:

@@ -158,6 +158,10 @@ class Split:
                                                   m.shards.names)
         return self._table
 
+    def loaded_index(self) -> bool:
+        """Whether :meth:`index_rows` has read the index in this process."""
+        return self._rows is not None
+
     def index_rows(self) -> np.ndarray | None:
         """``index.npy`` (:meth:`read_index`), once a process; None when the build has
         none. ShardError when it is not an index."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import pickle
 import struct
 import sys
 import tarfile
@@ -158,6 +159,8 @@ def test_kinetics_through_make_loader_and_items(built):
                      decode_device="cpu")
     video, audio, label = items[3]
     assert isinstance(video, JpegBatch)
+    # spawned workers get the dataset pickled: the decode device goes with it
+    assert pickle.loads(pickle.dumps(items)).decode_device == torch.device("cpu")
     same(decode_batch((video, audio, label), "cpu"), (k[3][0][None], k[3][1], k[3][2]))
 
 
