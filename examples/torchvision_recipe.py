@@ -51,9 +51,6 @@ try:  # the recipe's own samplers; shardkin's give the same indices
 except ImportError:
     from shardkin.samplers import DistributedSampler, RandomClipSampler, UniformClipSampler
 
-MEAN = (0.43216, 0.394666, 0.37645)
-STD = (0.22803, 0.22145, 0.216989)
-
 
 class KineticsWithVideoId(shardkin.Kinetics):  # datasets.py: the one line changed
     def __getitem__(self, idx):

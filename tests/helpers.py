@@ -117,12 +117,6 @@ def timeline_frames(path: Path) -> tuple[list[np.ndarray], Fraction, Fraction]:
     return pictures, Fraction(found.fps), found.begin
 
 
-def video_start(path: Path) -> Fraction:
-    with av.open(str(path)) as c:
-        f = next(c.decode(video=0))
-        return Fraction(f.pts) * f.time_base
-
-
 def decode_audio(path: Path, rate: int = 0, channels: int = 0) -> tuple[np.ndarray, Fraction, int]:
     """Whole audio as float32 [C, S] (resampled when asked), the time of sample 0 and the rate."""
     with av.open(str(path)) as c:

@@ -198,7 +198,7 @@ def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions,
     """``map(fn, items)`` as Ray tasks of one CPU each on the cluster at ``ray_address``, in
     order; at most two tasks a CPU in flight, so that the driver holds few items and
     results at once (probing a Kinetics-700-sized split)."""
-    connect_ray(execution.ray_address)
+    connect_ray(execution.ray_address, execution.workers)  # the build's own cluster, if local
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_apply)
@@ -214,12 +214,16 @@ def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions,
                              f"{cause} (is shardkin installed on every node, with its "
                              "extras for ROOT's store?)") from None
 
-    for item in items:
-        pending.append(remote.remote(fn, item))
-        if len(pending) >= ahead:
+    try:
+        for item in items:
+            pending.append(remote.remote(fn, item))
+            if len(pending) >= ahead:
+                yield result()
+        while pending:
             yield result()
-    while pending:
-        yield result()
+    finally:  # stopped early (an error, Ctrl-C): no probe left running on the cluster
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,

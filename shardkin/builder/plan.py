@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..format.manifest import LAYOUT
 from ..format.options import BuildOptions, parse_size
 from ..format.sample import format_version
 from ..store.folder import Folder
@@ -178,7 +179,7 @@ def make_plan(root: Root | Path, split: str, options: BuildOptions) -> dict:
     storage = options.storage
     shards = assign_shards(videos, split, options.selection.seed, parse_size(storage.shard_size),
                            storage.clips_per_shard)
-    layout = {k: found[k] for k in ("missing", "unlisted", "duplicates") if k in found}
+    layout = {k: found[k] for k in LAYOUT if k in found}
     version = format_version(options.audio.audio_codec, storage.video_codec)
     return {"format_version": version, "split": split,
             "options": options.to_manifest(), "classes": found["classes"], "videos": videos,

@@ -16,7 +16,6 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .source import Root, as_root
 
@@ -29,10 +28,9 @@ class VideoEntry:
     size: int | None = None  # bytes, when a store's listing gave them
 
 
-def find_splits(root: Root | str | os.PathLike,
-                storage_options: dict[str, Any] | None = None) -> list[str]:
+def find_splits(root: Root | str | os.PathLike) -> list[str]:
     """The splits: the folders directly under ``root`` (a folder or a URL), not hidden."""
-    root = as_root(root, storage_options)
+    root = as_root(root)
     root.check()
     return root.dirs()
 
@@ -79,17 +77,15 @@ def list_tree(
 
 
 def read_annotations(
-    csv_path: str | os.PathLike, classes: list[str] | None, text: str | None = None
+    csv_path: str | os.PathLike, classes: list[str] | None, text: str
 ) -> tuple[list[VideoEntry], list[str]]:
     """Rows ``path,label`` (or PyTorchVideo's ``path label``); paths relative to ROOT.
 
     Labels may be class names (label = index in the sorted names, or in ``classes``)
     or integers (kept as given; class names are then the integers as text). ``text``:
-    the file's text, if already read. ValueError naming the row for an empty label or a
-    path named twice.
+    the file's text (``csv_path`` names it in messages). ValueError naming the row for an
+    empty label or a path named twice.
     """
-    if text is None:
-        text = Path(csv_path).read_text(encoding="utf-8")
     rows: list[tuple[str, str]] = []
     first_row: dict[str, int] = {}
     for n, line in enumerate(text.splitlines(), 1):

@@ -54,10 +54,8 @@ class Root:
 
     def __init__(self, root: str | os.PathLike, storage_options: dict[str, Any] | None = None):
         text = os.fspath(root)
-        self.folder = Folder(text, storage_options)
+        self.folder = Folder(text, _pooled(text, storage_options))
         self.remote = self.folder.remote
-        if self.remote:
-            self.folder = Folder(text, _pooled(self.folder.url, storage_options))
         self.url = self.folder.url if self.remote else os.fspath(Path(text).resolve())
         self.storage_options = storage_options
         self._ahead: dict[str, RemoteVideo] = {}  # videos being fetched ahead (prefetch)

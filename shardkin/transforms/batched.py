@@ -49,6 +49,13 @@ class BatchedPreset:
         top, left = ops.center_window(height, width, self.crop)
         return Window(top, left, False)
 
+    def _windows(self, video: torch.Tensor, windows: Sequence[Window] | None) -> list[Window]:
+        """``windows``, one a clip of ``video`` (default: :meth:`windows`)."""
+        windows = list(windows) if windows is not None else self.windows(video)
+        if len(windows) != video.shape[0]:
+            raise ValueError(f"{len(windows)} windows for {video.shape[0]} clips")
+        return windows
+
     def _uint8_input(self, video: torch.Tensor) -> torch.Tensor:
         """``video`` ready for the uint8 crop: at the size the crop is taken at."""
         if video.dtype != torch.uint8 or video.dim() != 5:
@@ -72,9 +79,7 @@ class BatchedPreset:
         generator clip by clip, as the per-clip preset draws; the eval presets take the
         center). ``alloc(shape, dtype)`` gives the output memory (a loader's batch)."""
         video = self._uint8_input(video)
-        windows = list(windows) if windows is not None else self.windows(video)
-        if len(windows) != video.shape[0]:
-            raise ValueError(f"{len(windows)} windows for {video.shape[0]} clips")
+        windows = self._windows(video, windows)
         out = empty_like_layout((*video.shape[:3], *self.crop), video, torch.uint8, alloc)
         return crop_into(out, video, windows, self.crop)
 
@@ -135,7 +140,7 @@ class BatchedPreset:
         if video.device.type != "cpu":
             return self.normalize_batch(self.crop_batch(video, windows), alloc=alloc)
         video = self._uint8_input(video)
-        windows = list(windows) if windows is not None else self.windows(video)
+        windows = self._windows(video, windows)
         out = self._float_batch((*video.shape[:3], *self.crop), video, alloc,
                                 torch.preserve_format)
         for o, clip, window in zip(out, video, windows):  # crop, convert: clip by clip
@@ -145,7 +150,7 @@ class BatchedPreset:
     def _resized_batch(self, video: torch.Tensor, windows: Sequence[Window] | None,
                        alloc: Any) -> torch.Tensor:
         clips = [self(clip) for clip in video] if windows is None else [
-            self._with_window(clip, w) for clip, w in zip(video, windows)]
+            self._with_window(clip, w) for clip, w in zip(video, self._windows(video, windows))]
         out = empty_like_layout((video.shape[0], *clips[0].shape), clips[0], torch.float32,
                                 alloc)
         for o, c in zip(out, clips):

@@ -114,6 +114,11 @@ def test_errors_say_what_to_do():
             batch_of(1, 1, 128, 171)[0])
     with pytest.raises(ValueError, match="uint8"):
         train.crop_batch(batch_of(1, 1, 128, 171).float())
+    two = [Window(0, 0, False)] * 2
+    for take, size in ((train.crop_batch, (128, 171)), (train.batch, (128, 171)),
+                       (train.batch, (120, 160))):  # at resize_size, and resized first
+        with pytest.raises(ValueError, match="2 windows for 4 clips"):
+            take(batch_of(4, 1, *size), two)
     with pytest.raises(ValueError, match="std evaluated to zero"):
         VideoClassificationPresetEval(crop_size=112, resize_size=128, std=(1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="interpolation"):
