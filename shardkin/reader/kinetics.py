@@ -148,6 +148,8 @@ class Kinetics(Dataset):
         self._rows = None if extensions is None else self._with_extensions(extensions)
         self.windows = windows_for(options.clips, self._counts, where, frames_per_clip,
                                    step_between_clips)
+        # the stored clips of a subset of the videos (extensions), not every index row
+        self._subset = self._rows is not None and self.windows is None
         self.frames_per_clip = int(frames_per_clip or options.clips.frames_per_clip)
         self.step_between_clips = int(step_between_clips or options.clips.step_between_clips)
         self.frame_rate = options.clips.frame_rate
@@ -184,24 +186,24 @@ class Kinetics(Dataset):
 
     def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stored clips, tails and first index rows of the dataset's videos."""
+        return self._video_facts
+
+    @functools.cached_property
+    def _video_facts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         table = self._split.video_table()
         rows = slice(None) if self._rows is None else self._rows
         return (table.column("clips")[rows], table.column("tail")[rows],
                 table.first_rows()[rows])
 
     @functools.cached_property
-    def _stored(self) -> tuple[ClipCounts, np.ndarray] | None:
-        """The stored clips of a subset of the videos (``extensions``) and their first
-        rows; None when every stored clip is the dataset's, row for row."""
-        if self._rows is None or self.windows is not None:
-            return None
-        clips, _, first = self._counts()
-        return ClipCounts(clips), first
+    def _per_video(self) -> ClipCounts:
+        """Stored clips of each of the dataset's videos: clip -> (video, clip in it)."""
+        return ClipCounts(self._counts()[0])
 
     def __len__(self) -> int:
         if self.windows is not None:
             return len(self.windows)
-        return self._stored[0].num_clips() if self._stored else len(self.index)
+        return self._per_video.num_clips() if self._subset else len(self.index)
 
     @functools.cached_property
     def samples(self) -> Samples:
@@ -248,10 +250,6 @@ class Kinetics(Dataset):
                          clip.meta and clip.meta["path"], self.output_format, self.transform,
                          self.return_dict, self.video_dtype)
 
-    @functools.cached_property
-    def _per_video(self) -> ClipCounts:
-        return ClipCounts(self._counts()[0])
-
     def _read(self, i: int) -> tuple[LoadedClip, int | None]:
         """Clip ``i`` (or the next readable one, with ``on_error="skip"``) and its video's
         number in ``samples`` (None where that takes a search: every stored clip)."""
@@ -270,11 +268,10 @@ class Kinetics(Dataset):
         """Clip ``i`` read and decoded, and its video (see :meth:`_read`); ShardError for
         any damage."""
         if self.windows is None:
-            if self._stored is None:
+            if not self._subset:
                 return read_clip(self._refs(i, i, f"clip {i}")[0], self), None
-            counts, first = self._stored
-            video, k = counts.get_clip_location(i)
-            row = int(first[video]) + k
+            video, k = self._per_video.get_clip_location(i)
+            row = int(self._counts()[2][video]) + k
             return read_clip(self._refs(row, row, f"clip {i}")[0], self), video
         w = self.windows
         video, k = w.locate(i)
