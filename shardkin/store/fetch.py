@@ -50,12 +50,6 @@ def _pread(fd: int, at: int, n: int) -> memoryview:
     return view[: os.preadv(fd, [view], at)]
 
 
-def _number(split: Split, shard: int) -> int:
-    """The manifest's number (the index's) of shard number ``shard`` of those read."""
-    every = split.manifest.shards
-    return shard if split.shards is every else every.names.index(split.shards[shard].name)
-
-
 def _checks_by_key(split: Split, shard: int, fill: Callable[[int, int], bytes],
                    keep: int) -> Check:
     """Each sample's check from its index row, found by its key (``first_rows`` of its
@@ -158,11 +152,10 @@ def fetch_samples(split: Split, shard: int, numbers: Sequence[int], wanted: Coll
     """Samples ``numbers`` (sorted, distinct) of shard number ``shard`` with their
     ``wanted`` members in memory, each run of consecutive samples in one :func:`fetch`:
     only their bytes are read."""
-    name = split.shards[shard].name
-    ranges = split._sample_ranges(name)
+    number = split.number(shard)
+    ranges = split.sample_ranges(number)
     if ranges is None:
         raise FileNotFoundError(f"{split.path(INDEX)} is missing: it locates samples")
-    number = _number(split, shard)
     runs = np.split(np.asarray(numbers), np.flatnonzero(np.diff(numbers) != 1) + 1)
     for run in runs:
         a, b = int(run[0]), int(run[-1])

@@ -226,7 +226,7 @@ class Split:
             self.cache and info.sha256) else None
         stop = info.clips if stop is None else stop
         ranges = None if writer is not None or (start == 0 and stop == info.clips) else (
-            self._sample_ranges(info.name))
+            self.sample_ranges(self.number(shard)))
         starts = None if ranges is None else ranges[:, 0]
         first = 0 if starts is None else start
         begin = 0 if starts is None else int(starts[start])
@@ -235,18 +235,25 @@ class Split:
         return Opened(RangeStream(self.folder, info.name, begin, end, sink=writer), None, first,
                       begin, writer)
 
-    def _sample_ranges(self, name: str) -> np.ndarray | None:
-        """(byte offset, byte length[, checksum]) of each sample of shard ``name`` in shard
-        order: ``index.npy``'s rows of the videos the video table puts in that shard (no
-        sort of the whole index, whatever its size); None for builds without an index
-        (streams then walk from the start)."""
+    def number(self, shard: int) -> int:
+        """The manifest's number (``index.npy``'s) of shard number ``shard`` of those read."""
+        every = self.manifest.shards
+        if self.shards is every:
+            return shard
+        if self._numbers is None:  # shard name -> its number, once a process
+            self._numbers = {n: k for k, n in enumerate(every.names)}
+        return self._numbers[self.shards[shard].name]
+
+    def sample_ranges(self, number: int) -> np.ndarray | None:
+        """(byte offset, byte length[, checksum]) of each sample of shard ``number`` (the
+        manifest's) in shard order: ``index.npy``'s rows of the videos the video table puts
+        in that shard (no sort of the whole index, whatever its size); None for builds
+        without an index (streams then walk from the start)."""
         rows = self.index_rows()
         if rows is None:
             return None
-        if self._numbers is None:  # shard name -> its number in index.npy
-            self._numbers = {n: k for k, n in enumerate(self.manifest.shards.names)}
         table = self.video_table()  # columns are memory-mapped views: nothing copied
-        videos = table.column("video_index")[table.column("shard") == self._numbers[name]]
+        videos = table.column("video_index")[table.column("shard") == number]
         clips, first = self.clips_per_video()[videos], self.first_rows()[videos]
         clips, first = clips[clips > 0], first[clips > 0]
         order = np.argsort(rows[first, 1])  # the videos as stored: by their first byte
