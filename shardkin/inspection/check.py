@@ -236,16 +236,24 @@ class SplitCheck:
     def shard_unlisted(self, name: str) -> None:
         self.problem(name, "on disk but not in the manifest (left from another build? remove it)")
 
-    def index(self, name: str, data: bytes | None, url: str) -> None:
-        """Check ``index.npy``: its bytes, and (all shards read) that each row locates its clip."""
-        entry, clips = self.manifest.index, self.manifest.totals.get("clips")
+    def file(self, entry: Any, data: bytes | None, url: str) -> bool:
+        """Check a file the manifest lists (``index.npy``, the video table) against its size
+        and sha256; False when it is missing."""
         if data is None:
-            self.problem(name, f"missing: in the manifest, but {url} does not exist")
-            return
+            self.problem(entry.name, f"missing: in the manifest, but {url} does not exist")
+            return False
         sha = hashlib.sha256(data).hexdigest()
         if (len(data), sha) != (entry.bytes, entry.sha256):
-            self.problem(name, f"checksum mismatch: {len(data)} bytes, {_digest(sha)}, the "
-                               f"manifest has {entry.bytes} bytes, {_digest(entry.sha256)}")
+            self.problem(entry.name, f"checksum mismatch: {len(data)} bytes, {_digest(sha)}, "
+                                     f"the manifest has {entry.bytes} bytes, "
+                                     f"{_digest(entry.sha256)}")
+        return True
+
+    def index(self, name: str, data: bytes | None, url: str) -> None:
+        """Check ``index.npy``: its bytes, and (all shards read) that each row locates its clip."""
+        clips = self.manifest.totals.get("clips")
+        if not self.file(self.manifest.index, data, url):
+            return
         try:
             rows = decode_npy(data)
         except Exception as e:  # a corrupt file is a finding, whatever it raises

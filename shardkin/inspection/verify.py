@@ -122,14 +122,14 @@ def _check_reader_files(split: Split, check: SplitCheck) -> None:
         try:
             data = split.folder.read_bytes(entry.name)
         except FileNotFoundError:
-            check.problem(entry.name, f"missing: in the manifest, but {split.path(entry.name)} "
-                                      "does not exist")
-            continue
-        if (len(data), hashlib.sha256(data).hexdigest()) != (entry.bytes, entry.sha256):
-            check.problem(entry.name, f"checksum mismatch: {len(data)} bytes, the manifest has "
-                                      f"{entry.bytes} and another sha256")
+            data = None
+        check.file(entry, data, split.path(entry.name))
     if split.folder.exists(HEAD):
-        head = json.loads(split.folder.read_bytes(HEAD))
+        try:
+            head = json.loads(split.folder.read_bytes(HEAD))
+        except ValueError as e:  # a damaged file is a finding, not a crash
+            check.problem(HEAD, f"undecodable: {e}; re-run the build command to rewrite it")
+            return
         if head != json.loads(json.dumps(manifest.head_json())):
             check.problem(HEAD, "differs from the manifest's head: readers would start from "
                                 "other shards or options; re-run the build command to rewrite it")

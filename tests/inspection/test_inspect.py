@@ -146,6 +146,13 @@ def test_verify_finds_a_head_json_that_differs_from_the_manifest(copy):
         "or options; re-run the build command to rewrite it"]
 
 
+def test_verify_finds_a_damaged_head_json(copy):
+    (copy / "head.json").write_text('{"shards": ')
+    r = cli("verify", copy, "--quiet")
+    assert r.returncode == 1 and len(problems(r)) == 1
+    assert problems(r)[0].startswith("head.json: undecodable: ")
+
+
 def _wrong_label(split: Path) -> str:
     """Change the cls of one sample in place and fix the shard's sha256: the bytes check passes."""
     shard = split / "train-000001.tar"
