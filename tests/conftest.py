@@ -3,6 +3,7 @@ and the check that the suite leaves no process behind."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 import time
@@ -114,6 +115,9 @@ def _left_behind(grace: float) -> list[psutil.Process]:
 
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if any process a test started outlives it by 15 s (then kill them)."""
+    # a loader dropped by its test but held in a reference cycle (a Lightning Trainer
+    # holds its loaders so) stops its persistent workers when collected: collect first
+    gc.collect()
     left = _left_behind(grace=15)
     if not left:
         return

@@ -70,6 +70,26 @@ def check_decode_device(device: str | torch.device | None) -> torch.device | Non
     return device
 
 
+
+def loader_decode_device(dataset: Any, device: str | torch.device | None,
+                         transform: Callable[[torch.Tensor], Any] | None,
+                         batch_transform: Any = None) -> torch.device | None:
+    """A loader's decode device: its own, else the dataset's; they must agree, and go with
+    ``device_transform`` and without ``batch_transform`` (both loaders check here)."""
+    mine, theirs = check_decode_device(device), getattr(dataset, "decode_device", None)
+    if mine is not None and theirs is not None and mine != theirs:
+        raise ValueError(f"decode_device={str(mine)!r}, but the dataset decodes on {theirs}")
+    chosen = mine or theirs
+    check_no_transform(getattr(dataset, "transform", None), chosen)
+    if transform is not None and chosen is None:
+        raise ValueError("device_transform is applied after decode_device's decoding: give "
+                         "decode_device too (or apply it to the batches yourself)")
+    if batch_transform is not None and chosen is not None:
+        raise ValueError("batch_transform crops decoded clips in the workers, and with "
+                         "decode_device they hand on undecoded JPEGs: give the preset as "
+                         "device_transform instead (the whole preset, on the device)")
+    return chosen
+
 def check_no_transform(transform: Any, device: torch.device | None) -> None:
     if device is not None and transform is not None:
         raise ValueError("a transform runs per clip on decoded frames, and with decode_device "

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from .checking import read_with_stand_ins
 from .collate import AudioBatching, ClipBuffers, collate_refs
 from .dataset import ShardDataset
-from .device import check_decode_device, check_no_transform, decode_batch
+from .device import decode_batch, loader_decode_device
 from .env import worker_id
 from .maploader import BatchTransform, MapLoader, check_batch_transform
 from .memory import BatchMemory, Held, hold
@@ -99,7 +99,8 @@ class ShardLoader:
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.decode_device = _decode_device(dataset, decode_device, device_transform)
+        self.decode_device = loader_decode_device(dataset, decode_device, device_transform,
+                                                  batch_transform)
         self.device_transform = device_transform
         self._memory = BatchMemory(max(1, num_workers), memory_slots)
         self._batches = _Batches(dataset, batch_size, drop_last, max(1, num_workers), audio,
@@ -185,19 +186,6 @@ class ShardLoader:
         self._loader = self._make()  # persistent workers must see the new state
 
 
-def _decode_device(dataset: Any, device: str | torch.device | None,
-                   transform: Callable[[torch.Tensor], Any] | None) -> torch.device | None:
-    """The loader's decode device: its own, else the dataset's; they must agree."""
-    mine, theirs = check_decode_device(device), getattr(dataset, "decode_device", None)
-    if mine is not None and theirs is not None and mine != theirs:
-        raise ValueError(f"decode_device={str(mine)!r}, but the dataset decodes on {theirs}")
-    chosen = mine or theirs
-    check_no_transform(getattr(dataset, "transform", None), chosen)
-    if transform is not None and chosen is None:
-        raise ValueError("device_transform is applied after decode_device's decoding: give "
-                         "decode_device too (or apply it to the batches yourself)")
-    return chosen
-
 
 def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                 drop_last: bool = False, audio: AudioBatching = "pad", audio_lengths: bool = False,
@@ -237,11 +225,7 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
     zstd builds are read in the workers and moved there. Audio and labels stay on the
     CPU. ``pin_memory`` defaults to True with a CUDA ``decode_device``, else False.
     """
-    device = _decode_device(dataset, decode_device, device_transform)
-    if batch_transform is not None and device is not None:
-        raise ValueError("batch_transform crops decoded clips in the workers, and with "
-                         "decode_device they hand on undecoded JPEGs: give the preset as "
-                         "device_transform instead (the whole preset, on the device)")
+    device = loader_decode_device(dataset, decode_device, device_transform, batch_transform)
     if pin_memory is None:
         pin_memory = device is not None and device.type == "cuda"
     kw = dict(decode_device=device, device_transform=device_transform)

@@ -20,7 +20,7 @@ from torch.utils.data import (
 )
 
 from .collate import AudioBatching, ClipBuffers, collate
-from .device import decode_batch
+from .device import decode_batch, loader_decode_device
 from .env import worker_id
 from .memory import Alloc, BatchMemory, Held, hold
 
@@ -81,11 +81,13 @@ class MapLoader:
                  shuffle: bool = False, num_workers: int = 0, drop_last: bool = False,
                  audio: AudioBatching = "pad", audio_lengths: bool = False, memory_slots: int = 5,
                  batch_transform: BatchTransform | None = None,
-                 decode_device: torch.device | None = None,
+                 decode_device: str | torch.device | None = None,
                  device_transform: Callable[[torch.Tensor], Any] | None = None,
                  **dataloader_kwargs: Any) -> None:
         if batch_transform is not None:
             check_batch_transform(dataset)
+        decode_device = loader_decode_device(dataset, decode_device, device_transform,
+                                             batch_transform)
         self.decode_device, self.device_transform = decode_device, device_transform
         if decode_device is not None and getattr(dataset, "decode_device", 0) is None:
             dataset = copy.copy(dataset)  # a Kinetics handing out JPEGs; the user's unchanged
