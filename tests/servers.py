@@ -285,9 +285,9 @@ class Proxy:
                         sent = None
                     elif sent is not None:
                         sent += len(data)
-                    client.sendall(data)
-                    with self._lock:
+                    with self._lock:  # counted before the client can have them
                         self._forwarded += len(data)
+                    client.sendall(data)
         finally:
             if waiting:
                 self._waiting(False)

@@ -29,7 +29,7 @@ from .records import (
     finish_checks,
 )
 
-LANDING = 512 << 10  # bytes read into place, then hashed, at a time: they stay in cache
+AROUND = 64 << 10  # bytes after an array read with it for its check (more: read apart)
 
 
 def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,26 +48,41 @@ def read_array(array: Array, out: torch.Tensor | None = None) -> torch.Tensor:
     if not out.is_contiguous():
         raise ValueError("read_array needs a contiguous destination")
     view = memoryview(out.numpy().reshape(-1).view(np.uint8))
-    fd, done, check = array.source.file.fileno(), 0, array.check
-    hashing = check is not None and not check.done
-    step = LANDING if hashing else len(view)
-    # the sample's bytes before the array that its check still needs (tar headers, the
-    # npy header) are read with it, in one preadv: hashed first, then the array
-    gap = array.offset - check.pos if hashing and check.pos < array.offset else 0
-    while done < len(view):
-        chunk = view[done : done + step]
-        before = scratch(gap) if gap else None
-        got = os.preadv(fd, [before, chunk] if gap else [chunk], array.offset + done - gap)
-        if got <= gap:
-            raise ShardError(f"{array.source.path}: truncated at byte {array.offset + done} while "
-                             "reading a clip: the shard changed during the epoch")
-        if hashing:  # hashed where it landed, while in the core's cache
-            if gap:
-                check.feed(array.offset - gap, before)
-            got -= gap
-            check.feed(array.offset + done, view[done : done + got])
-        done, gap = done + got, 0
+    fd, check = array.source.file.fileno(), array.check
+    if check is None or check.done:
+        _preadv(fd, [view], array.offset, array.source.path)
+        return out
+    # One positioned read with the bytes of the sample its check still needs around the
+    # array (tar headers, the npy header, the small members after it): all hashed at
+    # once, in order, the array where it landed (no second system call, no copy).
+    end = array.offset + len(view)
+    before = max(array.offset - check.pos, 0)
+    after = check.end - end if 0 < check.end - end <= AROUND else 0
+    around = scratch(before + after)
+    _preadv(fd, [around[:before], view, around[before:]], array.offset - before,
+            array.source.path)
+    if before:
+        check.feed(array.offset - before, around[:before])
+    check.feed(array.offset, view)
+    if after:
+        check.feed(end, around[before:])
     return out
+
+
+def _preadv(fd: int, buffers: list[memoryview], at: int, path: str) -> None:
+    """Fill ``buffers`` from ``fd`` at ``at`` (the page cache hands a file's bytes over in
+    one call; a short read continues)."""
+    buffers = [b for b in buffers if len(b)]
+    while buffers:
+        got = os.preadv(fd, buffers, at)
+        if not got:
+            raise ShardError(f"{path}: truncated at byte {at} while reading a clip: the shard "
+                             "changed during the epoch")
+        at += got
+        while buffers and got >= len(buffers[0]):
+            got -= len(buffers.pop(0))
+        if got:
+            buffers[0] = buffers[0][got:]
 
 
 def read_video(video: Array | Encoded | Pieces, out: torch.Tensor | None = None
