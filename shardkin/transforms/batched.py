@@ -32,7 +32,10 @@ class BatchedPreset:
 
     def _normalized(self, crop: torch.Tensor) -> torch.Tensor:
         """A crop converted and normalized (a new tensor: the input is never written)."""
-        x = ops.to_float(crop)
+        if crop.dtype == torch.uint8 and crop.device.type == "cpu":
+            return ops.normalize_(crop.to(torch.float32), self._mean, self._std,
+                                  from_uint8=True)
+        x = ops.to_float(crop)  # on CUDA as torchvision there: x / 255.0 is x * (1 / 255)
         if x.data_ptr() == crop.data_ptr():
             x = x.clone()
         return ops.normalize_(x, self._mean, self._std)
@@ -117,12 +120,9 @@ class BatchedPreset:
 
     def _into(self, out: torch.Tensor, crop: torch.Tensor, channel_dim: int = 0) -> None:
         """``out`` (float32) = the uint8 ``crop`` (same shape) converted and normalized, with
-        the values of the CPU's operations on any device: CUDA computes ``x / 255.0`` (a
-        Python number) as ``x * (1 / 255)``, off by a bit for some pixel values, and ``x /
-        t`` for a tensor ``t`` on the device as a true division, as the CPU does."""
+        the values of the CPU's operations on any device (``normalize_``'s ``from_uint8``)."""
         out.copy_(crop)
-        out.div_(255.0 if out.device.type == "cpu" else ops.scalar(255.0, out.device))
-        ops.normalize_(out, self._mean, self._std, channel_dim)
+        ops.normalize_(out, self._mean, self._std, channel_dim, from_uint8=True)
 
     def batch(self, video: torch.Tensor, windows: Sequence[Window] | None = None, *,
               alloc: Any = None) -> torch.Tensor:

@@ -124,12 +124,19 @@ def scalar(value: float, device: torch.device) -> torch.Tensor:
 
 
 def normalize_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-               channel_dim: int = -3) -> torch.Tensor:
+               channel_dim: int = -3, *, from_uint8: bool = False) -> torch.Tensor:
     """``Normalize(mean, std)`` in place on float32 ``x`` (channels at ``channel_dim``):
     ``x.sub_(mean).div_(std)`` with each channel's float32 constants, the values
     torchvision's ``F.normalize`` computes. When the channels are innermost in memory
     (``[..., H, W, C]`` storage) the constants are tiled along the next dimension so the
-    inner loop runs over whole rows."""
+    inner loop runs over whole rows.
+
+    ``from_uint8``: ``x`` holds uint8 values not yet divided by 255 (``ConvertImageDtype``'s
+    second half): on a CPU the division and the subtraction are one pass, ``addcdiv(-mean,
+    x, 255)``, whose kernel computes ``-mean + x / 255`` in float32, each step rounded as
+    ``x.div_(255).sub_(mean)`` rounds it (the same bits, a pass over the float crop fewer:
+    its passes cost more than its arithmetic); elsewhere divided by 255 held in a device
+    tensor (a true division, as the CPU's: CUDA computes ``x / 255.0`` as ``x * (1 / 255)``)."""
     c = channel_dim % x.dim()
     values = tuple(mean.tolist()), tuple(std.tolist())
     if x.stride(c) == 1 and x.shape[c] > 1 and c < x.dim() - 1:
@@ -140,8 +147,16 @@ def normalize_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     else:
         rows, shape = 0, tuple(-1 if d == c else 1 for d in range(x.dim()))
         out = x
-    x.sub_(_constants(values[0], shape, str(x.device), rows))
-    x.div_(_constants(values[1], shape, str(x.device), rows))
+    device = str(x.device)
+    if from_uint8 and x.device.type == "cpu":
+        negated = tuple(-m for m in values[0])  # exact: a float32 negated
+        torch.addcdiv(_constants(negated, shape, device, rows), x, scalar(255.0, x.device),
+                      out=x)
+    else:
+        if from_uint8:
+            x.div_(scalar(255.0, x.device))
+        x.sub_(_constants(values[0], shape, device, rows))
+    x.div_(_constants(values[1], shape, device, rows))
     return out
 
 
