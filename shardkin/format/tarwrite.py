@@ -16,6 +16,11 @@ import xxhash
 
 from .tar import BLOCK, RECORD, as_int64, member_header
 
+# Bytes written between two flushes to disk by the writing thread: the fsync that makes a
+# finished shard durable before it is published then waits for only the last of them (it
+# held the decoding worker 30 ms a 20 MB shard, 10% of a build's time, when it flushed all).
+SYNC_EVERY = 2 << 20
+
 
 class ShardWriter:
     """Write tar members to the temporary local file ``path``.
@@ -38,11 +43,17 @@ class ShardWriter:
         self._thread.start()
 
     def _drain(self) -> None:
+        unsynced = 0
         while (data := self._queue.get()) is not None:
             if self._error is None:
                 try:
                     self._file.write(data)
                     self._sha.update(data)
+                    unsynced += len(data)
+                    if unsynced >= SYNC_EVERY:  # to disk here, off the decoding thread
+                        self._file.flush()
+                        os.fdatasync(self._file.fileno())
+                        unsynced = 0
                 except BaseException as e:  # noqa: BLE001 - raised again by the caller
                     self._error = e
 
