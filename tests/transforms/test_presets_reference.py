@@ -117,6 +117,22 @@ for seed in range(100):
         same(f"weights.transforms() one clip {mode} {name}", ref(batch[0]), ours(batch[0]))
         same(f"weights.transforms() batch {mode} {name}", a, ours.batch(batch))
 
+# every uint8 value in every channel (each channel a different order), all three forms
+values = torch.stack([torch.arange(256).roll(85 * c) for c in range(3)]).to(torch.uint8)
+clip = values.view(1, 3, 16, 16).expand(2, 3, 16, 16).contiguous()
+for p in (0.0, 1.0):
+    torch.manual_seed(0)
+    a = train((16, 16), (16, 16), p)(clip)
+    ours = S.VideoClassificationPresetTrain(crop_size=(16, 16), resize_size=(16, 16), hflip_prob=p)
+    torch.manual_seed(0)
+    same(f"every value, train p {p}", a, ours(clip))
+    torch.manual_seed(0)
+    same(f"every value, train batch p {p}", a[None], ours.batch(clip[None]))
+    same(f"every value, float part p {p}", a[None], ours.normalize_batch(
+        ours.crop_batch(clip[None], [S.Window(0, 0, bool(p))])))
+same("every value, eval", evaluation((16, 16), (16, 16))(clip),
+     S.VideoClassificationPresetEval(crop_size=(16, 16), resize_size=(16, 16))(clip))
+
 # a center crop larger than the resized clip: torchvision pads (eval: after normalizing)
 clip = torch.randint(0, 256, (2, 3, 90, 100), dtype=torch.uint8)
 same("eval padded", evaluation((112, 112), (96, 108))(clip),
