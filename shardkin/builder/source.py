@@ -2,20 +2,21 @@
 
 :class:`Root` lists folders and files in torchvision's order and gives each video in the
 form :mod:`.decode` opens: a local path, or for a store a :class:`RemoteVideo`, a callable
-giving a new file object each time it is called (the picture and the sound are read by
-two demuxers). A video of up to :data:`WHOLE_BYTES` is fetched whole into memory in one
-request; a larger one is read through :class:`~shardkin.store.objectfile.ObjectFile`
-blocks (8 MiB, a few kept, the next fetched ahead), so memory stays bounded on long
-videos. Every request is retried with backoff (:func:`shardkin.store.fs.retried`); a
-video that still cannot be read raises :class:`~.decode.DecodeError` naming its URL, so
-it is recorded like a bad local file. Probing reads only the blocks the demuxer asks for
-(64 KiB), from many threads at once (:func:`probe_chunk`), so the requests of many
-videos are in flight together.
+giving a new file object each time it is called (the timeline's scan, the picture and
+the sound are read by three demuxers). A video of up to :data:`WHOLE_BYTES` is fetched
+whole into memory in one request; a larger one is copied once, in 8 MiB ranges (the next
+fetched ahead), into an anonymous local file that its demuxers read, so memory stays
+bounded on long videos and none is fetched twice. Every request is retried with backoff
+(:func:`shardkin.store.fs.retried`); a video that still cannot be read raises
+:class:`~.decode.DecodeError` naming its URL, so it is recorded like a bad local file.
+Probing reads only the blocks the demuxer asks for (64 KiB), from many threads at once
+(:func:`probe_chunk`), so the requests of many videos are in flight together.
 """
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -175,12 +176,16 @@ class Root:
 
 class RemoteVideo:
     """A video in a store, opened as file objects, as often as asked, from one fetch of
-    the whole object (small ones) or one set of shared :class:`Blocks`."""
+    the whole object: into memory (small ones), or into an anonymous local file (larger
+    ones: the timeline's scan reads a video to its end before the picture and the sound
+    are decoded, so blocks kept in memory would be fetched twice); when probing, from
+    blocks fetched as the demuxer asks for them."""
 
     def __init__(self, folder: Folder, name: str, size: int | None, probing: bool) -> None:
         self.folder, self.name, self.size, self.probing = folder, name, size, probing
         self._data: bytes | None = None
         self._blocks: Blocks | None = None
+        self._spool: BinaryIO | None = None
         self._fetching: Future | None = None
 
     def __repr__(self) -> str:
@@ -197,11 +202,16 @@ class RemoteVideo:
             self._fetching = _executor().submit(self._whole, self.size)
         return self
 
+    def _failed(self, e: OSError) -> DecodeError:
+        return DecodeError(f"cannot read {self.folder.path(self.name)}: "
+                           f"{type(e).__name__}: {e}")
+
     def __call__(self) -> BinaryIO:
+        large = None
         try:
             if self._fetching is not None:
                 self._data, self._fetching = self._fetching.result(), None
-            if self._data is None and self._blocks is None:
+            if self._data is None and self._blocks is None and self._spool is None:
                 if self.probing:
                     self._blocks = Blocks(self.folder, self.name, self.size, block=PROBE_BLOCK,
                                           ahead=0)
@@ -212,13 +222,34 @@ class RemoteVideo:
                     if size <= WHOLE_BYTES:
                         self._data = self._whole(size)
                     else:
-                        self._blocks = Blocks(self.folder, self.name, size, block=BLOCK_BYTES)
+                        large = Blocks(self.folder, self.name, size, block=BLOCK_BYTES)
         except OSError as e:
-            raise DecodeError(f"cannot read {self.folder.path(self.name)}: "
-                              f"{type(e).__name__}: {e}") from None
+            raise self._failed(e) from None
+        if large is not None:
+            self._spool = self._spooled(large)
         if self._data is not None:
             return io.BytesIO(self._data)  # shares the bytes, copies none
+        if self._spool is not None:
+            return _Positioned(self._spool)
         return _Guarded(ObjectFile(self._blocks), self.folder.path(self.name))
+
+    def _spooled(self, blocks: Blocks) -> BinaryIO:
+        """The object copied block by block (the next fetched ahead) into an anonymous local
+        file (in TMPDIR; gone once no reader holds it). A block that cannot be fetched is
+        the video's DecodeError; a local write that fails, the disk's OSError."""
+        spool = tempfile.TemporaryFile()
+        try:
+            for k in range(-(-blocks.size // blocks.block)):
+                try:
+                    data = blocks.get(k)
+                except OSError as e:
+                    raise self._failed(e) from None
+                spool.write(data)
+            spool.flush()
+        except BaseException:
+            spool.close()
+            raise
+        return spool
 
 
 class _Guarded(io.RawIOBase):
@@ -250,6 +281,37 @@ class _Guarded(io.RawIOBase):
             return self._file.readinto(b)
         except OSError as e:
             raise DecodeError(f"cannot read {self._url}: {type(e).__name__}: {e}") from None
+
+
+class _Positioned(io.RawIOBase):
+    """A reader of its own over a shared local file: positioned reads from its own offset,
+    so the demuxers of one video each keep their place in the one copy."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file, self._fd, self._pos = file, file.fileno(), 0  # holds the file open
+        self._size = os.fstat(self._fd).st_size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = os.preadv(self._fd, [b], self._pos)
+        self._pos += n
+        return n
 
 
 def probe_chunk(root: str, storage_options: dict[str, Any] | None,

@@ -55,8 +55,8 @@ def test_build_from_bucket_equals_local_build(made_root, remote_root, tmp_path):
 
 def test_long_videos_read_in_blocks_give_the_same_bytes(made_root, remote_root, tmp_path,
                                                         monkeypatch):
-    """Every video read through small read-ahead blocks (as one over WHOLE_BYTES is),
-    a few kept, shared by the picture and sound demuxers."""
+    """Every video fetched in small ranges (as one over WHOLE_BYTES is) into a local file
+    that its three demuxers (the timeline's scan, the picture, the sound) read."""
     monkeypatch.setattr(source_module, "WHOLE_BYTES", 0)
     monkeypatch.setattr(source_module, "BLOCK_BYTES", 4096)
     remote = build(remote_root, tmp_path / "remote", "train", workers=1, **KW)
@@ -173,3 +173,29 @@ def test_next_video_is_fetched_ahead_once(remote_root, s3_endpoint):
         assert proxy.requests == listed + 1  # one GET
         root.prefetch([{"path": f"train/x{i}.mp4", "bytes": 10} for i in range(3)])
         assert len(root._ahead) <= 6  # never taken: not kept without bound
+
+
+def test_a_long_video_is_downloaded_once(s3_endpoint, tmp_path, monkeypatch):
+    """A video over WHOLE_BYTES is read by three demuxers (the timeline's scan to its end
+    first, then the picture and the sound): it is fetched from the store once, into a local
+    file, not once for the scan and again for the decoding; the shards equal a local build's."""
+    import boto3
+
+    from servers import cutting_proxy
+
+    local = tmp_path / "tree"
+    make_video(local / "train" / "a" / "long.mp4", 240, 30, (640, 480), 16000, 1, seed=3)
+    kw = dict(KW, frames_per_clip=16, step_between_clips=16, min_dimension=32)
+    size = (local / "train" / "a" / "long.mp4").stat().st_size
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="long")
+    _upload(local, "s3://long/r")
+    monkeypatch.setattr(source_module, "WHOLE_BYTES", 0)
+    monkeypatch.setattr(source_module, "BLOCK_BYTES", 16 << 10)
+    with cutting_proxy(urlparse(s3_endpoint).port, cut_after=1 << 40, cuts=0) as proxy:
+        remote = build("s3://long/r", tmp_path / "remote", "train", workers=1,
+                       storage_options={"endpoint_url": proxy.url}, **kw)
+        fetched = proxy.forwarded
+    assert remote == build(local, tmp_path / "local", "train", workers=1, **kw)
+    assert tree_bytes(tmp_path / "remote") == tree_bytes(tmp_path / "local")
+    # once, plus the plan's probe (a few 64 KiB blocks) and the listing's answers
+    assert size < fetched < 1.2 * size, (size, fetched)
