@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from ..store.folder import Folder
 from ..store.fs import retried
-from ..store.objectfile import Blocks, ObjectFile
+from ..store.objectfile import Blocks, ObjectFile, SharedFile
 from ..store.ranges import _executor
 from .decode import DecodeError, VideoPath, probe_or_reason
 from .errors import BuildError
@@ -230,7 +230,7 @@ class RemoteVideo:
         if self._data is not None:
             return io.BytesIO(self._data)  # shares the bytes, copies none
         if self._spool is not None:
-            return _Positioned(self._spool)
+            return SharedFile(self._spool)
         return _Guarded(ObjectFile(self._blocks), self.folder.path(self.name))
 
     def _spooled(self, blocks: Blocks) -> BinaryIO:
@@ -281,37 +281,6 @@ class _Guarded(io.RawIOBase):
             return self._file.readinto(b)
         except OSError as e:
             raise DecodeError(f"cannot read {self._url}: {type(e).__name__}: {e}") from None
-
-
-class _Positioned(io.RawIOBase):
-    """A reader of its own over a shared local file: positioned reads from its own offset,
-    so the demuxers of one video each keep their place in the one copy."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        super().__init__()
-        self._file, self._fd, self._pos = file, file.fileno(), 0  # holds the file open
-        self._size = os.fstat(self._fd).st_size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, b) -> int:
-        n = os.preadv(self._fd, [b], self._pos)
-        self._pos += n
-        return n
 
 
 def probe_chunk(root: str, storage_options: dict[str, Any] | None,

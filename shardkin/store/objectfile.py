@@ -1,19 +1,23 @@
-"""A seekable, read-only file over an object in a store, for readers that seek (PyAV's
-demuxers reading a video straight from a bucket).
+"""Seekable, read-only files for readers that seek (PyAV's demuxers reading a video from a
+bucket): :class:`ObjectFile` over an object in a store, :class:`SharedFile` over a local copy.
 
 :class:`Blocks` holds an object's bytes as fixed blocks fetched by retried range requests
 (:meth:`~shardkin.store.folder.Folder.read_range`): the last ``keep`` blocks are kept, so
 memory is bounded whatever the object's size, and while a block is read the next
 ``ahead`` are fetched in the background (the network overlaps the decoding). Every
-:class:`ObjectFile` opened on the same :class:`Blocks` shares them: a video's picture and
-sound demuxers advance together and read each byte from the store once.
+:class:`ObjectFile` opened on the same :class:`Blocks` shares them (a probe's demuxer reads
+only the blocks it asks for). A video the build decodes is read by three demuxers, one of
+them to its end first: it is copied once into a local file that each reads through a
+:class:`SharedFile` of its own.
 """
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
+from typing import BinaryIO
 
 from .folder import Folder
 from .ranges import _executor
@@ -75,12 +79,15 @@ class Blocks:
             raise
 
 
-class ObjectFile(io.RawIOBase):
-    """A read-only, seekable file over :class:`Blocks`."""
+class Positioned(io.RawIOBase):
+    """A read-only, seekable file reading at a position of its own (``_pos``); a subclass
+    gives its ``size`` and ``readinto``."""
 
-    def __init__(self, blocks: Blocks) -> None:
-        super().__init__()
-        self._blocks, self._pos = blocks, 0
+    _pos = 0
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
 
     def readable(self) -> bool:
         return True
@@ -94,11 +101,43 @@ class ObjectFile(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos}.get(whence)
         if base is None:
-            base = self._blocks.size  # io.SEEK_END
+            base = self.size  # io.SEEK_END
         if base + offset < 0:
             raise ValueError(f"negative seek position {base + offset}")
         self._pos = base + offset
         return self._pos
+
+
+class SharedFile(Positioned):
+    """A reader of its own over an open local file shared by several (each demuxer of a
+    video copied from a store): positioned reads, so each keeps its place; holds ``file``
+    open as long as it lives."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file, self._fd = file, file.fileno()
+        self._size = os.fstat(self._fd).st_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readinto(self, b) -> int:
+        n = os.preadv(self._fd, [b], self._pos)
+        self._pos += n
+        return n
+
+
+class ObjectFile(Positioned):
+    """A read-only, seekable file over :class:`Blocks`."""
+
+    def __init__(self, blocks: Blocks) -> None:
+        super().__init__()
+        self._blocks = blocks
+
+    @property
+    def size(self) -> int:
+        return self._blocks.size
 
     def readinto(self, b) -> int:
         """Fill ``b`` as far as the object goes (across blocks)."""

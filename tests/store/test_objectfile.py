@@ -1,15 +1,17 @@
 """ObjectFile: a seekable file over an object, read in shared blocks (moto on 127.0.0.1,
-requests counted by a proxy)."""
+requests counted by a proxy); SharedFile: readers of their own over one local copy."""
 from __future__ import annotations
 
 import io
+import os
 import random
+import tempfile
 from urllib.parse import urlparse
 
 import pytest
 
 from shardkin.store.folder import Folder
-from shardkin.store.objectfile import Blocks, ObjectFile
+from shardkin.store.objectfile import Blocks, ObjectFile, SharedFile
 
 DATA = random.Random(0).randbytes(100_000)
 
@@ -62,3 +64,17 @@ def test_missing_object_is_file_not_found(stored):
     folder, _ = stored
     with pytest.raises(FileNotFoundError, match="obj2"):
         ObjectFile(Blocks(folder, "obj2")).read(10)
+
+
+def test_shared_files_keep_their_own_places(tmp_path):
+    """Readers over one open local file each read from their own position."""
+    data = os.urandom(10_000)
+    with tempfile.TemporaryFile(dir=tmp_path) as f:
+        f.write(data)
+        f.flush()
+        a, b = SharedFile(f), SharedFile(f)
+        assert a.read(100) == data[:100]
+        assert b.seek(-50, 2) == 9_950 and b.read() == data[-50:]
+        assert a.read(100) == data[100:200] and a.tell() == 200
+        assert a.seek(5, 1) == 205 and a.read(3) == data[205:208]
+        assert b.read(10) == b"" and a.size == b.size == 10_000
