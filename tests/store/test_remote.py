@@ -443,3 +443,25 @@ def test_show_names_the_byte_of_damage_in_a_remote_range(local_build, bucket, tm
     assert len(read_clips(split, [(shard, 2), (shard, 3)], 2)) == 2  # before the damage
     with pytest.raises(ShardError, match=f"bad header checksum at byte {at['header']}$"):
         read_clips(split, [(shard, 3), (shard, 5)], 2)
+
+
+def test_sample_ranges_by_scan_and_by_sorted_table_agree(local_build, monkeypatch):
+    """A shard's samples (byte ranges, in shard order) found from the video table: by a scan
+    for the first lookups, then by the table sorted once: both are the index rows of that
+    shard by offset."""
+    import numpy as np
+
+    from shardkin.store import split as split_module
+    from shardkin.store.split import open_split
+
+    def every(scans: int) -> list[np.ndarray]:
+        monkeypatch.setattr(split_module, "SCANS", scans)
+        split = open_split(local_build, "train")
+        return [split.sample_ranges(n) for n in range(len(split.manifest.shards))]
+
+    rows = np.load(local_build / "train" / "index.npy")
+    scanned, searched = every(10**6), every(0)
+    assert len(scanned) > 1
+    for n, (a, b) in enumerate(zip(scanned, searched)):
+        mine = rows[rows[:, 0] == n]
+        assert np.array_equal(a, mine[np.argsort(mine[:, 1])][:, 1:]) and np.array_equal(a, b)
