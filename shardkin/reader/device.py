@@ -70,7 +70,6 @@ def check_decode_device(device: str | torch.device | None) -> torch.device | Non
     return device
 
 
-
 def loader_decode_device(dataset: Any, device: str | torch.device | None,
                          transform: Callable[[torch.Tensor], Any] | None,
                          batch_transform: Any = None) -> torch.device | None:
@@ -89,6 +88,7 @@ def loader_decode_device(dataset: Any, device: str | torch.device | None,
                          "decode_device they hand on undecoded JPEGs: give the preset as "
                          "device_transform instead (the whole preset, on the device)")
     return chosen
+
 
 def check_no_transform(transform: Any, device: torch.device | None) -> None:
     if device is not None and transform is not None:
