@@ -26,7 +26,9 @@ Each run, in turn (``--runs`` runs; ranges over them):
    - shardkin's presets per clip (on shardkin's clips), batched (``batch``, float on
      the CPU), and the device path's two parts: the uint8 crop and flip written into the
      batch (``in_workers()``, per-sample windows: the CPU side) and the float part
-     (``normalize_batch``: what the GPU does, here on the CPU for scale);
+     (``normalize_batch``: what the GPU does, here on the CPU for scale); and the CPU
+     side with the flips left to the device (``in_workers(flip_on_device=True)``: the
+     uint8 crops and their flags);
    - PyTorchVideo's Kinetics tutorial train transform (real pytorchvideo, on random 2 s
      clips of 60 frames at 256x340: ``UniformTemporalSubsample(8)``, ``/255``,
      ``Normalize``, ``RandomShortSideScale(256, 320)``, ``RandomCrop(244)``,
@@ -40,9 +42,9 @@ Each run, in turn (``--runs`` runs; ranges over them):
    slower still), shardkin's
    per-clip preset as ``transform``, shardkin's batched preset in the workers
    (``batch_transform=in_workers(to_float=True)``), the device path's worker side
-   (``in_workers()``: uint8 crops), and reading alone. Per core = clips / CPU seconds
-   of the main process and the workers together (user + system, measured); "host" counts
-   the workers only (what a CPU feeding a GPU spends).
+   (``in_workers()``: uint8 crops; and with ``flip_on_device=True``), and reading alone.
+   Per core = clips / CPU seconds of the main process and the workers together (user +
+   system, measured); "host" counts the workers only (what a CPU feeding a GPU spends).
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ from bench_read import REAL, scaled_manifest  # noqa: E402
 from shardkin import ShardDataset, make_loader  # noqa: E402
 from shardkin.builder import BuildError, build  # noqa: E402
 from shardkin.transforms import (  # noqa: E402
+    Crops,
     VideoClassificationPresetEval,
     VideoClassificationPresetTrain,
 )
@@ -154,6 +157,7 @@ def transform_rows(stored: torch.Tensor, batch: int) -> tuple[dict[str, Callable
     keys = [[f"{i:08d}_000000" for i in range(i, i + len(b))] for i, b in
             zip(range(0, len(views), batch), batches)]
     crops, alloc = train.in_workers(seed=0), Reused()
+    unflipped = train.in_workers(seed=0, flip_on_device=True)
     cropped = [crops(b, k, 0, Reused()) for b, k in zip(batches, keys)]
 
     def each(preset: Callable, clips: list[torch.Tensor], most: int = batch) -> Callable:
@@ -177,6 +181,8 @@ def transform_rows(stored: torch.Tensor, batch: int) -> tuple[dict[str, Callable
             lambda i: train.batch(batches[i], alloc=alloc)),
         "device path, CPU side (uint8 crop+flip)": batched(
             lambda i: crops(batches[i], keys[i], 0, alloc)),
+        "device path, CPU side, flips on the device": batched(
+            lambda i: unflipped(batches[i], keys[i], 0, alloc)),
         "device path, float part (on the CPU)": batched(
             lambda i: train.normalize_batch(cropped[i], alloc=alloc)),
         "reference eval, contiguous clips": each(ref_eval, contiguous),
@@ -249,7 +255,7 @@ def measure(ds: ShardDataset, workers: int, batch: int, seconds: float,
     def batches() -> Iterator[torch.Tensor]:
         for epoch in itertools.count():
             ds.set_epoch(epoch)
-            yield from (video for video, _, _ in loader)
+            yield from (v.video if isinstance(v, Crops) else v for v, _, _ in loader)
 
     warm = 5 * workers + 2
     procs: list[psutil.Process] = []
@@ -289,6 +295,9 @@ def pipelines(manifest: Path, workers: int, batch: int, seconds: float) -> dict[
         "device path: uint8 crops": measure(
             ShardDataset(manifest), workers, batch, seconds, crops,
             batch_transform=train.in_workers()),
+        "device path, flips on the device": measure(
+            ShardDataset(manifest), workers, batch, seconds, crops,
+            batch_transform=train.in_workers(flip_on_device=True)),
         "reading alone (uint8 clips)": measure(
             ShardDataset(manifest), workers, batch, seconds, full),
     }
@@ -361,6 +370,7 @@ def report(ms: dict[str, list[float]], rates: dict[str, list[Rate]]) -> None:
             (train, "shardkin train, per clip", 2.5),
             (train, "shardkin train, batched (float on CPU)", 2.5),
             (train, "device path, CPU side (uint8 crop+flip)", 10),
+            (train, "device path, CPU side, flips on the device", 10),
             (evaluation, "shardkin eval, per clip", 2),
             (evaluation, "shardkin eval, batched (float on CPU)", 2),
             (train, "reference train, shardkin's clips", 0)):
@@ -377,9 +387,10 @@ def report(ms: dict[str, list[float]], rates: dict[str, list[Rate]]) -> None:
             values = rates[f"{codec}: {name}"]
             print(f"  {codec}: {name} / reference, per core: "
                   f"{spread([v.per_core / r.per_core for v, r in zip(values, ref)], '.2f')}")
-        host = rates[f"{codec}: device path: uint8 crops"]
-        print(f"  {codec}: device path host / reference, per core: "
-              f"{spread([h.host_per_core / r.per_core for h, r in zip(host, ref)], '.1f')}")
+        for name in ("device path: uint8 crops", "device path, flips on the device"):
+            host = rates[f"{codec}: {name}"]
+            print(f"  {codec}: {name}, host / reference, per core: "
+                  f"{spread([h.host_per_core / r.per_core for h, r in zip(host, ref)], '.1f')}")
     print("  goal: raw, shardkin batched in workers >= 1,000 clips/s per core")
 
 

@@ -13,7 +13,7 @@ from ..format.sample import parse_key
 from ..store.split import LocalShard
 from .device import JpegBatch, join, pack_refs
 from .loading import load_clip, read_audio, read_video
-from .memory import Alloc, empty
+from .memory import Alloc, empty, storages
 from .records import Array, ClipRef, Pieces, finish_checks
 
 AudioBatching = Literal["pad", "list"]  # zero-padded into one tensor, or a list of clips'
@@ -195,8 +195,8 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
     if batch_transform is not None:
         read = read_videos(refs, torch.uint8, _reused(buffers), buffers)
         video = batch_transform(read.permute(0, 1, 4, 2, 3), [r.key for r in refs], epoch, alloc)
-        if video.untyped_storage().data_ptr() == read.untyped_storage().data_ptr():
-            raise ValueError("batch_transform must return a new tensor (from alloc), not its "
+        if read.untyped_storage().data_ptr() in {s.data_ptr() for s in storages(video)}:
+            raise ValueError("batch_transform must return new tensors (from alloc), not its "
                              "input: the input's memory is reused for the next batch")
         sound, lengths = _audio([read_audio(r.audio) for r in refs], audio, alloc)
         for r in refs:

@@ -210,11 +210,12 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
     ``batch_transform(video, samples, epoch, alloc)`` runs in the workers on each batch's
     uint8 video ``[B, T, C, H, W]`` (tuple items, ``output_format="TCHW"``, no
     ``transform``) and returns the batch's video, a new tensor from ``alloc(shape,
-    dtype)`` (the batch memory); ``samples`` are the clips' keys (``ShardDataset``) or
-    indices (map-style), ``epoch`` the dataset's epoch (map-style: the loader's passes), so
-    random draws can follow the sample alone, whatever the worker, and resume with the
-    loader. E.g. ``shardkin.transforms.VideoClassificationPresetTrain(...).in_workers()``:
-    crop and flip in the workers, convert and normalize on the device.
+    dtype)`` (the batch memory), or a tuple of such tensors (a named one too);
+    ``samples`` are the clips' keys (``ShardDataset``) or indices (map-style), ``epoch``
+    the dataset's epoch (map-style: the loader's passes), so random draws can follow the
+    sample alone, whatever the worker, and resume with the loader. E.g.
+    ``shardkin.transforms.VideoClassificationPresetTrain(...).in_workers()``: crop and
+    flip in the workers, convert and normalize on the device.
 
     ``decode_device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"``; default: the dataset's, else
     None): the workers do not decode a jpeg build's clips but hand on their JPEGs, one

@@ -25,7 +25,8 @@ from .env import worker_id
 from .memory import Alloc, BatchMemory, Held, hold
 
 # make_loader's batch_transform: (uint8 video [B, T, C, H, W], samples, epoch, alloc) -> video
-BatchTransform = Callable[[torch.Tensor, Sequence[Any], int, Alloc], torch.Tensor]
+# (a tensor, or a tuple of tensors such as shardkin.transforms.Crops)
+BatchTransform = Callable[[torch.Tensor, Sequence[Any], int, Alloc], Any]
 
 
 def check_batch_transform(ds: Any) -> None:

@@ -33,11 +33,18 @@ def _on(storage: torch.UntypedStorage, start: int, shape: Sequence[int],
     return torch.empty(0, dtype=dtype).set_(storage, start // dtype.itemsize, tuple(shape))
 
 
-def _storages(batch: Any) -> list[torch.UntypedStorage]:
+def _tensors(batch: Any) -> list[torch.Tensor]:
+    """The tensors in a batch: itself, or in its dict, list or tuple (named too), nested."""
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    return [t for v in batch for t in _tensors(v)] if isinstance(batch, (list, tuple)) else []
+
+
+def storages(batch: Any) -> list[torch.UntypedStorage]:
     """The distinct storages under the tensors of a batch."""
-    values = batch.values() if isinstance(batch, dict) else batch
-    tensors = [t for v in values for t in (v if isinstance(v, list) else [v])
-               if isinstance(t, torch.Tensor)]
+    tensors = _tensors(batch)
     return list({t.untyped_storage().data_ptr(): t.untyped_storage() for t in tensors}.values())
 
 
@@ -53,7 +60,7 @@ def hold(memory: BatchMemory, held: Held, worker: int, slot: int, batch: Any) ->
         else:
             still.append((refs, w, s))
     if slot >= 0:  # pinned, these are the copies: later than needed, still safe
-        still.append(([StorageWeakRef(s) for s in _storages(batch)], worker, slot))
+        still.append(([StorageWeakRef(s) for s in storages(batch)], worker, slot))
     return still
 
 

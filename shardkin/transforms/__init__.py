@@ -7,7 +7,7 @@ from .presets import (
     VideoClassificationPresetTrain,
 )
 from .windows import Window, draw_window, sample_window
-from .workers import InWorkers
+from .workers import Crops, InWorkers
 
-__all__ = ["InWorkers", "VideoClassification", "VideoClassificationPresetEval",
+__all__ = ["Crops", "InWorkers", "VideoClassification", "VideoClassificationPresetEval",
            "VideoClassificationPresetTrain", "Window", "draw_window", "sample_window"]

@@ -1,8 +1,9 @@
 """What torchvision's video presets share in shardkin: the per-channel constants, the
 float part, and the batched forms on uint8 ``[B, T, C, H, W]`` (CPU or CUDA, each clip its
 own window): ``crop_batch`` (the uint8 part: crop and flip, for DataLoader workers),
-``normalize_batch`` (the float part: convert and normalize, for the device), ``batch``
-(both), ``in_workers`` (``make_loader``'s ``batch_transform``)."""
+``normalize_batch`` (the float part: convert and normalize, for the device; from
+:class:`~.workers.Crops` the flips too), ``batch`` (both), ``in_workers`` (``make_loader``'s
+``batch_transform``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ import torch
 
 from . import ops
 from .windows import Window, crop_into, cut, empty_like_layout
-from .workers import InWorkers
+from .workers import Crops, InWorkers
 
 
 class BatchedPreset:
@@ -86,23 +87,26 @@ class BatchedPreset:
         out = empty_like_layout((*video.shape[:3], *self.crop), video, torch.uint8, alloc)
         return crop_into(out, video, windows, self.crop)
 
-    def normalize_batch(self, video: torch.Tensor, *, alloc: Any = None,
+    def normalize_batch(self, video: torch.Tensor | Crops, *, alloc: Any = None,
                         memory_format: torch.memory_format = torch.preserve_format
                         ) -> torch.Tensor:
         """The float part: uint8 ``[B, T, C, h, w]`` (on any device) -> float32
         ``[B, C, T, h, w]``, ``ConvertImageDtype`` then ``Normalize`` as the preset does
-        them. The output keeps the input's memory layout (``[B, T, h, w, C]`` storage is
-        ``torch.channels_last_3d``), or is contiguous with ``memory_format=
+        them; :class:`~.workers.Crops` (``in_workers(flip_on_device=True)``) are mirrored
+        where flagged first. The output keeps the input's memory layout (``[B, T, h, w,
+        C]`` storage is ``torch.channels_last_3d``), or is contiguous with ``memory_format=
         torch.contiguous_format`` (the copy then transposes: cheap on a GPU, not on a CPU)."""
+        if isinstance(video, Crops):
+            video = video.flipped()
         if video.dtype != torch.uint8 or video.dim() != 5:
             raise ValueError(f"expected a uint8 [B, T, C, h, w] batch, got {video.dtype} "
                              f"{tuple(video.shape)}")
         out = self._float_batch(video.shape, video, alloc, memory_format)
-        if video.device.type != "cpu":  # a few kernels over the whole batch
-            self._into(out, video.transpose(1, 2), channel_dim=1)
-            return out
+        if video.device.type != "cpu":
+            return self._whole(out, video)
+        normalize = self._from_uint8(out[0])
         for o, clip in zip(out, video):  # clip by clip: the passes stay in the caches
-            self._into(o, clip.transpose(0, 1))
+            normalize(o.copy_(clip.transpose(0, 1)))
         return out
 
     @staticmethod
@@ -118,11 +122,16 @@ class BatchedPreset:
                              "torch.contiguous_format")
         return empty_like_layout(shape, like.transpose(1, 2), torch.float32, alloc)
 
-    def _into(self, out: torch.Tensor, crop: torch.Tensor, channel_dim: int = 0) -> None:
-        """``out`` (float32) = the uint8 ``crop`` (same shape) converted and normalized, with
-        the values of the CPU's operations on any device (``normalize_``'s ``from_uint8``)."""
-        out.copy_(crop)
-        ops.normalize_(out, self._mean, self._std, channel_dim, from_uint8=True)
+    def _whole(self, out: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """``normalize_batch`` on a device: the whole batch in a few kernels."""
+        self._from_uint8(out, 1)(out.copy_(video.transpose(1, 2)))
+        return out
+
+    def _from_uint8(self, like: torch.Tensor, channel_dim: int = 0) -> ops.Normalizer:
+        """Normalizes float32 tensors laid out as ``like`` holding uint8 values (copied
+        from a crop), with the values of the CPU's operations on any device
+        (:class:`~.ops.Normalizer`'s ``from_uint8``)."""
+        return ops.Normalizer(like, self._mean, self._std, channel_dim, from_uint8=True)
 
     def batch(self, video: torch.Tensor, windows: Sequence[Window] | None = None, *,
               alloc: Any = None) -> torch.Tensor:
@@ -143,8 +152,9 @@ class BatchedPreset:
         windows = self._windows(video, windows)
         out = self._float_batch((*video.shape[:3], *self.crop), video, alloc,
                                 torch.preserve_format)
+        normalize = self._from_uint8(out[0])
         for o, clip, window in zip(out, video, windows):  # crop, convert: clip by clip
-            self._into(o, cut(clip, window, self.crop).transpose(0, 1))
+            normalize(o.copy_(cut(clip, window, self.crop).transpose(0, 1)))
         return out
 
     def _resized_batch(self, video: torch.Tensor, windows: Sequence[Window] | None,
@@ -161,13 +171,17 @@ class BatchedPreset:
         """The per-clip preset with ``window`` (the presets without draws ignore it)."""
         return self(clip)
 
-    def in_workers(self, *, seed: int = 0, to_float: bool = False) -> InWorkers:
+    def in_workers(self, *, seed: int = 0, to_float: bool = False,
+                   flip_on_device: bool = False) -> InWorkers:
         """``make_loader(..., batch_transform=preset.in_workers(seed=...))``: the workers
         crop and flip each uint8 batch (``to_float=False``: then ``normalize_batch`` on the
         device after a pinned, non-blocking copy) or do it all (``to_float=True``: float
-        batches, for training on the CPU). Windows are drawn per sample from ``seed``, the
-        epoch and the sample (:meth:`sample_window`): the same in any worker, with any
-        number of workers, after a resume."""
-        return InWorkers(self, seed=seed, to_float=to_float)
+        batches, for training on the CPU). ``flip_on_device``: the workers only crop and
+        hand over :class:`~.workers.Crops` (the crops and their flips), which
+        ``normalize_batch`` mirrors on the device (a mirrored copy of 3-byte pixels is
+        most of a CPU's part). Windows are drawn per sample from ``seed``, the epoch and
+        the sample (:meth:`sample_window`): the same in any worker, with any number of
+        workers, after a resume; the same outputs either way."""
+        return InWorkers(self, seed=seed, to_float=to_float, flip_on_device=flip_on_device)
 
 

@@ -127,9 +127,17 @@ def normalize_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                channel_dim: int = -3, *, from_uint8: bool = False) -> torch.Tensor:
     """``Normalize(mean, std)`` in place on float32 ``x`` (channels at ``channel_dim``):
     ``x.sub_(mean).div_(std)`` with each channel's float32 constants, the values
-    torchvision's ``F.normalize`` computes. When the channels are innermost in memory
-    (``[..., H, W, C]`` storage) the constants are tiled along the next dimension so the
-    inner loop runs over whole rows.
+    torchvision's ``F.normalize`` computes (:class:`Normalizer`, made for ``x``)."""
+    return Normalizer(x, mean, std, channel_dim, from_uint8=from_uint8)(x)
+
+
+class Normalizer:
+    """:func:`normalize_` for every tensor laid out as ``like`` (same shape, strides and
+    device): the layout worked out once, so a batch's clips pay only the arithmetic (the
+    per-call bookkeeping costs ~15 us, more than a small crop's passes).
+
+    When the channels are innermost in memory (``[..., H, W, C]`` storage) the constants
+    are tiled along the next dimension so the inner loop runs over whole rows.
 
     ``from_uint8``: ``x`` holds uint8 values not yet divided by 255 (``ConvertImageDtype``'s
     second half): on a CPU the division and the subtraction are one pass, ``addcdiv(-mean,
@@ -137,27 +145,36 @@ def normalize_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     ``x.div_(255).sub_(mean)`` rounds it (the same bits, a pass over the float crop fewer:
     its passes cost more than its arithmetic); elsewhere divided by 255 held in a device
     tensor (a true division, as the CPU's: CUDA computes ``x / 255.0`` as ``x * (1 / 255)``)."""
-    c = channel_dim % x.dim()
-    values = tuple(mean.tolist()), tuple(std.tolist())
-    if x.stride(c) == 1 and x.shape[c] > 1 and c < x.dim() - 1:
-        inner = min((d for d in range(x.dim()) if d != c), key=lambda d: x.stride(d))
-        v = x.movedim((c, inner), (-1, -2))  # [..., inner, C]: rows contiguous in memory
-        rows, shape = v.shape[-2], (v.shape[-2], v.shape[-1])
-        x, out = v, x
-    else:
-        rows, shape = 0, tuple(-1 if d == c else 1 for d in range(x.dim()))
-        out = x
-    device = str(x.device)
-    if from_uint8 and x.device.type == "cpu":
+
+    def __init__(self, like: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 channel_dim: int = -3, *, from_uint8: bool = False) -> None:
+        c = channel_dim % like.dim()
+        self.moved: tuple[tuple[int, int], tuple[int, int]] | None = None
+        if like.stride(c) == 1 and like.shape[c] > 1 and c < like.dim() - 1:
+            inner = min((d for d in range(like.dim()) if d != c), key=lambda d: like.stride(d))
+            self.moved = (c, inner), (-1, -2)  # [..., inner, C]: rows contiguous in memory
+            rows, shape = like.shape[inner], (like.shape[inner], like.shape[c])
+        else:
+            rows, shape = 0, tuple(-1 if d == c else 1 for d in range(like.dim()))
+        device, values = str(like.device), (tuple(mean.tolist()), tuple(std.tolist()))
+        self.fused = from_uint8 and like.device.type == "cpu"
+        self.divide = from_uint8 and not self.fused
         negated = tuple(-m for m in values[0])  # exact: a float32 negated
-        torch.addcdiv(_constants(negated, shape, device, rows), x, scalar(255.0, x.device),
-                      out=x)
-    else:
-        if from_uint8:
-            x.div_(scalar(255.0, x.device))
-        x.sub_(_constants(values[0], shape, device, rows))
-    x.div_(_constants(values[1], shape, device, rows))
-    return out
+        self.mean = _constants(negated if self.fused else values[0], shape, device, rows)
+        self.std = _constants(values[1], shape, device, rows)
+        self.scale = scalar(255.0, like.device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (laid out as ``like``) normalized in place; returns ``x``."""
+        v = x if self.moved is None else x.movedim(*self.moved)
+        if self.fused:
+            torch.addcdiv(self.mean, v, self.scale, out=v)
+        else:
+            if self.divide:
+                v.div_(self.scale)
+            v.sub_(self.mean)
+        v.div_(self.std)
+        return x
 
 
 def center_window(height: int, width: int, crop: tuple[int, int]) -> tuple[int, int]:

@@ -154,6 +154,5 @@ def test_the_float_part_as_a_gpu_does_it_whole_batch():
     train = presets()[0]
     crops = train.crop_batch(batch_of(3, 2, 16, 20))
     for fmt in (torch.preserve_format, torch.contiguous_format):
-        whole = train._float_batch(crops.shape, crops, None, fmt)
-        train._into(whole, crops.transpose(1, 2), channel_dim=1)
+        whole = train._whole(train._float_batch(crops.shape, crops, None, fmt), crops)
         assert torch.equal(whole, train.normalize_batch(crops))

@@ -11,7 +11,11 @@ from torch.utils.data import Dataset
 
 from shardkin import ShardDataset, make_loader
 from shardkin.format.sample import sample_key
-from shardkin.transforms import VideoClassificationPresetEval, VideoClassificationPresetTrain
+from shardkin.transforms import (
+    Crops,
+    VideoClassificationPresetEval,
+    VideoClassificationPresetTrain,
+)
 
 from reader_fixtures import SIZE, all_keys, clip_audio, clip_video, make_split
 
@@ -85,6 +89,30 @@ def test_float_in_workers_is_the_float_part_of_the_uint8_batches(split_dir):
         assert torch.equal(f, PRESET.normalize_batch(u))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_flips_made_on_the_device_give_the_same_batches(split_dir, workers):
+    """``flip_on_device``: the workers hand over unmirrored crops and their flips; the
+    float batches equal those of crops mirrored in the workers, and batches kept while
+    the loader reuses its memory stay intact (the flags are held memory too)."""
+    def loader(on_device: bool):
+        return make_loader(ShardDataset(split_dir, seed=7), 1, num_workers=workers,
+                           batch_transform=PRESET.in_workers(seed=8, flip_on_device=on_device))
+
+    want = expected(8, 0, STORED)
+    mirrored = videos(loader(False))
+    kept = [video for video, _, _ in loader(True)]  # held through the epoch, nothing cloned
+    assert all(isinstance(c, Crops) and c.flip.dtype == torch.bool for c in kept)
+    flips = torch.cat([c.flip for c in kept])
+    assert 0 < int(flips.sum()) < len(flips)  # both kinds in the epoch
+    assert identify([c.flipped() for c in kept], want) == identify(mirrored, want)
+    for crops, u in zip(kept, mirrored, strict=True):
+        assert torch.equal(PRESET.normalize_batch(crops), PRESET.normalize_batch(u))
+        unmirrored = torch.where(crops.flip.view(-1, 1, 1, 1, 1), u.flip(-1), u)
+        assert torch.equal(crops.video, unmirrored)
+    with pytest.raises(ValueError, match="nothing goes to a device"):
+        PRESET.in_workers(to_float=True, flip_on_device=True)
+
+
 def test_resumed_epoch_cuts_the_same_windows(split_dir):
     def loader():
         ds = ShardDataset(split_dir, seed=4)
@@ -137,5 +165,5 @@ def test_batch_transform_needs_plain_uint8_items(split_dir):
         with pytest.raises(ValueError, match="batch_transform needs"):
             make_loader(ShardDataset(split_dir, **kwargs), 4, batch_transform=hook)
     loader = make_loader(ShardDataset(split_dir), 4, batch_transform=lambda v, s, e, a: v)
-    with pytest.raises(ValueError, match="must return a new tensor"):
+    with pytest.raises(ValueError, match="must return new tensors"):
         next(iter(loader))
