@@ -29,12 +29,17 @@ threads, and the DataLoader workers, over the timed batches):
     JPEG a clip without restart markers (re-encoded at q90): where nvJPEG's per-image
     cost and its hardware decoder's support for restart markers show;
 (e) pixels: every clip of the shards decoded by nvJPEG and by libjpeg-turbo, the largest
-    and the mean absolute difference.
+    and the mean absolute difference;
+(f) shardkin.transforms' device path with N = the GPU rows' workers: the workers decode
+    and cut the uint8 crops (``in_workers()``; and with ``flip_on_device=True``), the
+    main process runs ``normalize_batch`` on the GPU after a pinned, non-blocking copy;
+(g) the device path's floats on the GPU against the CPU's, every clip of the shards
+    (the README says the CUDA path gives the CPU's values bit for bit: checked here).
 
 ``--cpu-only`` (no CUDA needed) runs (a) without the copy, (b) and (c) with
 ``decode_device="cpu"`` (the same path but libjpeg-turbo in the main process instead of
-nvJPEG) and (d) with libjpeg-turbo, to check the script end to end; its figures are not
-GPU figures. ``--out FILE`` writes the report there too.
+nvJPEG), (d) with libjpeg-turbo and (f) on the CPU, to check the script end to end; its
+figures are not GPU figures. ``--out FILE`` writes the report there too.
 """
 from __future__ import annotations
 
@@ -60,6 +65,7 @@ from jpeg_members import frames_member  # noqa: E402
 
 from shardkin import ShardDataset, make_loader  # noqa: E402
 from shardkin.reader.device import decode_jpegs, pack_refs  # noqa: E402
+from shardkin.transforms import Crops, VideoClassificationPresetTrain  # noqa: E402
 
 MEAN, STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
 CROP = 112
@@ -132,7 +138,7 @@ def measure(ds: ShardDataset, workers: int, batch: int, seconds: float, device: 
     t, cpu = time.perf_counter(), _cpu(procs)
     for video in stream:
         step(video)
-        clips, timed = clips + len(video), timed + 1
+        clips, timed = clips + len(video.video if isinstance(video, Crops) else video), timed + 1
         if timed >= 8 and time.perf_counter() - t >= seconds:
             break
     sync()
@@ -160,6 +166,27 @@ def pixels(split: Path, batch: int) -> str:
         differ += int((diff > 0).sum())
     return (f"(e) nvJPEG vs libjpeg-turbo over {count:,} values: largest difference {largest}, "
             f"mean {total / count:.4f}, {differ / count:.2%} of values differ")
+
+
+def same_floats(split: Path, batch: int) -> str:
+    """(g): ``normalize_batch`` of every clip's crops on the GPU against the CPU."""
+    preset = VideoClassificationPresetTrain(crop_size=CROP, resize_size=(128, 171))
+    ds = ShardDataset(split, shuffle=False)
+    hooks = preset.in_workers(seed=1), preset.in_workers(seed=1, flip_on_device=True)
+    batches = differ = largest = 0
+    for n, (video, _, _) in enumerate(make_loader(ds, batch)):
+        keys = [f"{n}/{i}" for i in range(len(video))]
+        for hook in hooks:
+            crops = hook(video, keys, 0)
+            on_cpu = preset.normalize_batch(crops)
+            on_gpu = preset.normalize_batch(crops.to("cuda")).cpu()
+            if not torch.equal(on_cpu, on_gpu):
+                differ += 1
+                largest = max(largest, float((on_cpu - on_gpu).abs().max()))
+            batches += 1
+    return (f"(g) device path floats, GPU against CPU: {batches} batches, "
+            + ("all bit-identical" if not differ else
+               f"{differ} differ (largest difference {largest:.3g})"))
 
 
 def layouts(split: Path, batch: int, device: torch.device, seconds: float) -> list[str]:
@@ -316,13 +343,23 @@ def main() -> None:
             row(label, lambda n=n, preset=preset: measure(
                 ShardDataset(long, seed=n), n, b, args.seconds, device, lambda v: v,
                 decode_device=device, device_transform=train_preset if preset else None))
+    preset = VideoClassificationPresetTrain(crop_size=CROP, resize_size=(128, 171))
+    for flip_on_device in (False, True):
+        for n in map(int, args.gpu_workers.split(",")):
+            row(f"(f) device path, workers={n}" + (", flips there" if flip_on_device else ""),
+                lambda n=n, f=flip_on_device: measure(
+                    ShardDataset(long, seed=n), n, b, args.seconds, device,
+                    lambda v: preset.normalize_batch(v.to(device, non_blocking=True)),
+                    pin_memory=device == "cuda",
+                    batch_transform=preset.in_workers(seed=n, flip_on_device=f)))
     try:
         for line in layouts(args.shards, b, torch.device(device), args.seconds / 2):
             say(line)
         if device == "cuda":
             say(pixels(args.shards, b))
+            say(same_floats(args.shards, b))
     except Exception as e:
-        say(f"(d)/(e) FAILED: {type(e).__name__}: {e}")
+        say(f"(d)/(e)/(g) FAILED: {type(e).__name__}: {e}")
     long.unlink()
 
 
