@@ -11,12 +11,14 @@ import torch
 pl = pytest.importorskip("lightning.pytorch")
 
 from shardkin.lightning import ShardDataModule  # noqa: E402
+from shardkin.transforms import Crops, VideoClassificationPresetTrain  # noqa: E402
 
 from reader_fixtures import FRAMES, SIZE, all_keys, make_split  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 TRAIN, VAL = [3 + v % 3 for v in range(13)], [2] * 5  # 51 and 10 clips
+CROP = 6
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,44 @@ def test_every_clip_once_an_epoch_in_a_new_order(build_dir, tmp_path):
     for e in range(3):  # val: every clip, in order, each epoch
         assert _flat(seen[f"val{e}"]) == all_keys(VAL)
     assert dm.train_dataloader().dataset.epoch == 2
+
+
+class Floats(pl.LightningModule):
+    """The device path under Lightning: the workers cut uint8 crops (their flips left to
+    the device), the float part runs after the batch's transfer; records the inputs."""
+
+    def __init__(self, preset: VideoClassificationPresetTrain) -> None:
+        super().__init__()
+        self.preset, self.inputs = preset, []
+        self.fc = torch.nn.Linear(3 * FRAMES * CROP * CROP, 3)
+
+    def on_after_batch_transfer(self, batch: tuple, i: int) -> tuple:
+        video, _, label = batch
+        assert isinstance(video, Crops)  # moved by Lightning as it is
+        return self.preset.normalize_batch(video), label
+
+    def training_step(self, batch: tuple, i: int) -> torch.Tensor:
+        x, label = batch
+        self.inputs.append(x.clone())
+        return torch.nn.functional.cross_entropy(self.fc(x.flatten(1)), label)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_the_device_path_with_flips_on_the_device(build_dir):
+    preset = VideoClassificationPresetTrain(crop_size=CROP, resize_size=(SIZE, SIZE))
+
+    def module(flip_on_device: bool) -> ShardDataModule:
+        hook = preset.in_workers(seed=2, flip_on_device=flip_on_device)
+        return ShardDataModule(build_dir, batch_size=4, num_workers=1, val_split=None,
+                               seed=4, loader_kwargs={"batch_transform": hook})
+
+    model = Floats(preset)
+    _trainer(max_epochs=1, devices=1).fit(model, module(True))
+    mirrored = [preset.normalize_batch(v) for v, _, _ in module(False).train_dataloader()]
+    assert len(model.inputs) == len(mirrored) == 13
+    assert all(torch.equal(a, b) for a, b in zip(model.inputs, mirrored))
 
 
 def test_resume_from_a_mid_epoch_checkpoint(build_dir, tmp_path):
