@@ -3,7 +3,7 @@ the real torchvision's presets against shardkin.transforms.
 
     python tools/bench_train_input.py [--root ROOT] [--out DIR] [--workers N]
                                       [--batch-size B] [--seconds S] [--runs R]
-                                      [--reference VENV]
+                                      [--reference VENV] [--transforms-only]
 
 Everything delivers the model input of torchvision's video_classification reference:
 float32 ``[B, 3, 16, 112, 112]`` (train: random crop and flip per clip; eval: center crop),
@@ -52,6 +52,7 @@ import argparse
 import importlib.metadata
 import itertools
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -326,6 +327,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=4.0, help="time each pipeline this long")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--transforms-only", action="store_true",
+                    help="part 1 alone (more runs in the same time)")
     ap.add_argument("--reference", type=Path,
                     default=Path(os.environ.get("SHARDKIN_REF_VENV", "/tmp/ref-venv")))
     args = ap.parse_args()
@@ -346,7 +349,7 @@ def main() -> None:
             ms.setdefault(name, []).append(value)
         print(f"run {run + 1}: " + ", ".join(f"{n.split(',')[0]} {v[-1]:.3f}"
                                              for n, v in list(ms.items())[:4]) + " ms/clip")
-        for codec in CODECS:
+        for codec in () if args.transforms_only else CODECS:
             for name, rate in pipelines(manifests[codec], w, b, args.seconds).items():
                 rates.setdefault(f"{codec}: {name}", []).append(rate)
                 print(f"  {codec}: {name:32s} {rate.per_core:6.0f} clips/s per core "
@@ -355,6 +358,12 @@ def main() -> None:
 
 
 def report(ms: dict[str, list[float]], rates: dict[str, list[Rate]]) -> None:
+    transforms(ms)
+    if rates:
+        whole(rates)
+
+
+def transforms(ms: dict[str, list[float]]) -> None:
     print(f"\n1. transforms alone, one core: CPU ms a clip (clips/s per core), "
           f"ranges over {len(next(iter(ms.values())))} runs")
     for name, values in ms.items():
@@ -362,7 +371,8 @@ def report(ms: dict[str, list[float]], rates: dict[str, list[Rate]]) -> None:
         print(f"  {name:44s} {spread(values, '.3f'):>13s} ms  ({per_core})")
 
     def ratio(base: str, name: str) -> str:
-        return spread([b / v for b, v in zip(ms[base], ms[name])], ".1f") + "x"
+        ratios = [b / v for b, v in zip(ms[base], ms[name])]
+        return f"{spread(ratios, '.1f')}x, median {statistics.median(ratios):4.1f}x"
 
     train, evaluation = "reference train, contiguous clips", "reference eval, contiguous clips"
     print("  cheaper than the reference, per core (run by run):")
@@ -374,8 +384,11 @@ def report(ms: dict[str, list[float]], rates: dict[str, list[Rate]]) -> None:
             (evaluation, "shardkin eval, per clip", 2),
             (evaluation, "shardkin eval, batched (float on CPU)", 2),
             (train, "reference train, shardkin's clips", 0)):
-        print(f"    {name:44s} {ratio(base, name):>11s}" + (f"  (goal >= {goal}x)" if goal else
+        print(f"    {name:44s} {ratio(base, name):>24s}" + (f"  (goal >= {goal}x)" if goal else
                                                             "  (the reference on views)"))
+
+
+def whole(rates: dict[str, list[Rate]]) -> None:
     print("\n2. whole pipelines: clips/s per core (host: workers only), clips/s")
     for name, values in rates.items():
         print(f"  {name:46s} {spread([r.per_core for r in values]):>11s} "
