@@ -12,7 +12,7 @@ import torch
 from ..format.sample import parse_key
 from ..store.split import LocalShard
 from .device import JpegBatch, join, pack_refs
-from .loading import load_clip, read_audio, read_video
+from .loading import load_clip, read_array, read_audio, read_video
 from .memory import Alloc, empty, storages
 from .records import Array, ClipRef, Pieces, finish_checks
 
@@ -52,12 +52,44 @@ def pad_audio(audios: Sequence[torch.Tensor], alloc: Alloc = empty
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, C, S]`` (``[B, S]`` for 1-D audio) zero-padded to the most channels and
     samples, and each clip's ``S``."""
-    shape = [max(a.shape[d] for a in audios) for d in range(audios[0].dim())]
-    out = alloc((len(audios), *shape), torch.float32)
-    out.zero_()
-    for i, a in enumerate(audios):
-        out[(i, *(slice(0, n) for n in a.shape))] = a
+    out = _padded([tuple(a.shape) for a in audios], alloc)
+    for row, a in zip(out, audios):
+        _placed(row, a.shape).copy_(a)
     return out, _tensor([a.shape[-1] for a in audios], alloc)
+
+
+def _padded(shapes: Sequence[tuple[int, ...]], alloc: Alloc) -> torch.Tensor:
+    """Float32 ``[B, *most of each dimension]`` for clips' audio of ``shapes`` (not zeroed)."""
+    most = [max(s[d] for s in shapes) for d in range(len(shapes[0]))]
+    return alloc((len(shapes), *most), torch.float32)
+
+
+def _placed(row: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The leading ``shape`` box of ``row``, where a clip's audio goes; the rest of
+    ``row`` (its padding) zeroed: the batch is written once, not zeroed first."""
+    box = row
+    for d, n in enumerate(shape):
+        if n < row.shape[d]:  # narrow: cheaper than indexing with slices
+            box.narrow(d, n, row.shape[d] - n).zero_()
+            box = box.narrow(d, 0, n)
+    return box
+
+
+def read_sounds(refs: Sequence[ClipRef], audio: AudioBatching, alloc: Alloc
+                ) -> tuple[Any, torch.Tensor | None]:
+    """The clips' audio batched as :func:`pad_audio` batches it (or listed), each stored
+    clip read straight into its place when that is one contiguous run."""
+    if audio == "list":
+        return [read_audio(r.audio) for r in refs], None
+    shapes = [tuple(r.audio.shape) for r in refs]
+    out = _padded(shapes, alloc)
+    for row, r, shape in zip(out, refs, shapes):
+        box = _placed(row, shape)
+        if isinstance(r.audio, Array) and box.is_contiguous() and box.dtype == r.audio.dtype:
+            read_array(r.audio, box)
+        else:
+            box.copy_(read_audio(r.audio))
+    return out, _tensor([s[-1] for s in shapes], alloc)
 
 
 def _tensor(values: Sequence[Any], alloc: Alloc) -> torch.Tensor:
@@ -198,7 +230,7 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
         if read.untyped_storage().data_ptr() in {s.data_ptr() for s in storages(video)}:
             raise ValueError("batch_transform must return new tensors (from alloc), not its "
                              "input: the input's memory is reused for the next batch")
-        sound, lengths = _audio([read_audio(r.audio) for r in refs], audio, alloc)
+        sound, lengths = read_sounds(refs, audio, alloc)
         for r in refs:
             finish_checks(r)
         out = (video, sound, _tensor([r.label for r in refs], alloc))
@@ -206,14 +238,16 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
     video = pack_refs(refs, ds, alloc) if encoded else None
     if video is None:
         video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
-    sounds = [read_audio(r.audio) for r in refs]
-    for r in refs:
-        finish_checks(r)
     if not ds.return_dict:
-        sound, lengths = _audio(sounds, audio, alloc)
+        sound, lengths = read_sounds(refs, audio, alloc)
+        for r in refs:
+            finish_checks(r)
         video = _permute(video, 0, 1, 4, 2, 3) if ds.output_format == "TCHW" else video
         out = (video, sound, _tensor([r.label for r in refs], alloc))
         return out + (lengths,) if audio_lengths and lengths is not None else out
+    sounds = [read_audio(r.audio) for r in refs]
+    for r in refs:
+        finish_checks(r)
     indices = [parse_key(r.key) for r in refs]
     batch = {"video": _permute(video, 0, 4, 1, 2, 3),
              "video_name": [os.path.basename(r.meta["path"]) for r in refs],

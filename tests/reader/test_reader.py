@@ -24,6 +24,7 @@ from shardkin.format.tarread import TarReader
 from shardkin.reader.collate import collate, stack
 from shardkin.reader.loader import ShardLoader
 from shardkin.reader.loading import load_clip
+from shardkin.reader.memory import Arena
 from shardkin.reader.partition import mix, per_rank, shard_order, split_sizes, worker_lanes
 from shardkin.reader.records import npy_layout
 
@@ -440,6 +441,32 @@ def test_reused_batch_memory_never_overwrites_held_batches(split_dir, workers, p
         check(batch)  # still intact after later batches, and epochs, reused memory
     reused = Counter(s for s in slots if s[1] >= 0)
     assert max(reused.values()) > 3 and len(slots) == 2 * len(loader)
+
+
+@pytest.mark.parametrize("return_dict", [False, True])
+def test_audio_padding_is_zero_whatever_the_batch_memory_held(split_dir, monkeypatch,
+                                                              return_dict):
+    """Audio is read straight into the batch and only its padding zeroed (the batch is not
+    zeroed first): memory handed out holding stale values gives the same batches."""
+    real = Arena.__call__
+    monkeypatch.setattr(Arena, "__call__", lambda self, shape, dtype: real(
+        self, shape, dtype).fill_(7))
+    loader = make_loader(ShardDataset(split_dir, return_dict=return_dict), 4, audio_lengths=True)
+    seen = 0
+    for batch in loader:
+        if return_dict:
+            audio, lengths, keys = batch["audio"], batch["audio_lengths"], dict_keys(batch)
+        else:
+            audio, lengths, keys = batch[1], batch[3], [audio_key(a) for a in batch[1]]
+        for row, n, (v, c) in zip(audio, lengths.tolist(), keys):
+            want = torch.from_numpy(clip_audio(v, c))
+            want = want.mean(0) if return_dict else want  # dicts: mono, [B, S]
+            assert n == want.shape[-1]
+            padded = torch.zeros_like(row)
+            padded[tuple(slice(0, k) for k in want.shape)] = want
+            assert torch.equal(row, padded)
+            seen += 1
+    assert seen == sum(CPV) and audio.shape[-1] > min(lengths.tolist())
 
 
 def test_unfinished_epochs_do_not_leak_batch_memory(split_dir, monkeypatch):
