@@ -152,6 +152,11 @@ def test_map_style_loaders_draw_by_index_and_pass(split_dir):
         passes[workers] = [identify(videos(loader), expected(6, epoch, samples))
                            for epoch in (0, 1)]  # the epoch: the loader's passes
         assert all(sorted(p) == sorted(samples) for p in passes[workers])
+    flips = make_loader(Clips(), 1, shuffle=True,  # memory slots reused, every batch held
+                        batch_transform=PRESET.in_workers(seed=6, flip_on_device=True))
+    kept = [v for v, _, _ in flips]
+    assert sorted(identify([c.flipped() for c in kept], expected(6, 0, samples))) == sorted(
+        samples)
     center = make_loader(Clips(), 4, batch_transform=VideoClassificationPresetEval(
         crop_size=CROP, resize_size=SIZE).in_workers())
     cut = torch.cat(videos(center))
