@@ -21,9 +21,10 @@ threads, and the DataLoader workers, over the timed batches):
     workers decode (libjpeg-turbo), batches pinned and copied to the GPU;
 (b) GPU decode with N = 1 and 2 workers: ``decode_device="cuda"``, the workers only pack
     the JPEG bytes, the main process decodes each batch with nvJPEG (torchvision);
-(c) (b) followed by the train preset on the GPU (``device_transform``): per clip a random
-    112x112 crop and flip, float, normalized with Kinetics' mean and std, ``[B, C, T, H, W]``
-    -- torchvision's ``VideoClassificationPresetTrain`` on clips already at 128x171;
+(c) (b) followed by the train preset on the GPU (``device_transform``): shardkin's
+    ``VideoClassificationPresetTrain(...).batch`` (per clip a random 112x112 crop and flip,
+    float, normalized with Kinetics' mean and std, ``[B, C, T, H, W]``: torchvision's
+    reference preset, bit-identical) on clips already at 128x171;
 (d) decode alone in the main process, whole batches, by member layout: one JPEG a clip
     (this format), one JPEG a frame (format versions 1-2, split from the same bytes), one
     JPEG a clip without restart markers (re-encoded at q90): where nvJPEG's per-image
@@ -67,27 +68,10 @@ from shardkin import ShardDataset, make_loader  # noqa: E402
 from shardkin.reader.device import decode_jpegs, pack_refs  # noqa: E402
 from shardkin.transforms import Crops, VideoClassificationPresetTrain  # noqa: E402
 
-MEAN, STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
 CROP = 112
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realvideos"
 WHEELS = ["simplejpeg==1.9.0"]  # what the GPU machine lacks (its image: /work/.library/device)
-
-
-def train_preset(video: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[B, T, C, H, W]`` -> float ``[B, C, T, 112, 112]``: a random crop and a random
-    horizontal flip per clip, /255, normalized (one gather, then elementwise)."""
-    b, _, _, h, w = video.shape
-    device = video.device
-    top = torch.randint(0, h - CROP + 1, (b, 1), device=device)
-    left = torch.randint(0, w - CROP + 1, (b, 1), device=device)
-    span = torch.arange(CROP, device=device)
-    rows, cols = top + span, left + span
-    cols = torch.where(torch.rand(b, 1, device=device) < 0.5, cols.flip(1), cols)
-    clips = torch.arange(b, device=device)[:, None, None]
-    x = video.permute(0, 3, 4, 2, 1)[clips, rows[:, :, None], cols[:, None, :]]  # B,112,112,C,T
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1, 1)
-    return x.permute(0, 3, 4, 1, 2).float().div_(255).sub_(mean).div_(std).contiguous()
+PRESET = VideoClassificationPresetTrain(crop_size=CROP, resize_size=(128, 171))  # (f), (g)
 
 
 def long_manifest(split: Path, clips: int) -> Path:
@@ -170,16 +154,15 @@ def pixels(split: Path, batch: int) -> str:
 
 def same_floats(split: Path, batch: int) -> str:
     """(g): ``normalize_batch`` of every clip's crops on the GPU against the CPU."""
-    preset = VideoClassificationPresetTrain(crop_size=CROP, resize_size=(128, 171))
     ds = ShardDataset(split, shuffle=False)
-    hooks = preset.in_workers(seed=1), preset.in_workers(seed=1, flip_on_device=True)
+    hooks = PRESET.in_workers(seed=1), PRESET.in_workers(seed=1, flip_on_device=True)
     batches = differ = largest = 0
     for n, (video, _, _) in enumerate(make_loader(ds, batch)):
         keys = [f"{n}/{i}" for i in range(len(video))]
         for hook in hooks:
             crops = hook(video, keys, 0)
-            on_cpu = preset.normalize_batch(crops)
-            on_gpu = preset.normalize_batch(crops.to("cuda")).cpu()
+            on_cpu = PRESET.normalize_batch(crops)
+            on_gpu = PRESET.normalize_batch(crops.to("cuda")).cpu()
             if not torch.equal(on_cpu, on_gpu):
                 differ += 1
                 largest = max(largest, float((on_cpu - on_gpu).abs().max()))
@@ -342,16 +325,15 @@ def main() -> None:
                 " + preset" if preset else "")
             row(label, lambda n=n, preset=preset: measure(
                 ShardDataset(long, seed=n), n, b, args.seconds, device, lambda v: v,
-                decode_device=device, device_transform=train_preset if preset else None))
-    preset = VideoClassificationPresetTrain(crop_size=CROP, resize_size=(128, 171))
+                decode_device=device, device_transform=PRESET.batch if preset else None))
     for flip_on_device in (False, True):
         for n in map(int, args.gpu_workers.split(",")):
-            row(f"(f) device path, workers={n}" + (", flips there" if flip_on_device else ""),
+            row(f"(f) device path, workers={n}" + (", flips on it" if flip_on_device else ""),
                 lambda n=n, f=flip_on_device: measure(
                     ShardDataset(long, seed=n), n, b, args.seconds, device,
-                    lambda v: preset.normalize_batch(v.to(device, non_blocking=True)),
+                    lambda v: PRESET.normalize_batch(v.to(device, non_blocking=True)),
                     pin_memory=device == "cuda",
-                    batch_transform=preset.in_workers(seed=n, flip_on_device=f)))
+                    batch_transform=PRESET.in_workers(seed=n, flip_on_device=f)))
     try:
         for line in layouts(args.shards, b, torch.device(device), args.seconds / 2):
             say(line)

@@ -3,7 +3,7 @@ into their batch (one read a clip, no stacking copy without a transform)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Number
 from typing import Any, Literal
 
@@ -12,7 +12,7 @@ import torch
 from ..format.sample import parse_key
 from ..store.split import LocalShard
 from .device import JpegBatch, join, pack_refs
-from .loading import load_clip, read_array, read_audio, read_video
+from .loading import load_clip, read_audio, read_video
 from .memory import Alloc, empty, storages
 from .records import Array, ClipRef, Pieces, finish_checks
 
@@ -52,43 +52,32 @@ def pad_audio(audios: Sequence[torch.Tensor], alloc: Alloc = empty
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, C, S]`` (``[B, S]`` for 1-D audio) zero-padded to the most channels and
     samples, and each clip's ``S``."""
-    out = _padded([tuple(a.shape) for a in audios], alloc)
-    for row, a in zip(out, audios):
-        _placed(row, a.shape).copy_(a)
-    return out, _tensor([a.shape[-1] for a in audios], alloc)
-
-
-def _padded(shapes: Sequence[tuple[int, ...]], alloc: Alloc) -> torch.Tensor:
-    """Float32 ``[B, *most of each dimension]`` for clips' audio of ``shapes`` (not zeroed)."""
-    most = [max(s[d] for s in shapes) for d in range(len(shapes[0]))]
-    return alloc((len(shapes), *most), torch.float32)
-
-
-def _placed(row: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """The leading ``shape`` box of ``row``, where a clip's audio goes; the rest of
-    ``row`` (its padding) zeroed: the batch is written once, not zeroed first."""
-    box = row
-    for d, n in enumerate(shape):
-        if n < row.shape[d]:  # narrow: cheaper than indexing with slices
-            box.narrow(d, n, row.shape[d] - n).zero_()
-            box = box.narrow(d, 0, n)
-    return box
+    return _padded([tuple(a.shape) for a in audios], alloc, lambda i, box: box.copy_(audios[i]))
 
 
 def read_sounds(refs: Sequence[ClipRef], audio: AudioBatching, alloc: Alloc
                 ) -> tuple[Any, torch.Tensor | None]:
-    """The clips' audio batched as :func:`pad_audio` batches it (or listed), each stored
-    clip read straight into its place when that is one contiguous run."""
+    """The clips' audio batched as :func:`pad_audio` batches it (or listed), each clip
+    read into its place in the batch."""
     if audio == "list":
         return [read_audio(r.audio) for r in refs], None
-    shapes = [tuple(r.audio.shape) for r in refs]
-    out = _padded(shapes, alloc)
-    for row, r, shape in zip(out, refs, shapes):
-        box = _placed(row, shape)
-        if isinstance(r.audio, Array) and box.is_contiguous() and box.dtype == r.audio.dtype:
-            read_array(r.audio, box)
-        else:
-            box.copy_(read_audio(r.audio))
+    return _padded([tuple(r.audio.shape) for r in refs], alloc,
+                   lambda i, box: read_audio(refs[i].audio, box))
+
+
+def _padded(shapes: Sequence[tuple[int, ...]], alloc: Alloc,
+            fill: Callable[[int, torch.Tensor], Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 ``[B, *the most of each dimension]``, clip ``i``'s leading box written by
+    ``fill(i, box)`` and only the rest (its padding) zeroed: the batch is written once,
+    not zeroed first; and each clip's last dimension."""
+    most = [max(s[d] for s in shapes) for d in range(len(shapes[0]))]
+    out = alloc((len(shapes), *most), torch.float32)
+    for i, (box, shape) in enumerate(zip(out, shapes)):
+        for d, n in enumerate(shape):
+            if n < most[d]:  # narrow: cheaper than indexing with slices
+                box.narrow(d, n, most[d] - n).zero_()
+                box = box.narrow(d, 0, n)
+        fill(i, box)
     return out, _tensor([s[-1] for s in shapes], alloc)
 
 

@@ -186,7 +186,6 @@ class ShardLoader:
         self._loader = self._make()  # persistent workers must see the new state
 
 
-
 def make_loader(dataset: ShardDataset, batch_size: int, *, num_workers: int = 0,
                 drop_last: bool = False, audio: AudioBatching = "pad", audio_lengths: bool = False,
                 pin_memory: bool | None = None, persistent_workers: bool | None = None,

@@ -136,11 +136,14 @@ def decoded(encoded: Encoded, decode: Callable[[str, Any], Any]) -> Any:
                          f"({type(e).__name__}: {e}) at byte {encoded.offset}: {HINT}") from None
 
 
-def read_audio(audio: Array | Pieces) -> torch.Tensor:
-    """A clip's sound, float32 ``[C, S]``."""
+def read_audio(audio: Array | Pieces, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A clip's sound, float32 ``[C, S]``, read into ``out`` if given (straight in when
+    it is one run, as a batch row of the longest clip's length is)."""
     if isinstance(audio, Array):
-        return read_array(audio)
-    out = torch.empty(audio.shape, dtype=torch.float32)
+        if out is None or out.is_contiguous():
+            return read_array(audio, out)
+        return out.copy_(read_array(audio))
+    out = torch.empty(audio.shape, dtype=torch.float32) if out is None else out
     t = 0
     for array, start, stop in audio.parts:
         out[:, t : t + stop - start] = read_array(array)[:, start:stop]

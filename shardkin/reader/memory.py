@@ -44,8 +44,8 @@ def _tensors(batch: Any) -> list[torch.Tensor]:
 
 def storages(batch: Any) -> list[torch.UntypedStorage]:
     """The distinct storages under the tensors of a batch."""
-    tensors = _tensors(batch)
-    return list({t.untyped_storage().data_ptr(): t.untyped_storage() for t in tensors}.values())
+    return list({t.untyped_storage().data_ptr(): t.untyped_storage()
+                 for t in _tensors(batch)}.values())
 
 
 Held = list[tuple[list[StorageWeakRef], int, int]]
