@@ -5,13 +5,14 @@ tutorial's; only the dataset lines differ.
 PyTorchVideo::
 
     train = pytorchvideo.data.Kinetics(data_path=os.path.join(DATA, "train"),
-        clip_sampler=pytorchvideo.data.make_clip_sampler("random", 2), transform=train_transform)
+        clip_sampler=pytorchvideo.data.make_clip_sampler("random", 2), decode_audio=False,
+        transform=train_transform)
     DataLoader(train, batch_size=8, num_workers=8)  # the same for "val" with "uniform"
 
 shardkin (after a one-off ``shardkin build DATA OUT --split train --frames-per-clip 16
 --frame-rate 8``, 2 s clips, and the same for val; this script runs it when needed)::
 
-    ShardDataModule(OUT, batch_size=8, num_workers=8, return_dict=True,
+    ShardDataModule(OUT, batch_size=8, num_workers=8, return_dict=True, decode_audio=False,
                     train_kwargs={"transform": train_transform, "clips_per_video": 1,
                                   "step_between_clips": 1},
                     val_kwargs={"transform": val_transform})
@@ -212,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prepare(args)
     data = ShardDataModule(
         args.output, batch_size=args.batch_size, num_workers=args.workers, return_dict=True,
+        decode_audio=False,  # as the tutorial: the sound is not read
         train_kwargs={"transform": video_transform(True, args), "clips_per_video": 1,
                       "step_between_clips": 1},  # a random window: starts at any frame
         val_kwargs={"transform": video_transform(False, args)})

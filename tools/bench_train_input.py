@@ -42,7 +42,8 @@ Each run, in turn (``--runs`` runs; ranges over them):
    slower still), shardkin's
    per-clip preset as ``transform``, shardkin's batched preset in the workers
    (``batch_transform=in_workers(to_float=True)``), the device path's worker side
-   (``in_workers()``: uint8 crops; and with ``flip_on_device=True``), and reading alone.
+   (``in_workers()``: uint8 crops; and with ``flip_on_device=True``), and reading alone;
+   all with ``decode_audio=False`` (the recipe drops the sound), and reading alone with it.
    Per core = clips / CPU seconds of the main process and the workers together (user +
    system, measured); "host" counts the workers only (what a CPU feeding a GPU spends).
 """
@@ -278,29 +279,33 @@ def measure(ds: ShardDataset, workers: int, batch: int, seconds: float,
 
 
 def pipelines(manifest: Path, workers: int, batch: int, seconds: float) -> dict[str, Rate]:
-    """Part 2's rows on one build."""
+    """Part 2's rows on one build (the sound is not read: the model input is the video)."""
     ref_train, _ = reference_presets()
     train = VideoClassificationPresetTrain(crop_size=CROP, resize_size=RESIZE)
     model = (batch, 3, FRAMES, *CROP)
     crops = (batch, FRAMES, 3, *CROP)
     full = (batch, FRAMES, 3, *RESIZE)
+
+    def dataset(**kwargs: Any) -> ShardDataset:
+        return ShardDataset(manifest, **{"decode_audio": False, **kwargs})
+
     return {
         "reference preset as transform": measure(  # on contiguous clips, as torchvision's
-            ShardDataset(manifest, transform=lambda v: ref_train(v.contiguous())), workers,
-            batch, seconds, model),
+            dataset(transform=lambda v: ref_train(v.contiguous())), workers, batch, seconds,
+            model),
         "shardkin preset as transform": measure(
-            ShardDataset(manifest, transform=train), workers, batch, seconds, model),
+            dataset(transform=train), workers, batch, seconds, model),
         "shardkin batched in workers": measure(
-            ShardDataset(manifest), workers, batch, seconds, model,
+            dataset(), workers, batch, seconds, model,
             batch_transform=train.in_workers(to_float=True)),
         "device path: uint8 crops": measure(
-            ShardDataset(manifest), workers, batch, seconds, crops,
-            batch_transform=train.in_workers()),
+            dataset(), workers, batch, seconds, crops, batch_transform=train.in_workers()),
         "device path, flips on the device": measure(
-            ShardDataset(manifest), workers, batch, seconds, crops,
+            dataset(), workers, batch, seconds, crops,
             batch_transform=train.in_workers(flip_on_device=True)),
-        "reading alone (uint8 clips)": measure(
-            ShardDataset(manifest), workers, batch, seconds, full),
+        "reading alone (uint8 clips)": measure(dataset(), workers, batch, seconds, full),
+        "reading alone, with the sound": measure(
+            dataset(decode_audio=True), workers, batch, seconds, full),
     }
 
 

@@ -72,7 +72,7 @@ def _padded(shapes: Sequence[tuple[int, ...]], alloc: Alloc,
     not zeroed first; and each clip's last dimension."""
     most = [max(s[d] for s in shapes) for d in range(len(shapes[0]))]
     out = alloc((len(shapes), *most), torch.float32)
-    for i, (box, shape) in enumerate(zip(out, shapes)):
+    for i, (box, shape) in enumerate(zip(out, shapes) if out.numel() else ()):  # else no sound
         for d, n in enumerate(shape):
             if n < most[d]:  # narrow: cheaper than indexing with slices
                 box.narrow(d, n, most[d] - n).zero_()

@@ -60,6 +60,9 @@ class ShardDataset(IterableDataset):
     ``video_index``, ``clip_index``, ``aug_index``, ``label``, ``audio`` 1-D, channels
     averaged), ``transform`` applied to the dict. ``video_dtype`` (``torch.uint8`` or
     ``torch.float32``) overrides the video's dtype: uint8 dicts are 4x smaller and faster.
+    ``decode_audio=False`` (PyTorchVideo's name) reads no sound: every clip's audio is the
+    empty float32 ``[1, 0]`` of a video without audio, for models that drop it (as
+    torchvision's reference recipe does), which then read 10-20% fewer bytes.
 
     ``frames_per_clip``/``step_between_clips`` (torchvision's; left out, the build's):
     on a contiguous build, clips of any length and step cut at read time
@@ -112,6 +115,7 @@ class ShardDataset(IterableDataset):
         transform: Callable[[Any], Any] | None = None,
         return_dict: bool = False,
         video_dtype: torch.dtype | None = None,
+        decode_audio: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
         drop_remainder: bool = True,
@@ -169,7 +173,7 @@ class ShardDataset(IterableDataset):
         self.verify = verify and checked_build(self.split_source)
         self.shuffle_buffer = shuffle_buffer if shuffle else 1
         self.interleave = interleave if shuffle else 1
-        self._wanted = wanted_members(return_dict, self.windows is not None)
+        self._wanted = wanted_members(return_dict, self.windows is not None, decode_audio)
         self._progress = Progress(self._identity)
 
     # -- epochs and resume ---------------------------------------------------------

@@ -84,8 +84,8 @@ class Kinetics(Dataset):
       here: the build did it; the last one warns when given.
     - ``transform`` on the video; ``output_format`` ``"TCHW"`` (default) or ``"THWC"``.
 
-    shardkin's own (keyword-only): ``return_dict`` and ``video_dtype`` (as in
-    ``ShardDataset``), ``on_error`` (``"skip"``: warn and return the next readable clip
+    shardkin's own (keyword-only): ``return_dict``, ``video_dtype`` and ``decode_audio``
+    (as in ``ShardDataset``), ``on_error`` (``"skip"``: warn and return the next readable clip
     instead of raising :class:`~shardkin.format.tar.ShardError`), ``verify`` (default: check
     each clip's bytes against its checksum in the index as they are read, so a flipped
     pixel byte is caught; ``verify=False`` turns it off), ``storage_options`` (fsspec),
@@ -106,7 +106,7 @@ class Kinetics(Dataset):
                  _audio_samples: int = 0, _audio_channels: int = 0, _legacy: bool = False,
                  output_format: OutputFormat = "TCHW", *, _video_max_dimension: int = 0,
                  return_dict: bool = False, video_dtype: torch.dtype | None = None,
-                 on_error: OnError = "raise", verify: bool = True,
+                 decode_audio: bool = True, on_error: OnError = "raise", verify: bool = True,
                  storage_options: dict | None = None,
                  cache_dir: str | os.PathLike | None = None,
                  cache_size: str | int = "100GB",
@@ -160,7 +160,7 @@ class Kinetics(Dataset):
         self.video_dtype = video_dtype_for(video_dtype, return_dict)
         self.on_error = on_error
         self.verify = verify and checked_build(self._split)
-        self._wanted = wanted_members(return_dict, self.windows is not None)
+        self._wanted = wanted_members(return_dict, self.windows is not None, decode_audio)
 
     @staticmethod
     def _check_built_with(options: BuildOptions, where: str, **given: Any) -> None:

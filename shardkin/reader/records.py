@@ -24,7 +24,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from ..format.audio import FLAC_HEAD, audio_member, flac_layout
+from ..format.audio import AUDIO_MEMBERS, FLAC_HEAD, audio_member, flac_layout
 from ..format.checks import SampleHash, audio_problem, require, video_problem
 from ..format.codecs import video_member
 from ..format.npy import parse_header
@@ -43,15 +43,18 @@ HINT = ("rebuild it (re-run the same `shardkin build`, which rewrites missing or
         "shards) or pass on_error='skip' to skip unreadable clips")
 OnError = Literal["raise", "skip"]
 ON_ERROR: tuple[OnError, ...] = ("raise", "skip")
+_AUDIO = frozenset((*AUDIO_MEMBERS, *REST_AUDIO_MEMBERS))
 _TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
 
 
-def wanted_members(return_dict: bool, windows: bool = False) -> tuple[str, ...]:
+def wanted_members(return_dict: bool, windows: bool = False, audio: bool = True
+                   ) -> tuple[str, ...]:
     """The members a reader loads: the json only for dicts (their ``video_name``) and
-    windows (their marks), which also load what is kept after each clip."""
-    if windows:
-        return (*ALL_MEMBERS, *REST_MEMBERS)
-    return ALL_MEMBERS if return_dict else tuple(m for m in ALL_MEMBERS if m != META)
+    windows (their marks), which also load what is kept after each clip; no audio member
+    without ``audio`` (the clips then have the empty sound of a build without audio)."""
+    wanted = (*ALL_MEMBERS, *REST_MEMBERS) if windows else (
+        ALL_MEMBERS if return_dict else tuple(m for m in ALL_MEMBERS if m != META))
+    return wanted if audio else tuple(m for m in wanted if m not in _AUDIO)
 
 
 def check_on_error(on_error: OnError) -> None:

@@ -145,16 +145,18 @@ def test_kinetics_skips_to_the_next_readable_clip(good, tmp_path):
 
 
 def test_bytes_no_reader_loads_are_checked_too(good, tmp_path):
-    """A flip in the json (not loaded for tuples) or a tail (not loaded for stored clips)
-    is caught: the checksum covers the whole sample."""
+    """A flip in the json (not loaded for tuples), a tail (not loaded for stored clips) or
+    the sound with ``decode_audio=False`` is caught: the checksum covers the whole sample."""
     rng = random.Random(3)
-    for member in (".json", ".rest.video.npy"):
+    for member, kw in ((".json", {}), (".rest.video.npy", {}),
+                       (".audio.npy", {"decode_audio": False})):
         key, _ = _pixel(good / "train-000000.tar", rng, member)
         info = next(m for m in _members(good / "train-000000.tar")
                     if m.name == f"{key}{member}")
         folder = _flipped(good, tmp_path / member.strip("."), info.offset_data + info.size - 1)
         for reader in ("stream", "map"):
-            error = _read(folder, reader)
+            assert _read(folder, reader, verify=False, **kw) is None
+            error = _read(folder, reader, **kw)
             assert error is not None and re.search(MISMATCH, str(error))[1] == key
 
 
