@@ -60,9 +60,10 @@ class ShardDataset(IterableDataset):
     ``video_index``, ``clip_index``, ``aug_index``, ``label``, ``audio`` 1-D, channels
     averaged), ``transform`` applied to the dict. ``video_dtype`` (``torch.uint8`` or
     ``torch.float32``) overrides the video's dtype: uint8 dicts are 4x smaller and faster.
-    ``decode_audio=False`` (PyTorchVideo's name) reads no sound: every clip's audio is the
-    empty float32 ``[1, 0]`` of a video without audio, for models that drop it (as
-    torchvision's reference recipe does), which then read 10-20% fewer bytes.
+    ``decode_audio=False`` (PyTorchVideo's name), for models that drop the sound (as
+    torchvision's reference recipe does): it is neither decoded nor batched (with
+    ``verify`` its bytes are still read to be checked); every clip's audio is the empty
+    float32 ``[1, 0]`` of a video without sound.
 
     ``frames_per_clip``/``step_between_clips`` (torchvision's; left out, the build's):
     on a contiguous build, clips of any length and step cut at read time
