@@ -72,13 +72,16 @@ def _padded(shapes: Sequence[tuple[int, ...]], alloc: Alloc,
     not zeroed first; and each clip's last dimension."""
     most = [max(s[d] for s in shapes) for d in range(len(shapes[0]))]
     out = alloc((len(shapes), *most), torch.float32)
-    for i, (box, shape) in enumerate(zip(out, shapes) if out.numel() else ()):  # else no sound
+    lengths = _tensor([s[-1] for s in shapes], alloc)
+    if not out.numel():  # no sound in the batch: nothing to read or zero
+        return out, lengths
+    for i, (box, shape) in enumerate(zip(out, shapes)):
         for d, n in enumerate(shape):
             if n < most[d]:  # narrow: cheaper than indexing with slices
                 box.narrow(d, n, most[d] - n).zero_()
                 box = box.narrow(d, 0, n)
         fill(i, box)
-    return out, _tensor([s[-1] for s in shapes], alloc)
+    return out, lengths
 
 
 def _tensor(values: Sequence[Any], alloc: Alloc) -> torch.Tensor:

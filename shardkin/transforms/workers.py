@@ -63,7 +63,5 @@ class InWorkers:
             return self.preset.crop_batch(video, windows, alloc=alloc)
         crops = self.preset.crop_batch(video, [w._replace(flip=False) for w in windows],
                                        alloc=alloc)
-        flip = (alloc((len(windows),), torch.bool) if alloc is not None
-                else torch.empty(len(windows), dtype=torch.bool))
-        flip.copy_(torch.tensor([w.flip for w in windows], dtype=torch.bool))
-        return Crops(crops, flip)
+        flip = torch.tensor([w.flip for w in windows], dtype=torch.bool)
+        return Crops(crops, flip if alloc is None else alloc(flip.shape, flip.dtype).copy_(flip))
