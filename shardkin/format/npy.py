@@ -11,6 +11,8 @@ import numpy as np
 _DTYPES = {"|u1": np.uint8, "<f4": np.float32, "<i8": np.int64}
 _HEADER = re.compile(
     r"\{'descr': '([^']*)', 'fortran_order': (True|False), 'shape': \(([0-9, ]*)\), \} *\n")
+# header text -> (dtype, shape): a build's clips share a few headers, parsed once each
+_PARSED: dict[bytes, tuple[np.dtype, tuple[int, ...]]] = {}
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -32,7 +34,17 @@ def parse_header(head: bytes | bytearray | memoryview) -> tuple[int, np.dtype, t
     offset = 10 + int.from_bytes(head[8:10], "little")
     if len(head) < offset:
         raise ValueError(f"npy header of {offset} bytes is too long")
-    text = head[10:offset].decode("latin1")
+    text = head[10:offset]
+    parsed = _PARSED.get(text)
+    if parsed is None:
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        parsed = _PARSED[text] = _parse_text(text.decode("latin1"))
+    return offset, *parsed
+
+
+def _parse_text(text: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, shape) of an npy header's text."""
     canonical = _HEADER.fullmatch(text)  # numpy's own layout: skip the slower parse
     header = ({"descr": canonical[1], "fortran_order": canonical[2] == "True",
                "shape": tuple(int(d) for d in canonical[3].split(",") if d.strip())}
@@ -40,7 +52,7 @@ def parse_header(head: bytes | bytearray | memoryview) -> tuple[int, np.dtype, t
     dtype = _DTYPES.get(header.get("descr")) if isinstance(header, dict) else None
     if dtype is None or header.get("fortran_order"):
         raise ValueError(f"unsupported npy header {header!r}")
-    return offset, np.dtype(dtype), tuple(int(d) for d in header["shape"])
+    return np.dtype(dtype), tuple(int(d) for d in header["shape"])
 
 
 def decode_npy(data: bytes | bytearray | memoryview) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .audio import AUDIO_MEMBERS
 from .checks import SampleHash
@@ -30,6 +30,7 @@ ALL_MEMBERS = (*VIDEO_MEMBERS, *AUDIO_MEMBERS, LABEL, META)
 REST_VIDEO_MEMBERS = tuple(f"{REST}.{m}" for m in VIDEO_MEMBERS)
 REST_AUDIO_MEMBERS = tuple(f"{REST}.{m}" for m in AUDIO_MEMBERS)
 REST_MEMBERS = (*REST_VIDEO_MEMBERS, *REST_AUDIO_MEMBERS)
+_VIDEO = frozenset(VIDEO_MEMBERS)
 
 
 class MemberReader(Protocol):
@@ -45,8 +46,7 @@ class MemberReader(Protocol):
     def error(self, what: str, offset: int | None = None) -> ShardError: ...
 
 
-@dataclass(frozen=True)
-class Deferred:
+class Deferred(NamedTuple):
     """A member whose data stayed in the shard: where it is, and its first bytes."""
 
     offset: int
@@ -103,7 +103,7 @@ def missing_members(extensions: Collection[str]) -> list[str]:
     """The members a sample with these extensions lacks (empty when complete). Its audio
     member may be absent (a build without audio: ``verify`` checks which builds)."""
     missing = [ext for ext in (LABEL, META) if ext not in extensions]
-    if not any(ext in extensions for ext in VIDEO_MEMBERS):
+    if _VIDEO.isdisjoint(extensions):
         missing.insert(0, f"video ({' or '.join(VIDEO_MEMBERS)})")
     return missing
 
@@ -129,6 +129,7 @@ def iter_samples(
     ``check(index, key)``: the checksum check of each sample loaded (see the module).
     """
     owners = None
+    wanted, defer = frozenset(wanted), frozenset(defer)
     if check is not None:
         owners = _Owners()
         reader.tap = owners.tap
@@ -136,17 +137,16 @@ def iter_samples(
     index = 0
     end = 0 if member is None else member.offset - BLOCK  # where the next sample starts
     while member is not None and (stop is None or index < stop):
-        key = split_member(member.name)[0]
+        key, ext = split_member(member.name)
         take = index >= start and load(index)
         sample = TarSample(index, key, end, members={} if take else None)
         deferred = False
         if owners is not None:
             sample.check = check(index, key) if take else None
             reader.tap = owners.tap
-        while member is not None and split_member(member.name)[0] == key:
+        while True:
             if owners is not None and reader.tap is not None:
                 owners.own(sample.check, member.offset + member.size + (-member.size % BLOCK))
-            ext = split_member(member.name)[1]
             if strict and ext in sample.extensions:
                 raise reader.error(f"corrupt: sample {key} has two {ext} members", member.offset)
             sample.extensions.append(ext)
@@ -159,9 +159,14 @@ def iter_samples(
                     sample.members[ext] = reader.read()
             end = member.offset + member.size + (-member.size % BLOCK)
             member = reader.next()
+            if member is None:
+                break
+            next_key, ext = split_member(member.name)
+            if next_key != key:
+                break
         sample.length = end - sample.offset
-        missing = missing_members(sample.extensions)
-        if strict and missing:
+        missing = strict and missing_members(sample.extensions)
+        if missing:
             raise reader.error(f"incomplete: sample {key} has no {', '.join(missing)} member")
         if sample.check is not None:
             sample.check.span(sample.offset, end)

@@ -3,6 +3,7 @@ writer, one header parser, one error. Nothing here knows what a sample is."""
 from __future__ import annotations
 
 import tarfile
+from zlib import adler32
 
 import xxhash
 
@@ -42,6 +43,16 @@ def _number(field: bytes) -> int:
     return int(digits, 8) if digits else 0
 
 
+def _byte_sum(block: bytes) -> int:
+    """The header checksum: the sum of the block's bytes, its checksum field counted as 8
+    spaces. Summed by zlib's Adler-32, whose low half is 1 + the sum of the bytes modulo
+    65521: exact for runs of at most 256 bytes (256 * 255 < 65521). Written so because
+    Python's ``sum`` over a header costs 4-5 us, a tenth of a raw clip's read in the walk's
+    headers, and this 1 us."""
+    return (256 + (adler32(block[:148]) & 0xFFFF) + (adler32(block[156:356]) & 0xFFFF)
+            + (adler32(block[356:512]) & 0xFFFF) - 3)
+
+
 def header_fields(block: bytes, long_name: str | None = None,
                   pax: dict[str, str] | None = None) -> tuple[bytes, str, int]:
     """(type flag, full name, data size) of a 512-byte header block; ValueError if corrupt."""
@@ -49,7 +60,7 @@ def header_fields(block: bytes, long_name: str | None = None,
         checksum = _number(block[148:156])
     except ValueError:
         checksum = -1
-    if checksum != sum(block[:148]) + 256 + sum(block[156:]):
+    if checksum != _byte_sum(block):
         raise ValueError("bad header checksum")
     pax = pax or {}
     try:
