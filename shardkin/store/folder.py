@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
+
 from .fs import filesystem, is_url, keep_inherited, local_path, retried
 
 
@@ -114,10 +116,11 @@ class Folder:
         return Path(self.path(name)).read_bytes()
 
     def read_range(self, name: str, offset: int, length: int,
-                   writable: bool = True) -> bytes | bytearray:
+                   writable: bool = True) -> bytes | bytearray | memoryview:
         """``length`` bytes of ``name`` from ``offset``: one positioned read (``preadv``,
-        safe in forked workers) or one range request, retried from its first byte. A
-        bytearray, or with ``writable=False`` possibly the store's bytes (no copy)."""
+        safe in forked workers) or one range request, retried from its first byte. Writable
+        bytes (a local file's: fresh memory, not zeroed first), or with ``writable=False``
+        possibly the store's bytes (no copy)."""
         if self.remote:
             def get() -> bytes | bytearray:
                 data = self._fs.cat_file(self._key(name), start=offset, end=offset + length)
@@ -127,7 +130,8 @@ class Folder:
 
             return retried(get, f"{self.path(name)}: bytes {offset}-{offset + length - 1}",
                            self.attempts)
-        data = bytearray(length)
+        # not zeroed first: a bytearray(length) is, which cost shardkin.Kinetics 5% a clip
+        data = memoryview(np.empty(length, np.uint8))
         fd = os.open(self.path(name), os.O_RDONLY)
         try:
             got = os.preadv(fd, [data], offset)
