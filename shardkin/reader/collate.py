@@ -198,7 +198,8 @@ def read_videos(refs: Sequence[ClipRef], dtype: torch.dtype, alloc: Alloc = empt
 def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
                  audio_lengths: bool = False, alloc: Alloc = empty,
                  buffers: ClipBuffers | None = None, batch_transform: Any = None,
-                 epoch: int = 0, encoded: bool = False) -> Any:
+                 epoch: int = 0, encoded: bool = False, samples: Sequence[Any] | None = None
+                 ) -> Any:
     """Read and batch clips as :func:`collate` batches the items of ``ds`` (a
     ``ShardDataset``: its transform, output format, dict choice and video dtype apply).
 
@@ -208,7 +209,8 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
     one, videos are read into ``buffers`` (reused once the batch is made: transforms
     must not keep references to their input), transformed, then stacked. With a
     ``batch_transform`` (tuples of uint8 TCHW videos, see ``make_loader``) the videos are
-    read into ``buffers`` as one uint8 batch and the transform writes the batch's video.
+    read into ``buffers`` as one uint8 batch and the transform writes the batch's video
+    (``samples``: what it is told the clips are; their keys by default).
     ``encoded``: jpeg clips are not decoded but packed into a :class:`.device.JpegBatch`.
     Each clip is checked once read (:func:`~.records.finish_checks`: ``Damaged`` if it
     fails).
@@ -218,7 +220,8 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
         return collate(items, audio, audio_lengths, alloc)
     if batch_transform is not None:
         read = read_videos(refs, torch.uint8, _reused(buffers), buffers)
-        video = batch_transform(read.permute(0, 1, 4, 2, 3), [r.key for r in refs], epoch, alloc)
+        named = [r.key for r in refs] if samples is None else list(samples)
+        video = batch_transform(read.permute(0, 1, 4, 2, 3), named, epoch, alloc)
         if read.untyped_storage().data_ptr() in {s.data_ptr() for s in storages(video)}:
             raise ValueError("batch_transform must return new tensors (from alloc), not its "
                              "input: the input's memory is reused for the next batch")

@@ -30,13 +30,21 @@ from ..format.options import TORCHVISION_ARGS, BuildOptions
 from ..format.tar import ShardError
 from ..samplers.video_clips import ClipCounts
 from ..store.cache import open_cache
-from ..store.fetch import fetch
+from ..store.fetch import fetch, fetch_local
 from ..store.split import open_split
 from .checking import checked_build
 from .cutting import window_ref
 from .device import check_decode_device, check_no_transform, read_clip
 from .items import OutputFormat, check_output_format, make_item, video_dtype_for
-from .records import ClipRef, LoadedClip, OnError, check_on_error, clip_ref, wanted_members
+from .records import (
+    DEFER,
+    ClipRef,
+    LoadedClip,
+    OnError,
+    check_on_error,
+    clip_ref,
+    wanted_members,
+)
 from .video_clips import make_video_clips
 from .windows import windows_for
 
@@ -267,26 +275,47 @@ class Kinetics(Dataset):
     def _load(self, i: int) -> tuple[LoadedClip, int | None]:
         """Clip ``i`` read and decoded, and its video (see :meth:`_read`); ShardError for
         any damage."""
+        ref, video = self._ref(i)
+        return read_clip(ref, self), video
+
+    def clip_refs(self, indices: Sequence[int]) -> list[ClipRef] | None:
+        """Clips ``indices`` not read yet, their arrays left in their local shard files,
+        for ``make_loader`` to read straight into its batch; None where clips are read
+        whole (a remote build, a ``transform``, ``decode_device``). ShardError for damage
+        in their headers (the loader then reads them one by one, as ``on_error`` says)."""
+        if (self._split.folder.remote or self.transform is not None
+                or self.decode_device is not None):
+            return None
+        return [self._ref(i, local=True)[0] for i in indices]
+
+    def _ref(self, i: int, local: bool = False) -> tuple[ClipRef, int | None]:
+        """Clip ``i`` not read yet, and its video (see :meth:`_read`); ``local``: see
+        :meth:`_refs`."""
         if self.windows is None:
             if not self._subset:
-                return read_clip(self._refs(i, i, f"clip {i}")[0], self), None
+                return self._refs(i, i, f"clip {i}", local)[0], None
             video, k = self._per_video.get_clip_location(i)
             row = int(self._counts()[2][video]) + k
-            return read_clip(self._refs(row, row, f"clip {i}")[0], self), video
+            return self._refs(row, row, f"clip {i}", local)[0], video
         w = self.windows
         video, k = w.locate(i)
         span = w.span(k, w.stored[video])
         row = int(w.first_row[video])
-        refs = self._refs(row + span.first, row + span.last, f"clip {i} (video {video})")
-        return read_clip(window_ref(refs, span.offset, w.frames, w.stored_frames, k), self), video
+        refs = self._refs(row + span.first, row + span.last, f"clip {i} (video {video})", local)
+        return window_ref(refs, span.offset, w.frames, w.stored_frames, k), video
 
-    def _refs(self, first: int, last: int, what: str) -> list[ClipRef]:
+    def _refs(self, first: int, last: int, what: str, local: bool = False) -> list[ClipRef]:
         """The stored clips of index rows ``first..last`` (consecutive samples of one
-        shard), read in one range and checked."""
-        samples = fetch(self._split, self.index[first : last + 1], self._wanted, self.verify,
-                        what)
-        path = self._split.path(self._split.manifest.shards[int(self.index[first, 0])].name)
-        return [clip_ref(s.members, s.key, path, s.offset, check=s.check) for s in samples]
+        shard), read in one range and checked; ``local``: their arrays left in the local
+        shard file, read (and checked) later."""
+        rows = self.index[first : last + 1]
+        path = self._split.path(self._split.manifest.shards[int(rows[0, 0])].name)
+        if local:
+            samples, shard = fetch_local(self._split, rows, self._wanted, DEFER, self.verify,
+                                         what)
+        else:
+            samples, shard = fetch(self._split, rows, self._wanted, self.verify, what), None
+        return [clip_ref(s.members, s.key, path, s.offset, shard, s.check) for s in samples]
 
     def __getstate__(self) -> dict[str, Any]:
         """The arguments, and what was set since (``transform``, ``decode_device``, which

@@ -20,16 +20,14 @@ from typing import Any
 import numpy as np
 
 from ..format.checks import SampleHash
-from ..format.sample import AUDIO, REST, VIDEO
 from ..format.tar import ShardError
 from ..store.fetch import fetch_samples, walk
 from ..store.split import LocalShard, Split
 from .cutting import window_ref
 from .partition import Span
-from .records import HINT, ClipRef, clip_ref
+from .records import DEFER, HINT, ClipRef, clip_ref
 from .selection import ClipSelection
 
-DEFER = (VIDEO, AUDIO, f"{REST}.{VIDEO}", f"{REST}.{AUDIO}")  # npy arrays left in local files
 DELIVERED = object()  # a resumed epoch's clip handed out before the restart
 BAD = object()  # an unreadable clip (on_error="skip")
 

@@ -19,7 +19,8 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from .collate import AudioBatching, ClipBuffers, collate
+from ..format.tar import ShardError
+from .collate import AudioBatching, ClipBuffers, collate, collate_refs
 from .device import decode_batch, loader_decode_device
 from .env import worker_id
 from .memory import Alloc, BatchMemory, Held, hold
@@ -62,6 +63,10 @@ class _PlannedBatches(IterableDataset):
 
         for n in range(worker, len(self.plan), num_workers):
             arena = self.memory.arena(worker, generation)
+            batch = self._direct(self.plan[n], arena, buffers)
+            if batch is not None:
+                yield worker, arena.slot, batch
+                continue
             items = [self.ds[i] for i in self.plan[n]]
             if self.batch_transform is None:
                 yield worker, arena.slot, collate(items, self.audio, self.audio_lengths, arena)
@@ -70,6 +75,25 @@ class _PlannedBatches(IterableDataset):
             video = self.batch_transform(batch[0], list(self.plan[n]), self.epoch, arena)
             buffers.give_back()
             yield worker, arena.slot, (video, *batch[1:])
+
+
+    def _direct(self, indices: Sequence[int], arena: Any, buffers: ClipBuffers) -> Any:
+        """The batch of ``indices`` read straight into ``arena`` (each clip one positioned
+        read from its shard file into its place: no clip in memory first, no stacking copy),
+        where the dataset hands out such clips (``Kinetics.clip_refs``); None where it does
+        not, or where a clip is damaged (the items' path then does what ``on_error`` says)."""
+        refs_of = getattr(self.ds, "clip_refs", None)
+        try:
+            refs = refs_of(indices) if refs_of is not None else None
+            if refs is None:
+                return None
+            return collate_refs(self.ds, refs, self.audio, self.audio_lengths, arena,
+                                buffers, self.batch_transform, self.epoch, samples=indices)
+        except ShardError:
+            arena.reset()
+            return None
+        finally:
+            buffers.give_back()
 
 
 class MapLoader:

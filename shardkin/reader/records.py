@@ -28,7 +28,16 @@ from ..format.audio import AUDIO_MEMBERS, FLAC_HEAD, audio_member, flac_layout
 from ..format.checks import SampleHash, audio_problem, require, video_problem
 from ..format.codecs import video_member
 from ..format.npy import parse_header
-from ..format.sample import AUDIO, LABEL, META, VIDEO, decode_label, decode_meta, parse_key
+from ..format.sample import (
+    AUDIO,
+    LABEL,
+    META,
+    REST,
+    VIDEO,
+    decode_label,
+    decode_meta,
+    parse_key,
+)
 from ..format.samples import (
     ALL_MEMBERS,
     REST_AUDIO_MEMBERS,
@@ -44,6 +53,7 @@ HINT = ("rebuild it (re-run the same `shardkin build`, which rewrites missing or
 OnError = Literal["raise", "skip"]
 ON_ERROR: tuple[OnError, ...] = ("raise", "skip")
 _AUDIO = frozenset((*AUDIO_MEMBERS, *REST_AUDIO_MEMBERS))
+DEFER = (VIDEO, AUDIO, f"{REST}.{VIDEO}", f"{REST}.{AUDIO}")  # npy arrays left in local files
 _TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32}
 
 

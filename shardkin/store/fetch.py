@@ -2,8 +2,10 @@
 shard by its tar headers (``ShardDataset``'s lanes, ``shardkin show``); :func:`fetch`
 reads the samples of some index rows in one positioned read or range request
 (``Kinetics``, and :func:`fetch_samples` for samples picked here and there from a remote
-shard). Both raise :class:`~shardkin.format.tar.ShardError` naming the shard and the
-byte offset for any damage, and both give each sample its checksum check
+shard); :func:`fetch_local` reads their headers from a local shard and leaves their arrays
+in it (``Kinetics`` batched by ``make_loader``). All raise
+:class:`~shardkin.format.tar.ShardError` naming the shard and the byte offset for any
+damage, and all give each sample its checksum check
 (:class:`~shardkin.format.checks.SampleHash`, ``verify``) fed with the bytes as they are
 read: done when the sample's members are all in memory, else once the members left in
 the file are read (:mod:`shardkin.reader.records`).
@@ -145,6 +147,40 @@ def fetch(split: Split, rows: np.ndarray, wanted: Collection[str], verify: bool 
     if [[s.offset, s.length] for s in samples] != rows[:, 1:3].tolist():
         raise ShardError(f"{where}: the index rows do not span exactly its samples")
     return samples
+
+
+def fetch_local(split: Split, rows: np.ndarray, wanted: Collection[str],
+                defer: Collection[str], verify: bool = False, what: str = ""
+                ) -> tuple[list[TarSample], LocalShard]:
+    """:func:`fetch` for a local shard, with the members in ``defer`` left in the file
+    (``local``): each sample's headers and small members read as :func:`walk` reads them
+    (one read a sample, from its first header), its arrays read later straight to where
+    they go (:func:`~shardkin.reader.loading.read_array`), its check fed as they land."""
+    shard, begin = (int(x) for x in rows[0, :2])
+    end = int(rows[-1, 1] + rows[-1, 2])
+    path = split.path(split.manifest.shards[shard].name)
+    where = f"{path}: {what or 'samples'} (bytes {begin}-{end - 1})"
+    if (rows[:, 0] != shard).any() or end <= begin:
+        raise ShardError(f"{where}: the index places one video's clips apart: rebuild")
+    try:
+        local = LocalShard(path)
+        local.file.seek(begin)
+    except OSError as e:
+        raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
+    check = None
+    if verify and rows.shape[1] > 3:
+        table, fd = rows[:, 1:].tolist(), local.file.fileno()
+
+        def check(i: int, key: str) -> SampleHash:
+            offset, length, want = table[i]
+            return SampleHash(offset, offset + length, want, f"{path}: sample {key}",
+                              lambda at, n: _pread(fd, at, n), keep=0)
+
+    samples = list(iter_samples(TarReader(local.file, path), stop=len(rows), wanted=wanted,
+                                defer=defer, check=check))
+    if [[s.offset, s.length] for s in samples] != rows[:, 1:3].tolist():
+        raise ShardError(f"{where}: the index rows do not span exactly its samples")
+    return samples, local
 
 
 def fetch_samples(split: Split, shard: int, numbers: Sequence[int], wanted: Collection[str],
