@@ -45,27 +45,10 @@ from .records import (
     clip_ref,
     wanted_members,
 )
-from .video_clips import make_video_clips
+from .video_clips import Samples, make_video_clips
 from .windows import windows_for
 
 NUM_CLASSES = ("400", "600", "700")
-
-
-class Samples(Sequence):
-    """``(path, label)`` of each video of the dataset, as torchvision's ``samples``: paths
-    relative to the build's ROOT, read when asked for."""
-
-    def __init__(self, table: Any, rows: np.ndarray) -> None:
-        self._table, self._rows = table, rows
-        self._labels = table.column("label")[rows]
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return self._table.path(int(self._rows[i])), int(self._labels[i])
 
 
 class Kinetics(Dataset):
@@ -253,7 +236,10 @@ class Kinetics(Dataset):
     def __getitem__(self, i: int) -> Any:
         if not -len(self) <= i < len(self):
             raise IndexError(f"clip {i} out of range for {len(self)} clips")
-        clip, _ = self._read(i % len(self))
+        return self.sample(self._read(i % len(self))[0])
+
+    def sample(self, clip: LoadedClip) -> Any:
+        """The item for ``clip`` (tuple or dict), transform applied."""
         return make_item(clip.video, clip.audio, clip.label, clip.key,
                          clip.meta and clip.meta["path"], self.output_format, self.transform,
                          self.return_dict, self.video_dtype)
@@ -280,11 +266,11 @@ class Kinetics(Dataset):
 
     def clip_refs(self, indices: Sequence[int]) -> list[ClipRef] | None:
         """Clips ``indices`` not read yet, their arrays left in their local shard files,
-        for ``make_loader`` to read straight into its batch; None where clips are read
-        whole (a remote build, a ``transform``, ``decode_device``). ShardError for damage
-        in their headers (the loader then reads them one by one, as ``on_error`` says)."""
-        if (self._split.folder.remote or self.transform is not None
-                or self.decode_device is not None):
+        for ``make_loader`` to read straight into its batch (or, for a ``transform``, into
+        reused memory: a transform must not keep its input); None where clips are read
+        whole (a remote build, ``decode_device``). ShardError for damage in their headers
+        (the loader then reads them one by one, as ``on_error`` says)."""
+        if self._split.folder.remote or self.decode_device is not None:
             return None
         return [self._ref(i, local=True)[0] for i in indices]
 

@@ -76,7 +76,6 @@ class _PlannedBatches(IterableDataset):
             buffers.give_back()
             yield worker, arena.slot, (video, *batch[1:])
 
-
     def _direct(self, indices: Sequence[int], arena: Any, buffers: ClipBuffers) -> Any:
         """The batch of ``indices`` read straight into ``arena`` (each clip one positioned
         read from its shard file into its place: no clip in memory first, no stacking copy),

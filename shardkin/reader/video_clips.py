@@ -1,4 +1,5 @@
-"""``Kinetics.video_clips``: what torchvision's code expects of ``VideoClips``, over a build.
+"""``Kinetics.video_clips``: what torchvision's code expects of ``VideoClips``, over a build
+(and ``Kinetics.samples``: :class:`Samples`).
 
 torchvision's clip samplers check ``isinstance(video_clips, VideoClips)`` and walk
 ``video_clips.clips``; its reference recipe calls ``video_clips.get_clip(idx)``. So when
@@ -106,3 +107,20 @@ def video_clips_class() -> type:
 
 def make_video_clips(dataset: Any, counts: np.ndarray) -> _Clips:
     return video_clips_class()(dataset, counts)
+
+
+class Samples(Sequence):
+    """``(path, label)`` of each video of the dataset, as torchvision's ``samples``: paths
+    relative to the build's ROOT, read when asked for."""
+
+    def __init__(self, table: Any, rows: np.ndarray) -> None:
+        self._table, self._rows = table, rows
+        self._labels = table.column("label")[rows]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._table.path(int(self._rows[i])), int(self._labels[i])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -114,13 +115,17 @@ def walk(split: Split, shard: int, start: int = 0, stop: int | None = None,
         opened.close()
 
 
-def fetch(split: Split, rows: np.ndarray, wanted: Collection[str], verify: bool = False,
-          what: str = "") -> list[TarSample]:
-    """The samples of index ``rows`` (int64 ``[n, 3 or 4]``: consecutive samples of one
-    shard) with their ``wanted`` members, views of one positioned read or range request;
-    ``what`` says what they are, in errors. ShardError for anything that does not read
-    or does not fit the rows. ``verify`` (rows with checksums): each sample's ``check``
-    is done (failed ones are raised by :func:`shardkin.reader.records.clip_ref`)."""
+class _Rows(NamedTuple):
+    """Index rows of consecutive samples of one shard: where they are, for errors."""
+
+    name: str  # the shard's
+    path: str
+    begin: int
+    end: int
+    where: str
+
+
+def _rows(split: Split, rows: np.ndarray, what: str) -> _Rows:
     shard, begin = (int(x) for x in rows[0, :2])
     end = int(rows[-1, 1] + rows[-1, 2])
     name = split.manifest.shards[shard].name
@@ -128,25 +133,46 @@ def fetch(split: Split, rows: np.ndarray, wanted: Collection[str], verify: bool 
     where = f"{path}: {what or 'samples'} (bytes {begin}-{end - 1})"
     if (rows[:, 0] != shard).any() or end <= begin:
         raise ShardError(f"{where}: the index places one video's clips apart: rebuild")
-    try:
-        blob = split.folder.read_range(name, begin, end - begin)
-    except (OSError, EOFError, ValueError) as e:  # EOFError: the shard is shorter
-        raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
-    view = memoryview(blob)
-    check = None
-    if verify and rows.shape[1] > 3:
-        table = rows[:, 1:].tolist()
+    return _Rows(name, path, begin, end, where)
 
-        def check(i: int, key: str) -> SampleHash:
-            offset, length, want = table[i]
-            return SampleHash(offset, offset + length, want, f"{path}: sample {key}",
-                              lambda at, n: view[at - begin : at - begin + n])
 
-    samples = list(iter_samples(BlobReader(blob, path, begin), stop=len(rows), wanted=wanted,
-                                check=check))
+def _checks_by_row(rows: np.ndarray, path: str, fill: Callable[[int, int], bytes],
+                   keep: int) -> Check | None:
+    """Sample ``i``'s check from row ``i`` (None for rows without checksums)."""
+    if rows.shape[1] <= 3:
+        return None
+    table = rows[:, 1:].tolist()
+
+    def check(i: int, key: str) -> SampleHash:
+        offset, length, want = table[i]
+        return SampleHash(offset, offset + length, want, f"{path}: sample {key}", fill, keep)
+
+    return check
+
+
+def _spanned(samples: list[TarSample], rows: np.ndarray, where: str) -> list[TarSample]:
     if [[s.offset, s.length] for s in samples] != rows[:, 1:3].tolist():
         raise ShardError(f"{where}: the index rows do not span exactly its samples")
     return samples
+
+
+def fetch(split: Split, rows: np.ndarray, wanted: Collection[str], verify: bool = False,
+          what: str = "") -> list[TarSample]:
+    """The samples of index ``rows`` (int64 ``[n, 3 or 4]``: consecutive samples of one
+    shard) with their ``wanted`` members, views of one positioned read or range request;
+    ``what`` says what they are, in errors. ShardError for anything that does not read
+    or does not fit the rows. ``verify`` (rows with checksums): each sample's ``check``
+    is done (failed ones are raised by :func:`shardkin.reader.records.clip_ref`)."""
+    at = _rows(split, rows, what)
+    try:
+        blob = split.folder.read_range(at.name, at.begin, at.end - at.begin)
+    except (OSError, EOFError, ValueError) as e:  # EOFError: the shard is shorter
+        raise ShardError(f"{at.where}: {type(e).__name__}: {e}") from None
+    view = memoryview(blob)
+    check = _checks_by_row(rows, at.path, lambda o, n: view[o - at.begin : o - at.begin + n],
+                           KEEP) if verify else None
+    return _spanned(list(iter_samples(BlobReader(blob, at.path, at.begin), stop=len(rows),
+                                      wanted=wanted, check=check)), rows, at.where)
 
 
 def fetch_local(split: Split, rows: np.ndarray, wanted: Collection[str],
@@ -156,31 +182,17 @@ def fetch_local(split: Split, rows: np.ndarray, wanted: Collection[str],
     (``local``): each sample's headers and small members read as :func:`walk` reads them
     (one read a sample, from its first header), its arrays read later straight to where
     they go (:func:`~shardkin.reader.loading.read_array`), its check fed as they land."""
-    shard, begin = (int(x) for x in rows[0, :2])
-    end = int(rows[-1, 1] + rows[-1, 2])
-    path = split.path(split.manifest.shards[shard].name)
-    where = f"{path}: {what or 'samples'} (bytes {begin}-{end - 1})"
-    if (rows[:, 0] != shard).any() or end <= begin:
-        raise ShardError(f"{where}: the index places one video's clips apart: rebuild")
+    at = _rows(split, rows, what)
     try:
-        local = LocalShard(path)
-        local.file.seek(begin)
+        local = LocalShard(at.path)
+        local.file.seek(at.begin)
     except OSError as e:
-        raise ShardError(f"{where}: {type(e).__name__}: {e}") from None
-    check = None
-    if verify and rows.shape[1] > 3:
-        table, fd = rows[:, 1:].tolist(), local.file.fileno()
-
-        def check(i: int, key: str) -> SampleHash:
-            offset, length, want = table[i]
-            return SampleHash(offset, offset + length, want, f"{path}: sample {key}",
-                              lambda at, n: _pread(fd, at, n), keep=0)
-
-    samples = list(iter_samples(TarReader(local.file, path), stop=len(rows), wanted=wanted,
-                                defer=defer, check=check))
-    if [[s.offset, s.length] for s in samples] != rows[:, 1:3].tolist():
-        raise ShardError(f"{where}: the index rows do not span exactly its samples")
-    return samples, local
+        raise ShardError(f"{at.where}: {type(e).__name__}: {e}") from None
+    fd = local.file.fileno()
+    check = _checks_by_row(rows, at.path, lambda o, n: _pread(fd, o, n), 0) if verify else None
+    samples = iter_samples(TarReader(local.file, at.path), stop=len(rows), wanted=wanted,
+                           defer=defer, check=check)
+    return _spanned(list(samples), rows, at.where), local
 
 
 def fetch_samples(split: Split, shard: int, numbers: Sequence[int], wanted: Collection[str],
