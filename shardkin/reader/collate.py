@@ -100,36 +100,44 @@ def collate(samples: Sequence[Any], audio: AudioBatching = "pad", audio_lengths:
     """Batch :class:`ShardDataset` items (tuples or dicts), e.g. as a DataLoader ``collate_fn``.
 
     Videos (and any other tensors) are stacked; labels and numbers become int64 or
-    float tensors; strings stay lists. Audio of unequal length: ``audio="pad"``
-    zero-pads to ``[B, C_max, S_max]`` (dicts' 1-D audio to ``[B, S_max]``; dicts also
-    get ``audio_lengths``, tuples get it appended as a fourth element when
-    ``audio_lengths=True``); ``audio="list"`` keeps a list of the clips' tensors.
-    ``video_alloc``: memory for tuples' stacked videos, if not ``alloc``. Videos left as
-    JPEGs (``decode_device``) are joined into one :class:`.device.JpegBatch`.
+    float tensors; strings stay lists; tuples may have fields after the label (a
+    subclass's, such as torchvision's recipe's video index), batched the same way. Audio
+    of unequal length: ``audio="pad"`` zero-pads to ``[B, C_max, S_max]`` (dicts' 1-D
+    audio to ``[B, S_max]``; dicts also get ``audio_lengths``, tuples get it appended as
+    their last element when ``audio_lengths=True``); ``audio="list"`` keeps a list of the
+    clips' tensors. ``video_alloc``: memory for tuples' stacked videos, if not ``alloc``.
+    Videos left as JPEGs (``decode_device``) are joined into one
+    :class:`.device.JpegBatch`.
     """
     if isinstance(samples[0], dict):
         batch: dict[str, Any] = {}
         for key in samples[0]:
             values = [s[key] for s in samples]
-            if isinstance(values[0], JpegBatch):
-                batch[key] = join(values, alloc)
-            elif key == "audio":
+            if key == "audio" and not isinstance(values[0], JpegBatch):
                 batch["audio"], lengths = _audio(values, audio, alloc)
                 if lengths is not None:
                     batch["audio_lengths"] = lengths
-            elif isinstance(values[0], torch.Tensor):
-                batch[key] = stack(values, alloc)
-            elif isinstance(values[0], Number) and not isinstance(values[0], bool):
-                batch[key] = _tensor(values, alloc)
             else:
-                batch[key] = values
+                batch[key] = _field(values, alloc)
         return batch
-    videos, audios, labels = zip(*samples)
+    videos, audios, labels, *more = zip(*samples)  # more: a subclass's own (a video id)
     video = (join(videos, alloc) if isinstance(videos[0], JpegBatch)
              else stack(videos, video_alloc or alloc))
     sound, lengths = _audio(audios, audio, alloc)
-    out = (video, sound, _tensor(labels, alloc))
+    out = (video, sound, _tensor(labels, alloc), *(_field(list(v), alloc) for v in more))
     return out + (lengths,) if audio_lengths and lengths is not None else out
+
+
+def _field(values: list[Any], alloc: Alloc) -> Any:
+    """The items' values of one field, batched: tensors stacked, numbers a tensor, JPEGs
+    joined, anything else a list."""
+    if isinstance(values[0], JpegBatch):
+        return join(values, alloc)
+    if isinstance(values[0], torch.Tensor):
+        return stack(values, alloc)
+    if isinstance(values[0], Number) and not isinstance(values[0], bool):
+        return _tensor(values, alloc)
+    return values
 
 
 class ClipBuffers:

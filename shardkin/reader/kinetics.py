@@ -268,9 +268,12 @@ class Kinetics(Dataset):
         """Clips ``indices`` not read yet, their arrays left in their local shard files,
         for ``make_loader`` to read straight into its batch (or, for a ``transform``, into
         reused memory: a transform must not keep its input); None where clips are read
-        whole (a remote build, ``decode_device``). ShardError for damage in their headers
-        (the loader then reads them one by one, as ``on_error`` says)."""
-        if self._split.folder.remote or self.decode_device is not None:
+        whole (a remote build, ``decode_device``, a subclass making its own items, such as
+        the recipe's ``KineticsWithVideoId``). ShardError for damage in their headers (the
+        loader then reads them one by one, as ``on_error`` says)."""
+        if (self._split.folder.remote or self.decode_device is not None
+                or type(self).__getitem__ is not Kinetics.__getitem__
+                or type(self).sample is not Kinetics.sample):
             return None
         return [self._ref(i, local=True)[0] for i in indices]
 

@@ -104,3 +104,19 @@ def test_a_damaged_clip_goes_the_items_way(built, tmp_path):
     assert _equal(got, want)  # clip 2 stood in for by the next readable one, as ds[2] does
     unchecked = list(make_loader(Kinetics(folder, verify=False), 4, sampler=range(8)))
     assert not torch.equal(unchecked[0][0], want[0][0])  # the damage is there to be found
+
+
+class WithVideoId(Kinetics):
+    """A subclass making its own items, as torchvision's recipe does."""
+
+    def __getitem__(self, i):
+        video, audio, label = super().__getitem__(i)
+        return video, audio, label, i
+
+
+def test_a_subclass_making_its_own_items_gets_them(built):
+    ds = WithVideoId(built)
+    assert ds.clip_refs([0]) is None
+    batches = list(make_loader(ds, 4, sampler=range(len(ds))))
+    assert torch.cat([b[3] for b in batches]).tolist() == list(range(len(ds)))
+    assert _equal(batches[0], collate([ds[i] for i in range(4)]))
