@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import math
+import shutil
 import tarfile
 from collections import defaultdict
 from fractions import Fraction
@@ -252,3 +253,15 @@ def check_against_source(root: Path, split_dir: Path, fpc: int, step: int,
                     (last + 1 - first) / fps * rate, abs=2)
     assert not by_video, "samples of videos the manifest does not list"
     return manifest, samples
+
+
+def flipped_copy(good: Path, folder: Path, at: int, bit: int = 1) -> Path:
+    """``good`` (a split folder) copied to ``folder`` (once) with the byte at ``at`` of its
+    first shard flipped (``bit``)."""
+    shard = sorted(p.name for p in good.glob("*.tar"))[0]
+    if not folder.exists():
+        shutil.copytree(good, folder)
+    data = bytearray((good / shard).read_bytes())
+    data[at] ^= bit
+    (folder / shard).write_bytes(bytes(data))
+    return folder

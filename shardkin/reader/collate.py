@@ -233,21 +233,13 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
         if read.untyped_storage().data_ptr() in {s.data_ptr() for s in storages(video)}:
             raise ValueError("batch_transform must return new tensors (from alloc), not its "
                              "input: the input's memory is reused for the next batch")
-        sound, lengths = read_sounds(refs, audio, alloc)
-        for r in refs:
-            finish_checks(r)
-        out = (video, sound, _tensor([r.label for r in refs], alloc))
-        return out + (lengths,) if audio_lengths and lengths is not None else out
+        return _tuple_batch(video, refs, audio, audio_lengths, alloc)
     video = pack_refs(refs, ds, alloc) if encoded else None
     if video is None:
         video = read_videos(refs, ds.video_dtype, alloc, buffers)  # [B, T, H, W, C]
     if not ds.return_dict:
-        sound, lengths = read_sounds(refs, audio, alloc)
-        for r in refs:
-            finish_checks(r)
         video = _permute(video, 0, 1, 4, 2, 3) if ds.output_format == "TCHW" else video
-        out = (video, sound, _tensor([r.label for r in refs], alloc))
-        return out + (lengths,) if audio_lengths and lengths is not None else out
+        return _tuple_batch(video, refs, audio, audio_lengths, alloc)
     sounds = [read_audio(r.audio) for r in refs]
     for r in refs:
         finish_checks(r)
@@ -262,6 +254,17 @@ def collate_refs(ds: Any, refs: Sequence[ClipRef], audio: AudioBatching = "pad",
     if lengths is not None:
         batch["audio_lengths"] = lengths
     return batch
+
+
+def _tuple_batch(video: Any, refs: Sequence[ClipRef], audio: AudioBatching,
+                 audio_lengths: bool, alloc: Alloc) -> tuple:
+    """``(video, audio, label[, audio_lengths])`` of clips whose video is batched: their
+    sound read into the batch, then each clip's check completed."""
+    sound, lengths = read_sounds(refs, audio, alloc)
+    for r in refs:
+        finish_checks(r)
+    out = (video, sound, _tensor([r.label for r in refs], alloc))
+    return out + (lengths,) if audio_lengths and lengths is not None else out
 
 
 def _permute(video: Any, *dims: int) -> Any:

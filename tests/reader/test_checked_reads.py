@@ -19,6 +19,8 @@ import shardkin
 from shardkin import Kinetics, ShardDataset, ShardError, make_loader
 from shardkin.builder import build
 
+from helpers import flipped_copy
+
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 MISMATCH = r"train-000000\.tar: sample (\d{8}_\d{6}): damaged: .*does not match its checksum"
 
@@ -45,16 +47,6 @@ def _pixel(shard: Path, rng: random.Random, member: str = ".video.npy"
         chosen.size - 128)
 
 
-def _flipped(good: Path, folder: Path, at: int, bit: int = 1) -> Path:
-    """``good`` copied to ``folder`` (once) with the byte at ``at`` of its shard flipped."""
-    if not folder.exists():
-        shutil.copytree(good, folder)
-    data = bytearray((good / "train-000000.tar").read_bytes())
-    data[at] ^= bit
-    (folder / "train-000000.tar").write_bytes(bytes(data))
-    return folder
-
-
 def _read(folder: Path, reader: str, **kw) -> ShardError | None:
     try:
         if reader == "stream":
@@ -77,7 +69,7 @@ def test_randomly_flipped_pixel_bytes_are_never_read_silently(good, tmp_path, re
     silent = caught = 0
     for _ in range(40):
         key, at = _pixel(good / "train-000000.tar", rng)
-        folder = _flipped(good, tmp_path / "copy", at, 1 << rng.randrange(8))
+        folder = flipped_copy(good, tmp_path / "copy", at, 1 << rng.randrange(8))
         silent += _read(folder, reader, verify=False) is None
         error = _read(folder, reader)
         assert error is not None and re.search(MISMATCH, str(error)), error
@@ -90,7 +82,7 @@ def test_randomly_flipped_pixel_bytes_are_never_read_silently(good, tmp_path, re
 def test_make_loader_skips_a_damaged_clip_with_a_stand_in(good, tmp_path, workers):
     rng = random.Random(1)
     key, at = _pixel(good / "train-000000.tar", rng)
-    folder = _flipped(good, tmp_path / "copy", at)
+    folder = flipped_copy(good, tmp_path / "copy", at)
     ds = ShardDataset(folder, shuffle=False, return_dict=True)
     with pytest.raises(ShardError, match=MISMATCH):
         for _ in make_loader(ds, 4, num_workers=workers):
@@ -114,7 +106,7 @@ def test_the_stand_in_holds_the_clip_it_repeats(good, tmp_path):
     """The readable clip read in place of a damaged one is read whole (its pixels, not the
     damaged clip's), in a batch read again."""
     first = next(m for m in _members(good / "train-000000.tar") if m.name.endswith(".video.npy"))
-    folder = _flipped(good, tmp_path / "copy", first.offset_data + 200)  # clip 0: none before
+    folder = flipped_copy(good, tmp_path / "copy", first.offset_data + 200)  # clip 0: none before
     ds = ShardDataset(folder, shuffle=False, on_error="skip", output_format="THWC")
     with pytest.warns(UserWarning, match=MISMATCH):
         video, _, label = next(iter(make_loader(ds, 3)))
@@ -126,7 +118,7 @@ def test_the_stand_in_holds_the_clip_it_repeats(good, tmp_path):
 
 def test_iterating_the_dataset_skips_too(good, tmp_path):
     key, at = _pixel(good / "train-000000.tar", random.Random(2))
-    folder = _flipped(good, tmp_path / "copy", at)
+    folder = flipped_copy(good, tmp_path / "copy", at)
     ds = ShardDataset(folder, shuffle=False, return_dict=True, on_error="skip")
     with pytest.warns(UserWarning, match=MISMATCH):
         got = [f"{d['video_index']:08d}_{d['clip_index']:06d}" for d in ds]
@@ -135,7 +127,7 @@ def test_iterating_the_dataset_skips_too(good, tmp_path):
 
 def test_kinetics_skips_to_the_next_readable_clip(good, tmp_path):
     rows = np.load(good / "index.npy")
-    folder = _flipped(good, tmp_path / "copy", int(rows[3, 1]) + 1024)  # in clip 3's pixels
+    folder = flipped_copy(good, tmp_path / "copy", int(rows[3, 1]) + 1024)  # in clip 3's pixels
     ds = Kinetics(folder, on_error="skip", output_format="THWC")
     with pytest.warns(UserWarning, match="clip 3 is unreadable"):
         video, _, _ = ds[3]
@@ -153,7 +145,7 @@ def test_bytes_no_reader_loads_are_checked_too(good, tmp_path):
         key, _ = _pixel(good / "train-000000.tar", rng, member)
         info = next(m for m in _members(good / "train-000000.tar")
                     if m.name == f"{key}{member}")
-        folder = _flipped(good, tmp_path / member.strip("."), info.offset_data + info.size - 1)
+        folder = flipped_copy(good, tmp_path / member.strip("."), info.offset_data + info.size - 1)
         for reader in ("stream", "map"):
             assert _read(folder, reader, verify=False, **kw) is None
             error = _read(folder, reader, **kw)
@@ -170,7 +162,7 @@ def test_windows_check_the_whole_stored_clips_they_read(good, tmp_path, reader):
     key = info.name.partition(".")[0]
     video = int(key.partition("_")[0])
     frame = (info.size - 128) // 4
-    folder = _flipped(good, tmp_path / "copy", info.offset_data + 128 + 3 * frame + 5)
+    folder = flipped_copy(good, tmp_path / "copy", info.offset_data + 128 + 3 * frame + 5)
     kw = dict(frames_per_clip=2, step_between_clips=2)
     assert _read(folder, reader, verify=False, **kw) is None
     error = _read(folder, reader, **kw)

@@ -14,6 +14,8 @@ import torch
 import shardkin
 from shardkin.builder import build
 
+from helpers import flipped_copy
+
 
 @pytest.fixture(scope="module")
 def good(made_root, tmp_path_factory) -> Path:
@@ -122,15 +124,10 @@ def test_undamaged_reads(good):
 
 def _flip_pixel(good: Path, tmp: Path) -> Path:
     """A copy whose second clip has one pixel byte flipped (headers and sizes intact)."""
-    folder = tmp / "pixel"
-    shutil.copytree(good, folder)
-    shard = folder / json.loads((folder / "manifest.json").read_text())["shards"][0]["name"]
-    data = bytearray(shard.read_bytes())
-    at, _ = [(at, size) for at, name, size in _headers(bytes(data))
+    shard = good / json.loads((good / "manifest.json").read_text())["shards"][0]["name"]
+    at, _ = [(at, size) for at, name, size in _headers(shard.read_bytes())
              if name.endswith(".video.npy")][1]
-    data[at + 512 + 128 + 7] ^= 0x01
-    shard.write_bytes(bytes(data))
-    return folder
+    return flipped_copy(good, tmp / "pixel", at + 512 + 128 + 7)
 
 
 @pytest.mark.parametrize("reader", ["stream", "map"])

@@ -6,7 +6,6 @@ the items' path, which does what ``on_error`` says."""
 from __future__ import annotations
 
 import random
-import shutil
 import tarfile
 from pathlib import Path
 from unittest import mock
@@ -19,6 +18,8 @@ from shardkin.builder import build
 from shardkin.reader.collate import collate
 from shardkin.store.split import LocalShard
 from shardkin.transforms import VideoClassificationPresetTrain
+
+from helpers import flipped_copy
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 
@@ -80,17 +81,10 @@ def test_a_batch_transform_gets_the_clips_read_in_place(built):
 
 def _flip_pixel(split: Path, out: Path, clip: int) -> Path:
     """A copy of ``split`` with one pixel byte of the ``clip``-th stored clip flipped."""
-    shutil.copytree(split, out)
-    shard = sorted(out.glob("*.tar"))[0]
-    with tarfile.open(shard) as tar:
+    with tarfile.open(sorted(split.glob("*.tar"))[0]) as tar:
         videos = [m for m in tar.getmembers() if m.name.endswith(".video.npy")]
-    at = videos[clip].offset_data + 128 + random.Random(clip).randrange(1000)
-    with open(shard, "r+b") as f:
-        f.seek(at)
-        byte = f.read(1)[0]
-        f.seek(at)
-        f.write(bytes([byte ^ 0x10]))
-    return out
+    return flipped_copy(split, out, videos[clip].offset_data + 128
+                        + random.Random(clip).randrange(1000), 0x10)
 
 
 def test_a_damaged_clip_goes_the_items_way(built, tmp_path):
