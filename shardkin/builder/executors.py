@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import os
-import queue
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -35,9 +35,6 @@ Outcome = tuple[Any, Any, BaseException | None]  # (task, result, error)
 Executor = Callable[..., Iterator[Outcome]]
 RAY_INSTALL_HINT = "the Ray executor needs Ray: pip install 'shardkin[ray]'"
 
-# fork starts a worker in milliseconds with av and numpy already imported; the build
-# itself starts no threads and never imports torch, so forking it is safe
-_START = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 _progress_queue: Any = None
 
 
@@ -52,7 +49,7 @@ def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
-    pool = _pool(workers)
+    pool = _pool(workers, mp.get_context(start_method()))
     done = False
     try:
         yield from pool.map(fn, items, chunksize=chunksize)
@@ -64,11 +61,22 @@ def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 
             kill_workers(pool)
 
 
-def _pool(workers: int, then: Callable | None = None, *args: Any) -> ProcessPoolExecutor:
+def start_method() -> str:
+    """How worker processes start: fork (a worker starts in milliseconds with av and numpy
+    already imported; the build itself starts no threads), but spawn in a process that
+    joined Ray: a forked child cannot shut down the gRPC threads of Ray's client it
+    inherits, and crashes when it frees that client."""
+    ray = sys.modules.get("ray")
+    joined = ray is not None and getattr(ray, "is_initialized", lambda: False)()
+    return "fork" if "fork" in mp.get_all_start_methods() and not joined else "spawn"
+
+
+def _pool(workers: int, context: Any, then: Callable | None = None,
+          *args: Any) -> ProcessPoolExecutor:
     """Worker processes that end with the builder (:func:`.lifecycle.worker_init`), each
     calling ``then(*args)`` first."""
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context(_START),
-                               initializer=worker_init, initargs=(os.getpid(), then, *args))
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=worker_init,
+                               initargs=(os.getpid(), then, *args))
 
 
 def _init(q: Any) -> None:
@@ -116,14 +124,17 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
     the cores shared out); a failed task is retried on a fresh pool."""
     workers = local_workers(execution)
     kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context(_START)
-    q = ctx.Queue()
+    ctx = mp.get_context(start_method())
     attempts = {id(t): 0 for t in tasks}
     runs = dict(attempts)
     todo = list(tasks)
     videos = _Videos(on_progress)
     while todo:
-        pool = _pool(max(1, min(workers, len(todo))), _init, q)
+        # each pool its own queue, written in the task's thread (a SimpleQueue): a video's
+        # progress is in the pipe before its task's result, and a worker killed while
+        # writing leaves the queue's lock held only in a pool that is given up
+        q = ctx.SimpleQueue()
+        pool = _pool(max(1, min(workers, len(todo))), ctx, _init, q)
         finished = False
         for t in todo:
             runs[id(t)] += 1  # progress is told apart by run
@@ -135,7 +146,9 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
                 done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
                 _drain(q, videos)
                 for fut in done:
-                    task = running.pop(fut)
+                    task = running.pop(fut, None)
+                    if task is None:  # its pool broke and it was put back to run again
+                        continue
                     try:
                         result = fut.result()
                     except BaseException as e:  # noqa: BLE001 - reported to the caller
@@ -159,14 +172,12 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
             else:  # interrupted, or the caller stopped: the running shards are not awaited
                 kill_workers(pool)
             _drain(q, videos)
+            q.close()
 
 
 def _drain(q: Any, videos: _Videos) -> None:
-    while True:
-        try:
-            videos(*q.get_nowait())
-        except queue.Empty:
-            return
+    while not q.empty():
+        videos(*q.get())
 
 
 def connect_ray(address: str | None, num_cpus: int | None = None) -> None:

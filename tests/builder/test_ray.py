@@ -11,6 +11,7 @@ import pytest
 import shardkin.builder.plan as plan
 import shardkin.builder.shard as shard
 from shardkin.builder import BuildError, build
+from shardkin.builder.executors import start_method
 
 from helpers import tree_bytes
 
@@ -81,6 +82,9 @@ def ray_cluster():
 
 
 def test_ray_build_equals_local_build(made_root, tmp_path, ray_cluster):
+    """Also a local build in a process that joined Ray: its workers are spawned, as a
+    forked one would crash freeing the Ray client it inherited."""
+    assert start_method() == "spawn"
     on_ray = build(made_root, tmp_path / "ray", "train", executor="ray", **KW)
     local = build(made_root, tmp_path / "local", "train", workers=2, **KW)
     assert on_ray == local and len(local["shards"]) > 2
