@@ -15,5 +15,9 @@ class PermanentError(BuildError):
     """A shard failed in a way retrying cannot fix; the build stops at once."""
 
 
+class WorkerDied(BuildError):
+    """The process running a shard died (killed, or crashed): the shard is tried again."""
+
+
 def is_permanent(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in PERMANENT_ERRNOS

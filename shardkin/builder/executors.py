@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..format.options import ExecutionOptions
-from .errors import BuildError, PermanentError, is_permanent
+from .errors import BuildError, PermanentError, WorkerDied, is_permanent
 from .lifecycle import keep_signal_handlers, kill_workers, worker_init
 
 Progress = Callable[[int, int], None]  # (clips, bytes) after each video
@@ -118,66 +119,93 @@ class _Videos:
             self._on_progress(clips, nbytes)
 
 
+class _Worker:
+    """One worker process, a pool of its own: a process that dies (the OOM killer, a crash
+    in a decoder) takes down only the task it ran, which is thus known, while the other
+    workers' shards go on. Its progress queue is a SimpleQueue, written in the task's
+    thread: a video's progress is in the pipe before its task's result."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.queue = ctx.SimpleQueue()
+        self.pool = _pool(1, ctx, _init, self.queue)
+
+    def drain(self, videos: _Videos) -> None:
+        while not self.queue.empty():
+            videos(*self.queue.get())
+
+    def close(self, videos: _Videos, kill: bool = False) -> None:
+        """Shut down the process (idle, or dead), or ``kill`` it: the build was interrupted,
+        or its caller stopped, and its shard is not awaited."""
+        if kill:
+            kill_workers(self.pool)
+        else:
+            self.pool.shutdown(cancel_futures=True)
+        self.drain(videos)
+        self.queue.close()
+
+    def died(self, videos: _Videos) -> WorkerDied:
+        """The error of a task whose process died, saying how it died."""
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.close(videos)  # the dead process is reaped
+        codes = [p.exitcode for p in processes if p.exitcode]
+        how = "" if not codes else f" ({_exit(codes[0])})"
+        return WorkerDied(f"its worker process died{how} while building it")
+
+
+def _exit(code: int) -> str:
+    if code >= 0:
+        return f"exit status {code}"
+    name = signal.Signals(-code).name
+    return f"{name}: out of memory?" if -code == signal.SIGKILL else name
+
+
 def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,
               retries: int = 2, **kwargs: Any) -> Iterator[Outcome]:
     """Run the tasks on ``workers`` local processes, ``decode_threads`` each (default:
-    the cores shared out); a failed task is retried on a fresh pool."""
+    the cores shared out); a failed task is tried again after the others waiting, a
+    task whose process died on a new process."""
     workers = local_workers(execution)
     kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context(start_method())
-    attempts = {id(t): 0 for t in tasks}
-    runs = dict(attempts)
-    todo = list(tasks)
     videos = _Videos(on_progress)
-    while todo:
-        # each pool its own queue, written in the task's thread (a SimpleQueue): a video's
-        # progress is in the pipe before its task's result, and a worker killed while
-        # writing leaves the queue's lock held only in a pool that is given up
-        q = ctx.SimpleQueue()
-        pool = _pool(max(1, min(workers, len(todo))), ctx, _init, q)
-        finished = False
-        for t in todo:
-            runs[id(t)] += 1  # progress is told apart by run
-        running: dict[Future, Any] = {pool.submit(_call, fn, t, runs[id(t)], kwargs): t
-                                      for t in todo}
-        todo = []
-        try:
-            while running:
-                done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(q, videos)
-                for fut in done:
-                    task = running.pop(fut, None)
-                    if task is None:  # its pool broke and it was put back to run again
-                        continue
-                    try:
-                        result = fut.result()
-                    except BaseException as e:  # noqa: BLE001 - reported to the caller
-                        attempts[id(task)] += 1
-                        if attempts[id(task)] <= retries:
-                            todo.append(task)
-                        else:
-                            yield task, None, e
-                        if isinstance(e, BrokenProcessPool):
-                            todo += [running.pop(f) for f in list(running)]
-                        continue
-                    _drain(q, videos)
-                    if isinstance(result, PermanentError):
-                        yield task, None, result
-                    else:
-                        yield task, result, None
-            finished = True
-        finally:
-            if finished:
-                pool.shutdown(cancel_futures=True)
-            else:  # interrupted, or the caller stopped: the running shards are not awaited
-                kill_workers(pool)
-            _drain(q, videos)
-            q.close()
-
-
-def _drain(q: Any, videos: _Videos) -> None:
-    while not q.empty():
-        videos(*q.get())
+    todo = deque(tasks)
+    runs = {id(t): 0 for t in tasks}  # progress is told apart by run
+    idle: list[_Worker] = []
+    running: dict[Future, tuple[Any, _Worker]] = {}
+    finished = False
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                task = todo.popleft()
+                worker = idle.pop() if idle else _Worker(ctx)
+                runs[id(task)] += 1
+                running[worker.pool.submit(_call, fn, task, runs[id(task)], kwargs)] = (
+                    task, worker)
+            done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task, worker = running.pop(fut)
+                worker.drain(videos)
+                error: BaseException | None = fut.exception()
+                if isinstance(error, BrokenProcessPool):
+                    error = worker.died(videos)
+                else:
+                    idle.append(worker)
+                if error is None and isinstance(fut.result(), PermanentError):
+                    yield task, None, fut.result()
+                elif error is None:
+                    yield task, fut.result(), None
+                elif runs[id(task)] <= retries:
+                    todo.append(task)
+                else:
+                    yield task, None, error
+            for _, worker in running.values():
+                worker.drain(videos)
+        finished = True
+    finally:
+        for worker in idle:
+            worker.close(videos)
+        for _, worker in running.values():
+            worker.close(videos, kill=not finished)
 
 
 def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
