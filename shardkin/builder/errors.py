@@ -16,7 +16,13 @@ class PermanentError(BuildError):
 
 
 class WorkerDied(BuildError):
-    """The process running a shard died (killed, or crashed): the shard is tried again."""
+    """The process running a shard died (killed, or crashed): the shard is tried again.
+    ``how``: the signal or exit status, when known."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(f"its worker process died{f' ({how})' if how else ''} while "
+                         "building it")
+        self.how = how
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -3,6 +3,8 @@
 An executor calls ``fn(task, decode_threads=..., **kwargs)`` for each task and yields
 ``(task, result, error)`` as tasks finish; a task that raises, or whose process dies,
 is tried ``retries`` more times before its error is yielded, and the others finish.
+Locally a video whose process dies twice is then skipped (:func:`run_local`: ``fn`` is
+passed ``skip``); on Ray, Ray retries a task whose worker died.
 An error retrying cannot fix (a full disk, a refused permission: :func:`is_permanent`)
 is yielded at once as a :class:`PermanentError`, untried again. ``on_progress(clips,
 bytes)`` is called once per video, also when its shard is tried again.
@@ -113,10 +115,34 @@ class _Videos:
         self._now: dict[tuple[str, int], int] = {}  # videos so far of (task, run)
 
     def __call__(self, name: str, run: int, clips: int, nbytes: int) -> None:
-        now = self._now[name, run] = self._now.get((name, run), 0) + 1
+        now = self._now[name, run] = self.reported(name, run) + 1
         if now > self._shown.get(name, 0):
             self._shown[name] = now
             self._on_progress(clips, nbytes)
+
+    def reported(self, name: str, run: int) -> int:
+        """How many videos run ``run`` of task ``name`` has reported."""
+        return self._now.get((name, run), 0)
+
+
+class _Tries:
+    """A task's runs so far, those that failed (each counted against ``retries``), and the
+    videos its process died at (after reporting as many): a process that dies twice at
+    the same video has that video skipped in later runs (``skip``: its position in the
+    task, and how the process died), a run not counted as failed."""
+
+    def __init__(self) -> None:
+        self.runs = self.failed = 0
+        self.died_at: set[int] = set()
+        self.skip: dict[int, str] = {}
+
+    def died(self, at: int, how: str) -> bool:
+        """Whether dying at video ``at`` (again) makes it one to skip."""
+        if at in self.died_at and at not in self.skip:
+            self.skip[at] = how
+            return True
+        self.died_at.add(at)
+        return False
 
 
 class _Worker:
@@ -148,11 +174,11 @@ class _Worker:
         processes = list((getattr(self.pool, "_processes", None) or {}).values())
         self.close(videos)  # the dead process is reaped
         codes = [p.exitcode for p in processes if p.exitcode]
-        how = "" if not codes else f" ({_exit(codes[0])})"
-        return WorkerDied(f"its worker process died{how} while building it")
+        return WorkerDied(_exit(codes[0]) if codes else "")
 
 
 def _exit(code: int) -> str:
+    """How a process ended, from its exit code (negative: the signal)."""
     if code >= 0:
         return f"exit status {code}"
     name = signal.Signals(-code).name
@@ -163,13 +189,16 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
               retries: int = 2, **kwargs: Any) -> Iterator[Outcome]:
     """Run the tasks on ``workers`` local processes, ``decode_threads`` each (default:
     the cores shared out); a failed task is tried again after the others waiting, a
-    task whose process died on a new process."""
+    task whose process died on a new process. A video whose process dies twice (a crash
+    in its decoder, or out of memory) is passed to ``fn`` to be skipped (``skip``: its
+    position in the task, and how the process died), so its shard's other videos are
+    built."""
     workers = local_workers(execution)
     kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context(start_method())
     videos = _Videos(on_progress)
     todo = deque(tasks)
-    runs = {id(t): 0 for t in tasks}  # progress is told apart by run
+    tries = {id(t): _Tries() for t in tasks}
     idle: list[_Worker] = []
     running: dict[Future, tuple[Any, _Worker]] = {}
     finished = False
@@ -177,24 +206,29 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
         while todo or running:
             while todo and len(running) < workers:
                 task = todo.popleft()
-                worker = idle.pop() if idle else _Worker(ctx)
-                runs[id(task)] += 1
-                running[worker.pool.submit(_call, fn, task, runs[id(task)], kwargs)] = (
-                    task, worker)
+                worker, t = idle.pop() if idle else _Worker(ctx), tries[id(task)]
+                t.runs += 1  # progress is told apart by run
+                args = {**kwargs, "skip": dict(t.skip)} if t.skip else kwargs
+                running[worker.pool.submit(_call, fn, task, t.runs, args)] = task, worker
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in done:
                 task, worker = running.pop(fut)
+                t = tries[id(task)]
                 worker.drain(videos)
                 error: BaseException | None = fut.exception()
                 if isinstance(error, BrokenProcessPool):
                     error = worker.died(videos)
+                    if t.died(videos.reported(task["name"], t.runs), error.how):
+                        todo.append(task)
+                        continue
                 else:
                     idle.append(worker)
                 if error is None and isinstance(fut.result(), PermanentError):
                     yield task, None, fut.result()
                 elif error is None:
                     yield task, fut.result(), None
-                elif runs[id(task)] <= retries:
+                elif t.failed < retries:
+                    t.failed += 1
                     todo.append(task)
                 else:
                     yield task, None, error

@@ -15,16 +15,22 @@ from .lifecycle import builder_alive
 from .source import Root
 
 
+def _record(video: dict, shard: str | None, reason: str | None = None) -> dict:
+    """A video's record before any clip: failed for ``reason`` when given."""
+    return {"path": video["path"], "class": video["class"], "label": video["label"],
+            "video_index": video["video_index"], "shard": None if reason else shard,
+            "clips": 0, "frames": 0, "tail": 0, "status": "failed" if reason else "ok",
+            "reason": reason, "samples": []}
+
+
 def _write_video(writer: ShardWriter, root: Root, video: dict, shard: str,
                  options: BuildOptions, decode_threads: int) -> dict:
-    record = {"path": video["path"], "class": video["class"], "label": video["label"],
-              "video_index": video["video_index"], "shard": shard, "clips": 0, "frames": 0,
-              "tail": 0, "status": "ok", "reason": None, "samples": []}
+    record = _record(video, shard)
     try:
         cutter = VideoCutter(root.video(video["path"], video.get("bytes")), options,
                              decode_threads)
     except DecodeError as e:
-        return {**record, "shard": None, "status": "failed", "reason": str(e)}
+        return _record(video, shard, str(e))
     stats, codec = cutter.stats, options.storage
     try:
         for clip in cutter:
@@ -76,9 +82,12 @@ def record_name(shard: str) -> str:
 
 
 def build_shard(task: dict, root: str, out: str, options: BuildOptions,
-                decode_threads: int = 1, progress: Progress | None = None) -> dict:
+                decode_threads: int = 1, progress: Progress | None = None,
+                skip: dict[int, str] | None = None) -> dict:
     """Write shard ``out/<task name>`` (a folder or URL) of videos under ``root`` (a folder or
-    URL), then its record; returns the record."""
+    URL), then its record; returns the record. ``skip``: the positions of videos in the
+    task whose worker process died twice on them (the executor's), and how it died: they
+    are recorded failed, not opened."""
     folder = Folder(out, options.execution.storage_options)
     source = Root(root, options.execution.storage_options)
     videos = []
@@ -86,8 +95,12 @@ def build_shard(task: dict, root: str, out: str, options: BuildOptions,
         for i, video in enumerate(task["videos"]):
             source.prefetch(task["videos"][i + 1 : i + 2])  # arrives while this one decodes
             before = writer.size
-            videos.append(_write_video(writer, source, video, task["name"], options,
-                                       decode_threads))
+            if skip and i in skip:
+                videos.append(_record(video, task["name"],
+                                      f"worker process died on it twice: {skip[i]}"))
+            else:
+                videos.append(_write_video(writer, source, video, task["name"], options,
+                                           decode_threads))
             if progress:
                 progress(videos[-1]["clips"], writer.size - before)
         size, sha = writer.commit()

@@ -1,7 +1,9 @@
 """Bad input: clear errors for a wrong root or split, recorded skips for bad files."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +104,37 @@ def test_a_last_clip_that_fails_to_write_takes_its_tail(tmp_path, monkeypatch):
     assert (v["status"], v["clips"], v["tail"]) == ("partial", 2, 0)
     assert "cannot encode" in v["reason"]
     assert len(Kinetics(tmp_path / "out/train", frames_per_clip=8, step_between_clips=1)) == 9
+
+
+def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypatch):
+    """A video whose decoding kills its worker process (a crash in FFmpeg, the OOM killer)
+    is recorded failed, with how the process died, after it died on it twice; the build
+    is published, every other video built as without it, its shard's included."""
+    kw = dict(frames_per_clip=4, step_between_clips=4, clips_per_shard=6, workers=2,
+              progress=False)
+    whole = build(made_root, tmp_path / "whole", "train", **kw)
+    real = shard_module._write_video
+
+    def crashes_on_one(writer, root, video, *args):
+        if video["path"].endswith("b_2997.mkv"):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(writer, root, video, *args)
+
+    monkeypatch.setattr(shard_module, "_write_video", crashes_on_one)  # forked workers
+    m = build(made_root, tmp_path / "out", "train", **kw)
+    assert m["skipped"] == [{"path": "train/archery/b_2997.mkv",
+                             "reason": "worker process died on it twice: SIGSEGV"}]
+    assert m["totals"]["skipped"] == 1
+    kept = [v for v in whole["videos"] if v["path"] != "train/archery/b_2997.mkv"]
+    assert [(v["path"], v["clips"]) for v in m["videos"]] == \
+        [(v["path"], v["clips"]) for v in kept]
+    got = read_split(tmp_path / "out/train")[1]
+    want = [s for s in read_split(tmp_path / "whole/train")[1]
+            if s["json"]["path"] != "train/archery/b_2997.mkv"]
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want):
+        assert g["json"] == w["json"]
+        np.testing.assert_array_equal(g["video.npy"], w["video.npy"])
 
 
 def test_nothing_valid_exits_non_zero(bad_root, tmp_path):

@@ -1,5 +1,6 @@
 """The local executor: a worker process that dies takes down only its own task, which runs
-again on a new process; the other workers' tasks go on."""
+again on a new process while the other workers' tasks go on; a video its process dies on
+twice is skipped."""
 from __future__ import annotations
 
 import os
@@ -12,51 +13,72 @@ from shardkin.builder.executors import run_local, start_method
 from shardkin.format.options import ExecutionOptions
 
 
-def _dies(task: dict, progress, decode_threads: int, marks: str) -> str:
-    """Records each run of a task; a ``"die"`` task kills its process (the OOM killer, a
-    crash) on its first run, or on every run with ``"always"``; others take a moment, so
-    that they run beside the dying ones."""
+def _videos(task: dict, progress, decode_threads: int, marks: str,
+            skip: dict[int, str] | None = None) -> list:
+    """A stand-in shard task of ``task["videos"]`` videos: records each run; video
+    ``task["die"]`` kills the process (the OOM killer, a crash in a decoder) on the task's
+    first run, or on every run with ``task["always"]``; with ``task["moving"]`` every run
+    dies, at video ``run - 1``. Every video takes a moment, so that tasks run side by
+    side. Returns what became of each video."""
     runs = Path(marks, task["name"])
     with open(runs, "a") as f:
         f.write("x")
-    progress(1, 10)
-    if task.get("die") and (task["die"] == "always" or runs.stat().st_size == 1):
-        os.kill(os.getpid(), task.get("signal", signal.SIGKILL))
-    time.sleep(0.3)
-    return task["name"] + " done"
+    run = runs.stat().st_size
+    die = run - 1 if task.get("moving") else task.get("die")
+    done = []
+    for i in range(task.get("videos", 1)):
+        if skip and i in skip:
+            done.append(skip[i])
+        elif i == die and (run == 1 or task.get("always") or task.get("moving")):
+            os.kill(os.getpid(), task.get("signal", signal.SIGKILL))
+        else:
+            time.sleep(0.1)
+            done.append("ok")
+        progress(1, 10)
+    return done
 
 
-def _run(tasks: list[dict], marks: Path, workers: int = 3) -> tuple[list, list, dict]:
+def _run(tasks: list[dict], marks: Path, workers: int = 3) -> tuple[dict, int, dict]:
+    """Outcomes by task name (its result, or its error), videos counted, runs by task."""
     seen = []
-    outcomes = list(run_local(_dies, tasks, lambda c, b: seen.append((c, b)),
-                              ExecutionOptions(workers=workers), retries=2, marks=str(marks)))
-    runs = {p.name: p.stat().st_size for p in marks.iterdir()}
-    return outcomes, seen, runs
+    outcomes = run_local(_videos, tasks, lambda c, b: seen.append((c, b)),
+                         ExecutionOptions(workers=workers), retries=2, marks=str(marks))
+    results = {t["name"]: r if e is None else e for t, r, e in outcomes}
+    return results, len(seen), {p.name: p.stat().st_size for p in marks.iterdir()}
 
 
 def test_tasks_whose_process_died_run_again_alone(tmp_path):
-    """Every other task kills its worker on its first run: those run again (twice in all),
-    the others run once, untouched by their neighbours' deaths; each task's video is
-    counted once."""
+    """Every other task kills its worker once: those run again (twice in all), the others
+    once, untouched by their neighbours' deaths; each video is counted once."""
     assert start_method() == "fork"  # this process joined no Ray
-    tasks = [{"name": f"t{i}", "die": "once" if i % 2 else None} for i in range(8)]
-    outcomes, seen, runs = _run(tasks, tmp_path)
-    assert sorted((t["name"], r, e) for t, r, e in outcomes) == \
-        [(f"t{i}", f"t{i} done", None) for i in range(8)]
+    tasks = [{"name": f"t{i}", "videos": 2, "die": 1 if i % 2 else None} for i in range(8)]
+    results, counted, runs = _run(tasks, tmp_path)
+    assert results == {f"t{i}": ["ok", "ok"] for i in range(8)}
     assert runs == {f"t{i}": 2 if i % 2 else 1 for i in range(8)}
-    assert len(seen) == 8
+    assert counted == 16
 
 
-def test_a_task_that_always_kills_its_process_is_named_with_how(tmp_path):
-    tasks = [{"name": "oom", "die": "always"}, {"name": "crash", "die": "always",
-                                                "signal": signal.SIGUSR1},
-             *({"name": f"ok{i}"} for i in range(3))]
-    outcomes, seen, runs = _run(tasks, tmp_path, workers=2)
-    failed = {t["name"]: e for t, r, e in outcomes if e is not None}
-    assert sorted(failed) == ["crash", "oom"]
-    assert all(isinstance(e, WorkerDied) for e in failed.values())
-    assert "died (SIGKILL: out of memory?)" in str(failed["oom"])
-    assert "died (SIGUSR1)" in str(failed["crash"])
+def test_a_video_its_process_dies_on_twice_is_skipped(tmp_path):
+    """The video is skipped on the third run, with how its process died; the task's other
+    videos are built; other tasks run once."""
+    tasks = [{"name": "oom", "videos": 4, "die": 2, "always": True},
+             {"name": "crash", "videos": 3, "die": 0, "always": True, "signal": signal.SIGUSR1},
+             *({"name": f"ok{i}", "videos": 3} for i in range(3))]
+    results, counted, runs = _run(tasks, tmp_path, workers=2)
+    assert results == {"oom": ["ok", "ok", "SIGKILL: out of memory?", "ok"],
+                       "crash": ["SIGUSR1", "ok", "ok"],
+                       **{f"ok{i}": ["ok"] * 3 for i in range(3)}}
     assert runs == {"oom": 3, "crash": 3, "ok0": 1, "ok1": 1, "ok2": 1}
-    assert sorted(r for t, r, e in outcomes if e is None) == [f"ok{i} done" for i in range(3)]
-    assert len(seen) == 5
+    assert counted == 16
+
+
+def test_a_task_dying_at_changing_places_fails_after_its_retries(tmp_path):
+    """Deaths at a different video each run point at no video: three runs, then the task
+    fails naming how its process died."""
+    tasks = [{"name": "flaky", "videos": 3, "moving": True}, {"name": "ok", "videos": 2}]
+    results, counted, runs = _run(tasks, tmp_path, workers=2)
+    assert isinstance(results["flaky"], WorkerDied)
+    assert str(results["flaky"]) == \
+        "its worker process died (SIGKILL: out of memory?) while building it"
+    assert results["ok"] == ["ok", "ok"] and runs == {"flaky": 3, "ok": 1}
+    assert counted == 2 + 2  # the flaky task's first two videos, once each
