@@ -19,10 +19,12 @@ class WorkerDied(BuildError):
     """The process running a shard died (killed, or crashed): the shard is tried again.
     ``how``: the signal or exit status, when known."""
 
-    def __init__(self, how: str) -> None:
-        super().__init__(f"its worker process died{f' ({how})' if how else ''} while "
-                         "building it")
+    def __init__(self, how: str = "") -> None:
+        super().__init__(how)  # the args: pickled and unpickled as they are
         self.how = how
+
+    def __str__(self) -> str:
+        return f"its worker process died{f' ({self.how})' if self.how else ''}"
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -136,13 +136,18 @@ def gather(root: Root | Path, split: str, options: BuildOptions) -> dict:
             "skipped_extensions": dict(sorted(other.items())), **extra}
 
 
+def _died(path: object, how: str) -> dict:
+    """The probe of a video whose worker process died probing it, twice."""
+    return {"error": f"worker process died probing it twice: {how}"}
+
+
 def _probes(root: Root, videos: list[VideoEntry], options: BuildOptions) -> Iterator[dict]:
     """:func:`~.decode.probe_or_reason` of each video, in order: on local processes, with
     threads on each for a store (many requests in flight), or as Ray tasks."""
     run = options.execution
     if run.executor == "local" and not root.remote:
         paths = [root.video(v.path) for v in videos]
-        yield from map_processes(probe_or_reason, paths, local_workers(run))
+        yield from map_processes(probe_or_reason, paths, local_workers(run), died=_died)
         return
     threads = PROBE_THREADS if root.remote else 1
     chunk = PROBE_CHUNK if root.remote else PROBE_CHUNK // 8

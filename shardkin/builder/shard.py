@@ -10,9 +10,9 @@ from ..format.sample import clip_metadata, encode_sample, sample_key
 from ..format.tarwrite import ShardWriter
 from ..store.folder import Folder
 from .decode import DecodeError, VideoCutter
-from .executors import Progress
 from .lifecycle import builder_alive
 from .source import Root
+from .tasks import Progress
 
 
 def _record(video: dict, shard: str | None, reason: str | None = None) -> dict:

@@ -12,7 +12,7 @@ import ctypes
 import os
 import sys
 
-import shardkin.builder.executors as executors
+import shardkin.builder.processes as processes
 import shardkin.builder.shard as shard
 from shardkin.builder import build
 
@@ -24,7 +24,7 @@ def stall(task: dict, root: str, out: str, options, **kwargs) -> dict:
 
 
 if __name__ == "__main__":
-    executors.start_method = lambda: sys.argv[3]
+    processes.start_method = lambda: sys.argv[3]
     shard.build_shard = stall  # looked up by the pipeline when it runs the tasks
     build(sys.argv[1], sys.argv[2], "train", frames_per_clip=2, clips_per_shard=1, workers=2,
           progress=False)

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from shardkin import Kinetics
-from shardkin.builder import BuildError, build
+from shardkin.builder import BuildError, build, plan
 from shardkin.builder import shard as shard_module
 from shardkin.builder.clips import ClipRule
+from shardkin.builder.decode import probe_or_reason
 from shardkin.synth import make_video
 
 from helpers import decode_frames, read_split
@@ -135,6 +136,24 @@ def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypat
     for g, w in zip(got, want):
         assert g["json"] == w["json"]
         np.testing.assert_array_equal(g["video.npy"], w["video.npy"])
+
+
+def _probe_crashes_on_one(path):
+    """``probe_or_reason``, but probing b_2997.mkv crashes the process."""
+    if str(path).endswith("b_2997.mkv"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return probe_or_reason(path)
+
+
+def test_a_video_that_kills_its_probe_is_skipped(made_root, tmp_path, monkeypatch):
+    kw = dict(frames_per_clip=4, step_between_clips=4, workers=2, progress=False)
+    whole = build(made_root, tmp_path / "whole", "train", **kw)
+    monkeypatch.setattr(plan, "probe_or_reason", _probe_crashes_on_one)
+    m = build(made_root, tmp_path / "out", "train", **kw)
+    assert m["skipped"] == [{"path": "train/archery/b_2997.mkv",
+                             "reason": "worker process died probing it twice: SIGSEGV"}]
+    assert [v["path"] for v in m["videos"]] == \
+        [v["path"] for v in whole["videos"] if v["path"] != "train/archery/b_2997.mkv"]
 
 
 def test_nothing_valid_exits_non_zero(bad_root, tmp_path):

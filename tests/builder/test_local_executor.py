@@ -8,8 +8,10 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from shardkin.builder.errors import WorkerDied
-from shardkin.builder.executors import run_local, start_method
+from shardkin.builder.executors import map_processes, run_local, start_method
 from shardkin.format.options import ExecutionOptions
 
 
@@ -79,6 +81,28 @@ def test_a_task_dying_at_changing_places_fails_after_its_retries(tmp_path):
     results, counted, runs = _run(tasks, tmp_path, workers=2)
     assert isinstance(results["flaky"], WorkerDied)
     assert str(results["flaky"]) == \
-        "its worker process died (SIGKILL: out of memory?) while building it"
+        "its worker process died (SIGKILL: out of memory?)"
     assert results["ok"] == ["ok", "ok"] and runs == {"flaky": 3, "ok": 1}
     assert counted == 2 + 2  # the flaky task's first two videos, once each
+
+
+def _square(item: tuple[int, str]) -> int:
+    """``n * n``; item 17 kills its process on every call, item 23 on its first (marked in
+    folder ``marks``)."""
+    n, marks = item
+    first = Path(marks, str(n))
+    if n == 17 or (n == 23 and not first.exists()):
+        first.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n * n
+
+
+def test_map_over_processes_survives_an_item_that_kills_them(tmp_path):
+    """In order, every result in place; the item that kills its process every time gives
+    ``died(item, how)``, the one that killed it once its result."""
+    items = [(n, str(tmp_path)) for n in range(40)]
+    got = list(map_processes(_square, items, 2, chunksize=4,
+                             died=lambda item, how: (item[0], how)))
+    assert got == [(17, "SIGKILL: out of memory?") if n == 17 else n * n for n in range(40)]
+    with pytest.raises(WorkerDied, match=r"died \(SIGKILL: out of memory\?\)"):
+        list(map_processes(_square, items, 2, chunksize=4))

@@ -1,0 +1,250 @@
+"""The local executor: shard tasks on worker processes of this machine, each a pool of its
+own (:func:`run_local`), and an ordered map over processes that outlives a dying worker
+(:func:`map_processes`, the probes)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from ..format.options import ExecutionOptions
+from .errors import PermanentError, WorkerDied
+from .lifecycle import kill_workers, worker_init
+from .tasks import Outcome, Progress, attempt
+
+_progress_queue: Any = None
+
+
+def local_workers(execution: ExecutionOptions) -> int:
+    """Worker processes of a local build: ``workers``, or one per core."""
+    return execution.workers or os.cpu_count() or 1
+
+
+def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 8,
+                  died: Callable[[Any, str], Any] | None = None) -> Iterator:
+    """``map(fn, items)`` over worker processes, in order. A worker that dies breaks the
+    pool: the items that may have been in flight then run one by one on processes of
+    their own (:func:`run_local`), and an item whose process dies twice gives ``died(item,
+    how it died)`` (without ``died``: raises :class:`WorkerDied`); then the rest on a new
+    pool."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    start = 0
+    while start < len(items):
+        pool = _pool(workers, mp.get_context(start_method()))
+        done = False
+        try:
+            for result in pool.map(fn, items[start:], chunksize=chunksize):
+                start += 1
+                yield result
+            done = True
+        except BrokenProcessPool:
+            done = True  # its processes are gone
+        finally:
+            if done:
+                pool.shutdown()
+            else:  # interrupted, or the caller stopped early
+                kill_workers(pool)
+        window = items[start : start + (workers + 1) * chunksize]  # the chunks in flight
+        yield from _one_by_one(fn, window, workers, died)
+        start += len(window)
+
+
+def _one_by_one(fn: Callable, items: list, workers: int,
+                died: Callable[[Any, str], Any] | None) -> Iterator:
+    """``map(fn, items)`` in order, each item a task of :func:`run_local`."""
+    tasks = [{"name": str(i), "fn": fn, "item": item} for i, item in enumerate(items)]
+    results: dict[int, Any] = {}
+    for task, result, error in run_local(_item, tasks, lambda clips, nbytes: None,
+                                         ExecutionOptions(workers=workers)):
+        if error is not None:
+            raise error
+        if isinstance(result, WorkerDied):  # twice: a task of one item skips it then
+            if died is None:
+                raise result
+            result = died(task["item"], result.how)
+        results[int(task["name"])] = result
+    yield from (results[i] for i in range(len(items)))
+
+
+def _item(task: dict, progress: Progress, decode_threads: int,
+          skip: dict[int, str] | None = None) -> Any:
+    """:func:`_one_by_one`'s task: ``fn(item)``, or the death it is to skip."""
+    if skip:
+        return WorkerDied(skip[0])
+    return task["fn"](task["item"])
+
+
+def start_method() -> str:
+    """How worker processes start: fork (a worker starts in milliseconds with av and numpy
+    already imported; the build itself starts no threads), but spawn in a process that
+    joined Ray: a forked child cannot shut down the gRPC threads of Ray's client it
+    inherits, and crashes when it frees that client."""
+    ray = sys.modules.get("ray")
+    joined = ray is not None and getattr(ray, "is_initialized", lambda: False)()
+    return "fork" if "fork" in mp.get_all_start_methods() and not joined else "spawn"
+
+
+def _pool(workers: int, context: Any, then: Callable | None = None,
+          *args: Any) -> ProcessPoolExecutor:
+    """Worker processes that end with the builder (:func:`.lifecycle.worker_init`), each
+    calling ``then(*args)`` first."""
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=worker_init,
+                               initargs=(os.getpid(), then, *args))
+
+
+def _init(q: Any) -> None:
+    global _progress_queue
+    _progress_queue = q
+
+
+def _call(fn: Callable, task: Any, run: int, kwargs: dict) -> Any:
+    def report(clips: int, nbytes: int) -> None:
+        _progress_queue.put((task["name"], run, clips, nbytes))
+
+    return attempt(fn, task, progress=report, **kwargs)
+
+
+class _Videos:
+    """Progress of tasks that may run more than once: each video counts once (a video
+    of a later attempt counts only past where earlier attempts got)."""
+
+    def __init__(self, on_progress: Progress) -> None:
+        self._on_progress = on_progress
+        self._shown: dict[str, int] = {}
+        self._now: dict[tuple[str, int], int] = {}  # videos so far of (task, run)
+
+    def __call__(self, name: str, run: int, clips: int, nbytes: int) -> None:
+        now = self._now[name, run] = self.reported(name, run) + 1
+        if now > self._shown.get(name, 0):
+            self._shown[name] = now
+            self._on_progress(clips, nbytes)
+
+    def reported(self, name: str, run: int) -> int:
+        """How many videos run ``run`` of task ``name`` has reported."""
+        return self._now.get((name, run), 0)
+
+
+class _Tries:
+    """A task's runs so far, those that failed (each counted against ``retries``), and the
+    videos its process died at (after reporting as many): a process that dies twice at
+    the same video has that video skipped in later runs (``skip``: its position in the
+    task, and how the process died), a run not counted as failed."""
+
+    def __init__(self) -> None:
+        self.runs = self.failed = 0
+        self.died_at: set[int] = set()
+        self.skip: dict[int, str] = {}
+
+    def died(self, at: int, how: str) -> bool:
+        """Whether dying at video ``at`` (again) makes it one to skip."""
+        if at in self.died_at and at not in self.skip:
+            self.skip[at] = how
+            return True
+        self.died_at.add(at)
+        return False
+
+
+class _Worker:
+    """One worker process, a pool of its own: a process that dies (the OOM killer, a crash
+    in a decoder) takes down only the task it ran, which is thus known, while the other
+    workers' shards go on. Its progress queue is a SimpleQueue, written in the task's
+    thread: a video's progress is in the pipe before its task's result."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.queue = ctx.SimpleQueue()
+        self.pool = _pool(1, ctx, _init, self.queue)
+
+    def drain(self, videos: _Videos) -> None:
+        while not self.queue.empty():
+            videos(*self.queue.get())
+
+    def close(self, videos: _Videos, kill: bool = False) -> None:
+        """Shut down the process (idle, or dead), or ``kill`` it: the build was interrupted,
+        or its caller stopped, and its shard is not awaited."""
+        if kill:
+            kill_workers(self.pool)
+        else:
+            self.pool.shutdown(cancel_futures=True)
+        self.drain(videos)
+        self.queue.close()
+
+    def died(self, videos: _Videos) -> WorkerDied:
+        """The error of a task whose process died, saying how it died."""
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.close(videos)  # the dead process is reaped
+        codes = [p.exitcode for p in processes if p.exitcode]
+        return WorkerDied(_exit(codes[0]) if codes else "")
+
+
+def _exit(code: int) -> str:
+    """How a process ended, from its exit code (negative: the signal)."""
+    if code >= 0:
+        return f"exit status {code}"
+    name = signal.Signals(-code).name
+    return f"{name}: out of memory?" if -code == signal.SIGKILL else name
+
+
+def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,
+              retries: int = 2, **kwargs: Any) -> Iterator[Outcome]:
+    """Run the tasks on ``workers`` local processes, ``decode_threads`` each (default:
+    the cores shared out); a failed task is tried again after the others waiting, a
+    task whose process died on a new process. A video whose process dies twice (a crash
+    in its decoder, or out of memory) is passed to ``fn`` to be skipped (``skip``: its
+    position in the task, and how the process died), so its shard's other videos are
+    built."""
+    workers = local_workers(execution)
+    kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context(start_method())
+    videos = _Videos(on_progress)
+    todo = deque(tasks)
+    tries = {id(t): _Tries() for t in tasks}
+    idle: list[_Worker] = []
+    running: dict[Future, tuple[Any, _Worker]] = {}
+    finished = False
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                task = todo.popleft()
+                worker, t = idle.pop() if idle else _Worker(ctx), tries[id(task)]
+                t.runs += 1  # progress is told apart by run
+                args = {**kwargs, "skip": dict(t.skip)} if t.skip else kwargs
+                running[worker.pool.submit(_call, fn, task, t.runs, args)] = task, worker
+            done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task, worker = running.pop(fut)
+                t = tries[id(task)]
+                worker.drain(videos)
+                error: BaseException | None = fut.exception()
+                if isinstance(error, BrokenProcessPool):
+                    error = worker.died(videos)
+                    if t.died(videos.reported(task["name"], t.runs), error.how):
+                        todo.append(task)
+                        continue
+                else:
+                    idle.append(worker)
+                if error is None and isinstance(fut.result(), PermanentError):
+                    yield task, None, fut.result()
+                elif error is None:
+                    yield task, fut.result(), None
+                elif t.failed < retries:
+                    t.failed += 1
+                    todo.append(task)
+                else:
+                    yield task, None, error
+            for _, worker in running.values():
+                worker.drain(videos)
+        finished = True
+    finally:
+        for worker in idle:
+            worker.close(videos)
+        for _, worker in running.values():
+            worker.close(videos, kill=not finished)
