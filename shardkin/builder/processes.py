@@ -53,9 +53,10 @@ def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 
                 pool.shutdown()
             else:  # interrupted, or the caller stopped early
                 kill_workers(pool)
-        window = items[start : start + (workers + 1) * chunksize]  # the chunks in flight
-        yield from _one_by_one(fn, window, workers, died)
-        start += len(window)
+        if start < len(items):  # the pool broke: the chunks it may have had in flight
+            window = items[start : start + (workers + 1) * chunksize]
+            yield from _one_by_one(fn, window, workers, died)
+            start += len(window)
 
 
 def _one_by_one(fn: Callable, items: list, workers: int,
