@@ -5,6 +5,7 @@ without sound or a batch transform; a clip found damaged while read sends the ba
 the items' path, which does what ``on_error`` says."""
 from __future__ import annotations
 
+import contextlib
 import random
 import tarfile
 from pathlib import Path
@@ -53,7 +54,9 @@ def _equal(a, b) -> bool:
 ])
 @pytest.mark.parametrize("workers", [0, 1])
 def test_batches_read_in_place_equal_the_items_collated(built, kw, workers):
-    ds = Kinetics(built, **kw)
+    with (pytest.warns(UserWarning, match="leaves out 3 of the 6 videos") if "extensions" in kw
+          else contextlib.nullcontext()):
+        ds = Kinetics(built, **kw)
     refs = ds.clip_refs([0, len(ds) - 1])
     pieces = [getattr(r.video, "parts", [(r.video,)]) for r in refs]
     assert all(isinstance(p[0].source, LocalShard) for parts in pieces for p in parts)
