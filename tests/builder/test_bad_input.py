@@ -1,6 +1,7 @@
 """Bad input: clear errors for a wrong root or split, recorded skips for bad files."""
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import signal
@@ -107,6 +108,13 @@ def test_a_last_clip_that_fails_to_write_takes_its_tail(tmp_path, monkeypatch):
     assert len(Kinetics(tmp_path / "out/train", frames_per_clip=8, step_between_clips=1)) == 9
 
 
+def _segfault() -> None:
+    """This process dies of SIGSEGV, as in a crash in FFmpeg (quietly: pytest's
+    faulthandler would print the dump to the terminal)."""
+    faulthandler.disable()
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
 def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypatch):
     """A video whose decoding kills its worker process (a crash in FFmpeg, the OOM killer)
     is recorded failed, with how the process died, after it died on it twice; the build
@@ -118,7 +126,7 @@ def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypat
 
     def crashes_on_one(writer, root, video, *args):
         if video["path"].endswith("b_2997.mkv"):
-            os.kill(os.getpid(), signal.SIGSEGV)
+            _segfault()
         return real(writer, root, video, *args)
 
     monkeypatch.setattr(shard_module, "_write_video", crashes_on_one)  # forked workers
@@ -141,7 +149,7 @@ def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypat
 def _probe_crashes_on_one(path):
     """``probe_or_reason``, but probing b_2997.mkv crashes the process."""
     if str(path).endswith("b_2997.mkv"):
-        os.kill(os.getpid(), signal.SIGSEGV)
+        _segfault()
     return probe_or_reason(path)
 
 
