@@ -16,8 +16,8 @@ class PermanentError(BuildError):
 
 
 class WorkerDied(BuildError):
-    """The process running a shard died (killed, or crashed): the shard is tried again.
-    ``how``: the signal or exit status, when known."""
+    """A worker process died (killed, or crashed) running a task; ``how``: the signal or
+    exit status, when known."""
 
     def __init__(self, how: str = "") -> None:
         super().__init__(how)  # the args: pickled and unpickled as they are
