@@ -75,6 +75,7 @@ def build(
     storage_options: dict[str, Any] | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    video_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Build ``out/<split>/`` shards and manifest from ``root/<split>/<class>/<video>``.
 

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -163,10 +164,23 @@ class _Worker:
     def __init__(self, ctx: Any) -> None:
         self.queue = ctx.SimpleQueue()
         self.pool = _pool(1, ctx, _init, self.queue)
+        self.since = time.monotonic()  # when its task started, or last reported a video
+        self.stopped = ""  # why it was stopped (stop)
+
+    def submit(self, *args: Any) -> Future:
+        self.since = time.monotonic()
+        return self.pool.submit(*args)
 
     def drain(self, videos: _Videos) -> None:
         while not self.queue.empty():
             videos(*self.queue.get())
+            self.since = time.monotonic()
+
+    def stop_if_stuck(self, timeout: float | None) -> None:
+        """Kill the process if it has spent more than ``timeout`` seconds on one video."""
+        if timeout is not None and not self.stopped and time.monotonic() - self.since > timeout:
+            self.stopped = f"stopped after {timeout:g} s on one video"
+            kill_workers(self.pool)
 
     def close(self, videos: _Videos, kill: bool = False) -> None:
         """Shut down the process (idle, or dead), or ``kill`` it: the build was interrupted,
@@ -183,7 +197,7 @@ class _Worker:
         processes = list((getattr(self.pool, "_processes", None) or {}).values())
         self.close(videos)  # the dead process is reaped
         codes = [p.exitcode for p in processes if p.exitcode]
-        return WorkerDied(_exit(codes[0]) if codes else "")
+        return WorkerDied(self.stopped or (_exit(codes[0]) if codes else ""))
 
 
 def _exit(code: int) -> str:
@@ -201,7 +215,8 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
     task whose process died on a new process. A video whose process dies twice (a crash
     in its decoder, or out of memory) is passed to ``fn`` to be skipped (``skip``: its
     position in the task, and how the process died), so its shard's other videos are
-    built."""
+    built. With ``video_timeout``, a process that spends longer on one video (reports no
+    progress) is killed: that counts as its death."""
     workers = local_workers(execution)
     kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context(start_method())
@@ -218,7 +233,7 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
                 worker, t = idle.pop() if idle else _Worker(ctx), tries[id(task)]
                 t.runs += 1  # progress is told apart by run
                 args = {**kwargs, "skip": dict(t.skip)} if t.skip else kwargs
-                running[worker.pool.submit(_call, fn, task, t.runs, args)] = task, worker
+                running[worker.submit(_call, fn, task, t.runs, args)] = task, worker
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in done:
                 task, worker = running.pop(fut)
@@ -243,6 +258,7 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
                     yield task, None, error
             for _, worker in running.values():
                 worker.drain(videos)
+                worker.stop_if_stuck(execution.video_timeout)
         finished = True
     finally:
         for worker in idle:

@@ -150,6 +150,10 @@ class ExecutionOptions:
     executor: str = option(
         "local", "run shard tasks on local processes (default) or a Ray cluster",
         choices=EXECUTOR_NAMES)
+    video_timeout: float | None = option(
+        None, "seconds a local worker may spend on one video before it is stopped (a decoder "
+              "caught in a loop on a damaged file); a video stopped twice is skipped and "
+              "recorded (default: no limit)")
     ray_address: str | None = option(
         None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
               "(default: start a local Ray)")

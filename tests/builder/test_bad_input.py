@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -106,6 +107,25 @@ def test_a_last_clip_that_fails_to_write_takes_its_tail(tmp_path, monkeypatch):
     assert (v["status"], v["clips"], v["tail"]) == ("partial", 2, 0)
     assert "cannot encode" in v["reason"]
     assert len(Kinetics(tmp_path / "out/train", frames_per_clip=8, step_between_clips=1)) == 9
+
+
+def test_a_video_whose_decoding_never_ends_is_stopped_and_skipped(made_root, tmp_path,
+                                                                   monkeypatch):
+    """``video_timeout``: a decoder caught in a loop is stopped, twice, then its video is
+    skipped and recorded; the build is published with every other video."""
+    real = shard_module._write_video
+
+    def hangs_on_one(writer, root, video, *args):
+        if video["path"].endswith("d_60.webm"):
+            time.sleep(600)
+        return real(writer, root, video, *args)
+
+    monkeypatch.setattr(shard_module, "_write_video", hangs_on_one)  # forked workers
+    m = build(made_root, tmp_path / "out", "train", frames_per_clip=4, workers=2,
+              video_timeout=3, progress=False)
+    assert m["skipped"] == [{"path": "train/bowling/d_60.webm", "reason":
+                             "worker process died on it twice: stopped after 3 s on one video"}]
+    assert len(m["videos"]) == 5
 
 
 def _segfault() -> None:

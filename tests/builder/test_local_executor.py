@@ -33,6 +33,8 @@ def _videos(task: dict, progress, decode_threads: int, marks: str,
             done.append(skip[i])
         elif i == die and (run == 1 or task.get("always") or task.get("moving")):
             os.kill(os.getpid(), task.get("signal", signal.SIGKILL))
+        elif i == task.get("hang"):
+            time.sleep(600)  # a decoder caught in a loop
         else:
             time.sleep(0.1)
             done.append("ok")
@@ -40,11 +42,13 @@ def _videos(task: dict, progress, decode_threads: int, marks: str,
     return done
 
 
-def _run(tasks: list[dict], marks: Path, workers: int = 3) -> tuple[dict, int, dict]:
+def _run(tasks: list[dict], marks: Path, workers: int = 3,
+         video_timeout: float | None = None) -> tuple[dict, int, dict]:
     """Outcomes by task name (its result, or its error), videos counted, runs by task."""
     seen = []
     outcomes = run_local(_videos, tasks, lambda c, b: seen.append((c, b)),
-                         ExecutionOptions(workers=workers), retries=2, marks=str(marks))
+                         ExecutionOptions(workers=workers, video_timeout=video_timeout),
+                         retries=2, marks=str(marks))
     results = {t["name"]: r if e is None else e for t, r, e in outcomes}
     return results, len(seen), {p.name: p.stat().st_size for p in marks.iterdir()}
 
@@ -72,6 +76,18 @@ def test_a_video_its_process_dies_on_twice_is_skipped(tmp_path):
                        **{f"ok{i}": ["ok"] * 3 for i in range(3)}}
     assert runs == {"oom": 3, "crash": 3, "ok0": 1, "ok1": 1, "ok2": 1}
     assert counted == 16
+
+
+def test_a_video_stuck_past_the_timeout_is_stopped_and_skipped(tmp_path):
+    """A video whose decoding never ends is stopped after ``video_timeout`` seconds; stopped
+    twice, it is skipped; videos slower than the timeout in all but none are untouched."""
+    tasks = [{"name": "stuck", "videos": 3, "hang": 1}, {"name": "ok", "videos": 4}]
+    t = time.monotonic()
+    results, counted, runs = _run(tasks, tmp_path, workers=2, video_timeout=2.0)
+    assert results == {"stuck": ["ok", "stopped after 2 s on one video", "ok"],
+                       "ok": ["ok"] * 4}
+    assert runs == {"stuck": 3, "ok": 1} and counted == 7
+    assert time.monotonic() - t < 30
 
 
 def test_a_task_dying_at_changing_places_fails_after_its_retries(tmp_path):
