@@ -165,7 +165,7 @@ class _Worker:
         self.queue = ctx.SimpleQueue()
         self.pool = _pool(1, ctx, _init, self.queue)
         self.since = time.monotonic()  # when its task started, or last reported a video
-        self.stopped = ""  # why it was stopped (stop)
+        self.stopped = ""  # why stop_if_stuck killed it
 
     def submit(self, *args: Any) -> Future:
         self.since = time.monotonic()
