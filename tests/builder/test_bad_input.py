@@ -157,6 +157,9 @@ def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypat
     kept = [v for v in whole["videos"] if v["path"] != "train/archery/b_2997.mkv"]
     assert [(v["path"], v["clips"]) for v in m["videos"]] == \
         [(v["path"], v["clips"]) for v in kept]
+    files = [sorted(str(p.relative_to(d)) for p in d.rglob("*")) for d in
+             (tmp_path / "whole/train", tmp_path / "out/train")]
+    assert files[0] == files[1]  # nothing left of the runs that died
     got = read_split(tmp_path / "out/train")[1]
     want = [s for s in read_split(tmp_path / "whole/train")[1]
             if s["json"]["path"] != "train/archery/b_2997.mkv"]
