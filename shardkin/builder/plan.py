@@ -156,9 +156,15 @@ def _probes(root: Root, videos: list[VideoEntry], options: BuildOptions) -> Iter
     task = partial(probe_chunk, root.url, run.storage_options, threads=threads)
     if run.executor == "ray":
         results = map_ray(task, chunks, run)
-    else:  # a few thousand videos are probed on the driver's threads: no process to start
+    else:  # a few thousand videos are probed on one process's threads
         processes = min(local_workers(run), -(-len(videos) // PROBE_PER_PROCESS))
-        results = map_processes(task, chunks, processes, chunksize=1)
+
+        def died(chunk: list, how: str) -> list[dict]:  # one of them: each alone then
+            alone = map_processes(task, [[v] for v in chunk], processes, chunksize=1,
+                                  died=lambda one, how: [_died(one, how)])
+            return [probe for probes in alone for probe in probes]
+
+        results = map_processes(task, chunks, processes, chunksize=1, died=died)
     for probes in results:
         yield from probes
 

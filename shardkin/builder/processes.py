@@ -29,15 +29,14 @@ def local_workers(execution: ExecutionOptions) -> int:
 
 def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 8,
                   died: Callable[[Any, str], Any] | None = None) -> Iterator:
-    """``map(fn, items)`` over worker processes, in order. A worker that dies breaks the
-    pool: the items that may have been in flight then run one by one on processes of
+    """``map(fn, items)`` over worker processes, in order (one at least: an item that
+    crashes its process must not take the builder with it). A worker that dies breaks
+    the pool: the items that may have been in flight then run one by one on processes of
     their own (:func:`run_local`), and an item whose process dies twice gives ``died(item,
     how it died)`` (without ``died``: raises :class:`WorkerDied`); then the rest on a new
     pool."""
     items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        yield from map(fn, items)
-        return
+    workers = max(1, min(workers, len(items)))
     start = 0
     while start < len(items):
         pool = _pool(workers, mp.get_context(start_method()))

@@ -1,7 +1,9 @@
 """Building from videos in a bucket (ROOT an s3:// URL on moto on 127.0.0.1)."""
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from shardkin.builder import BuildError, build
 from shardkin.builder import source as source_module
+from shardkin.builder.decode import probe_or_reason
 from shardkin.builder.plan import gather
 from shardkin.format.options import BuildOptions
 from shardkin.synth import make_video
@@ -63,6 +66,25 @@ def test_long_videos_read_in_blocks_give_the_same_bytes(made_root, remote_root, 
     local = build(made_root, tmp_path / "local", "train", workers=1, **KW)
     assert remote == local
     assert tree_bytes(tmp_path / "remote") == tree_bytes(tmp_path / "local")
+
+
+def _probe_crashes_on_one(path):
+    """``probe_or_reason``, but probing b_2997.mkv crashes the process (quietly)."""
+    if "b_2997.mkv" in str(getattr(path, "url", path)):
+        faulthandler.disable()
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return probe_or_reason(path)
+
+
+def test_a_video_that_kills_its_probe_is_skipped(made_root, remote_root, tmp_path,
+                                                 monkeypatch):
+    """Probed 32 at once in one process, one video crashes it: the others are probed again
+    each alone, that one twice, then skipped with the reason; the rest is built."""
+    monkeypatch.setattr(source_module, "probe_or_reason", _probe_crashes_on_one)  # forked
+    m = build(remote_root, tmp_path / "out", "train", workers=2, **KW)
+    assert m["skipped"] == [{"path": "train/archery/b_2997.mkv",
+                             "reason": "worker process died probing it twice: SIGSEGV"}]
+    assert m["totals"]["videos"] == 5
 
 
 def test_listing_keeps_torchvision_order(s3_endpoint, tmp_path):
