@@ -2,11 +2,14 @@
 plain PyAV."""
 from __future__ import annotations
 
+import faulthandler
 import io
 import itertools
 import json
 import math
+import os
 import shutil
+import signal
 import tarfile
 from collections import defaultdict
 from fractions import Fraction
@@ -265,3 +268,10 @@ def flipped_copy(good: Path, folder: Path, at: int, bit: int = 1) -> Path:
     data[at] ^= bit
     (folder / shard).write_bytes(bytes(data))
     return folder
+
+
+def segfault() -> None:
+    """This process dies of SIGSEGV, as in a crash in FFmpeg (quietly: pytest's
+    faulthandler would print the dump to the terminal)."""
+    faulthandler.disable()
+    os.kill(os.getpid(), signal.SIGSEGV)

@@ -1,10 +1,7 @@
 """Bad input: clear errors for a wrong root or split, recorded skips for bad files."""
 from __future__ import annotations
 
-import faulthandler
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +18,7 @@ from shardkin.builder.clips import ClipRule
 from shardkin.builder.decode import probe_or_reason
 from shardkin.synth import make_video
 
-from helpers import decode_frames, read_split
+from helpers import decode_frames, read_split, segfault
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -128,13 +125,6 @@ def test_a_video_whose_decoding_never_ends_is_stopped_and_skipped(made_root, tmp
     assert len(m["videos"]) == 5
 
 
-def _segfault() -> None:
-    """This process dies of SIGSEGV, as in a crash in FFmpeg (quietly: pytest's
-    faulthandler would print the dump to the terminal)."""
-    faulthandler.disable()
-    os.kill(os.getpid(), signal.SIGSEGV)
-
-
 def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypatch):
     """A video whose decoding kills its worker process (a crash in FFmpeg, the OOM killer)
     is recorded failed, with how the process died, after it died on it twice; the build
@@ -146,7 +136,7 @@ def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypat
 
     def crashes_on_one(writer, root, video, *args):
         if video["path"].endswith("b_2997.mkv"):
-            _segfault()
+            segfault()
         return real(writer, root, video, *args)
 
     monkeypatch.setattr(shard_module, "_write_video", crashes_on_one)  # forked workers
@@ -172,7 +162,7 @@ def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypat
 def _probe_crashes_on_one(path):
     """``probe_or_reason``, but probing b_2997.mkv crashes the process."""
     if str(path).endswith("b_2997.mkv"):
-        _segfault()
+        segfault()
     return probe_or_reason(path)
 
 

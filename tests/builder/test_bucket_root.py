@@ -1,9 +1,7 @@
 """Building from videos in a bucket (ROOT an s3:// URL on moto on 127.0.0.1)."""
 from __future__ import annotations
 
-import faulthandler
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ from shardkin.builder.plan import gather
 from shardkin.format.options import BuildOptions
 from shardkin.synth import make_video
 
-from helpers import tree_bytes
+from helpers import segfault, tree_bytes
 
 KW = dict(frames_per_clip=2, step_between_clips=1, clips_per_shard=20, progress=False)
 # botocore tries once (and s3fs too: see _once): shardkin's retries meet every failure
@@ -71,8 +69,7 @@ def test_long_videos_read_in_blocks_give_the_same_bytes(made_root, remote_root, 
 def _probe_crashes_on_one(path):
     """``probe_or_reason``, but probing b_2997.mkv crashes the process (quietly)."""
     if "b_2997.mkv" in str(getattr(path, "url", path)):
-        faulthandler.disable()
-        os.kill(os.getpid(), signal.SIGSEGV)
+        segfault()
     return probe_or_reason(path)
 
 
