@@ -145,8 +145,9 @@ class _Tries:
         self.died_at: set[int] = set()
         self.skip: dict[int, str] = {}
 
-    def died(self, at: int, how: str) -> bool:
-        """Whether dying at video ``at`` (again) makes it one to skip."""
+    def skip_if_again(self, at: int, how: str) -> bool:
+        """Record a death at video ``at``; whether it was the second there, which makes
+        ``at`` a video to skip."""
         if at in self.died_at and at not in self.skip:
             self.skip[at] = how
             return True
@@ -229,7 +230,8 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
         while todo or running:
             while todo and len(running) < workers:
                 task = todo.popleft()
-                worker, t = idle.pop() if idle else _Worker(ctx), tries[id(task)]
+                worker = idle.pop() if idle else _Worker(ctx)
+                t = tries[id(task)]
                 t.runs += 1  # progress is told apart by run
                 args = {**kwargs, "skip": dict(t.skip)} if t.skip else kwargs
                 running[worker.submit(_call, fn, task, t.runs, args)] = task, worker
@@ -241,15 +243,15 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
                 error: BaseException | None = fut.exception()
                 if isinstance(error, BrokenProcessPool):
                     error = worker.died(videos)
-                    if t.died(videos.reported(task["name"], t.runs), error.how):
+                    if t.skip_if_again(videos.reported(task["name"], t.runs), error.how):
                         todo.append(task)
                         continue
                 else:
                     idle.append(worker)
-                if error is None and isinstance(fut.result(), PermanentError):
-                    yield task, None, fut.result()
-                elif error is None:
-                    yield task, fut.result(), None
+                if error is None:
+                    result = fut.result()
+                    permanent = isinstance(result, PermanentError)
+                    yield (task, None, result) if permanent else (task, result, None)
                 elif t.failed < retries:
                     t.failed += 1
                     todo.append(task)
