@@ -3,8 +3,8 @@
 An executor calls ``fn(task, decode_threads=..., **kwargs)`` for each task and yields
 ``(task, result, error)`` as tasks finish; a task that raises, or whose process dies,
 is tried ``retries`` more times before its error is yielded, and the others finish.
-Locally a video whose process dies twice is then skipped (:func:`run_local`: ``fn`` is
-passed ``skip``); on Ray, Ray retries a task whose worker died.
+A video whose process dies twice (or is stopped twice after ``video_timeout``) is then
+skipped (``fn`` is passed ``skip``), with the same rules on both (:mod:`.tasks`).
 An error retrying cannot fix (a full disk, a refused permission: :func:`is_permanent`)
 is yielded at once as a :class:`PermanentError`, untried again. ``on_progress(clips,
 bytes)`` is called once per video, also when its shard is tried again.

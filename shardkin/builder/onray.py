@@ -2,19 +2,24 @@
 (or a local one that ends with the build). The plan is still made once on the driver;
 each shard task names its input videos (under a ROOT every node can read: a bucket or a
 shared file system) and writes its shard straight to the output folder or URL. shardkin
-must be installed on every node; Ray is imported only when it is used."""
+must be installed on every node; Ray is imported only when it is used.
+
+The driver, not Ray, retries a task, with the local executor's rules (:mod:`.tasks`):
+each task reports every video it finishes to a small actor, so the driver knows which
+video a worker that died was on (skipped after two deaths there) and which has been on
+one video longer than ``video_timeout`` (stopped)."""
 from __future__ import annotations
 
-import itertools
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..format.options import ExecutionOptions
-from .errors import BuildError, PermanentError
+from .errors import BuildError, WorkerDied
 from .lifecycle import keep_signal_handlers
-from .tasks import Outcome, Progress, attempt
+from .tasks import Outcome, Progress, Tries, Videos, attempt, settle
 
 RAY_INSTALL_HINT = "the Ray executor needs Ray: pip install 'shardkin[ray]'"
 
@@ -43,81 +48,151 @@ def _apply(fn: Callable, item: Any) -> Any:
     return fn(item)
 
 
-def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions,
-            retries: int = 2) -> Iterator:
+def _error(ray: Any, error: BaseException, stopped: str | None = None) -> BaseException:
+    """The error of a Ray task: :class:`WorkerDied` when its worker process died (or was
+    ``stopped``, saying why), the task's own exception when it raised one."""
+    if stopped:
+        return WorkerDied(stopped)
+    if isinstance(error, ray.exceptions.OutOfMemoryError):
+        return WorkerDied("killed by Ray's memory monitor: out of memory")
+    if isinstance(error, ray.exceptions.WorkerCrashedError):
+        return WorkerDied("its Ray worker crashed or was killed; its node's Ray logs say how")
+    cause = getattr(error, "cause", None)  # RayTaskError wraps the task's exception
+    return cause if isinstance(cause, BaseException) else error
+
+
+def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions, retries: int = 2,
+            died: Callable[[Any, str], Any] | None = None) -> Iterator:
     """``map(fn, items)`` as Ray tasks of one CPU each on the cluster at ``ray_address``, in
     order; at most two tasks a CPU in flight, so that the driver holds few items and
-    results at once (probing a Kinetics-700-sized split)."""
+    results at once (probing a Kinetics-700-sized split). An item whose worker dies twice
+    gives ``died(item, how it died)`` (without ``died``: raises :class:`WorkerDied`); one
+    that raises is tried ``retries`` more times."""
     connect_ray(execution.ray_address, execution.workers)  # the build's own cluster, if local
     import ray
 
-    remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_apply)
+    remote = ray.remote(num_cpus=1, max_retries=0)(_apply)
     ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    pending: deque = deque()
+    pending: deque = deque()  # [item, ref], in order
 
     def result() -> Any:
-        try:
-            return ray.get(pending.popleft())
-        except Exception as e:  # noqa: BLE001 - RayTaskError wraps the task's exception
-            cause = getattr(e, "cause", None) or e
-            raise BuildError(f"a Ray task failed {retries + 1} times: {type(cause).__name__}: "
-                             f"{cause} (is shardkin installed on every node, with its "
-                             "extras for ROOT's store?)") from None
+        item, deaths, failures = pending[0][0], 0, 0
+        while True:
+            try:
+                return ray.get(pending.popleft()[1])
+            except Exception as e:  # noqa: BLE001 - told apart below
+                error = _error(ray, e)
+            if isinstance(error, WorkerDied):
+                deaths += 1
+                if deaths == 2:
+                    if died is None:
+                        raise error
+                    return died(item, error.how)
+            elif failures < retries:
+                failures += 1
+            else:
+                raise BuildError(f"a Ray task failed {retries + 1} times: {type(error).__name__}"
+                                 f": {error} (is shardkin installed on every node, with its "
+                                 "extras for ROOT's store?)") from None
+            pending.appendleft([item, remote.remote(fn, item)])
 
     try:
         for item in items:
-            pending.append(remote.remote(fn, item))
+            pending.append([item, remote.remote(fn, item)])
             if len(pending) >= ahead:
                 yield result()
         while pending:
             yield result()
     finally:  # stopped early (an error, Ctrl-C): no probe left running on the cluster
-        for ref in pending:
+        for _, ref in pending:
             ray.cancel(ref, force=True)
+
+
+class _Reports:
+    """The progress the running tasks report, ``(task name, run, clips, bytes)`` (clips
+    None: the run started), handed to the driver in batches: a Ray actor of no CPU."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []
+
+    def put(self, item: tuple) -> None:
+        self.items.append(item)
+
+    def take(self) -> list[tuple]:
+        items, self.items = self.items, []
+        return items
+
+
+def _call(fn: Callable, task: dict, run: int, reports: Any, kwargs: dict) -> Any:
+    """One run of a task on a Ray worker, reporting to ``reports`` as it goes (each report
+    awaited: what a worker reported before it died is known)."""
+    import ray
+
+    def report(clips: int | None, nbytes: int) -> None:
+        ray.get(reports.put.remote((task["name"], run, clips, nbytes)))
+
+    report(None, 0)  # started: it may have waited for a CPU
+    return attempt(fn, task, progress=report, **kwargs)
 
 
 def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: ExecutionOptions,
             retries: int = 2, **kwargs: Any) -> Iterator[Outcome]:
     """Run the tasks on the Ray cluster at ``ray_address``, one CPU and ``decode_threads``
-    (default 1) each; progress is reported per finished shard, video by video. Tasks are
+    (default 1) each, with the local executor's retries, skips and ``video_timeout``
+    (:func:`~.processes.run_local`); progress is reported video by video. Tasks are
     submitted as others finish, four a CPU ahead: the driver holds few at once (a
     Kinetics-700 build has 40k shards), and each wait looks at few."""
     connect_ray(execution.ray_address, execution.workers)
     import ray
 
     kwargs["decode_threads"] = execution.decode_threads or 1
-    remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(attempt)
-    pending: dict = {}
+    remote = ray.remote(num_cpus=1, max_retries=0)(_call)
+    reports = ray.remote(num_cpus=0)(_Reports).remote()
+    running: dict = {}  # ref -> task, of the tasks submitted and not finished
     try:
-        yield from _ray_outcomes(ray, remote, fn, tasks, kwargs, pending, on_progress)
+        yield from _ray_outcomes(ray, remote, reports, fn, tasks, kwargs, running,
+                                 Videos(on_progress), execution.video_timeout, retries)
     finally:  # interrupted, or the caller stopped: the running tasks are stopped too
-        for ref in pending:
+        for ref in running:
             ray.cancel(ref, force=True)
+        ray.kill(reports)
 
 
-def _ray_outcomes(ray: Any, remote: Any, fn: Callable, tasks: list, kwargs: dict,
-                  pending: dict, on_progress: Progress) -> Iterator[Outcome]:
-    """The outcomes of the tasks as they finish, submitted four a CPU ahead (``pending``:
-    refs to the tasks submitted and not finished)."""
+def _ray_outcomes(ray: Any, remote: Any, reports: Any, fn: Callable, tasks: list,
+                  kwargs: dict, running: dict, videos: Videos, timeout: float | None,
+                  retries: int) -> Iterator[Outcome]:
+    """The outcomes of the tasks as they finish, submitted four a CPU ahead."""
     ahead = max(4, 4 * int(ray.cluster_resources().get("CPU", 1)))
-    waiting = iter(tasks)
-    while True:
-        for task in itertools.islice(waiting, max(0, ahead - len(pending))):
-            pending[remote.remote(fn, task, **kwargs)] = task
-        if not pending:
-            return
-        done, _ = ray.wait(list(pending), num_returns=1)
+    todo = deque(tasks)
+    tries = {id(t): Tries() for t in tasks}
+    since: dict[tuple[str, int], float] = {}  # (task, run) -> when it started or last reported
+    stopped: dict = {}  # ref -> why it was stopped
+    while todo or running:
+        while todo and len(running) < ahead:
+            task = todo.popleft()
+            t = tries[id(task)]
+            args = t.kwargs(kwargs)  # progress is told apart by run
+            running[remote.remote(fn, task, t.runs, reports, args)] = task
+        done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+        for name, run, clips, nbytes in ray.get(reports.take.remote()):
+            since[name, run] = time.monotonic()
+            if clips is not None:
+                videos(name, run, clips, nbytes)
         for ref in done:
-            task = pending.pop(ref)
+            task = running.pop(ref)
+            t = tries[id(task)]
+            since.pop((task["name"], t.runs), None)
             try:
-                record = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - reported to the caller
-                cause = getattr(e, "cause", None)  # RayTaskError wraps the task's exception
-                yield task, None, cause if isinstance(cause, BaseException) else e
-                continue
-            if isinstance(record, PermanentError):
-                yield task, None, record
-                continue
-            for video in record["videos"]:
-                on_progress(video["clips"], sum(sample[1] for sample in video["samples"]))
-            yield task, record, None
+                result, error = ray.get(ref), None
+            except Exception as e:  # noqa: BLE001 - settled below
+                result, error = None, _error(ray, e, stopped.pop(ref, None))
+            outcome = settle(task, t, videos, result, error, retries)
+            if outcome is None:
+                todo.append(task)
+            else:
+                yield outcome
+        for ref, task in running.items():  # a video that never ends: its worker stopped
+            started = since.get((task["name"], tries[id(task)].runs))
+            if timeout and started and ref not in stopped and time.monotonic() - started > timeout:
+                stopped[ref] = f"stopped after {timeout:g} s on one video"
+                ray.cancel(ref, force=True)

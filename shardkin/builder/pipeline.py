@@ -112,9 +112,9 @@ def build_split(root: str | os.PathLike, out: str | os.PathLike, split: str,
     if run.executor not in EXECUTORS:
         raise BuildError(f"unknown executor {run.executor!r}: use "
                          f"{' or '.join(map(repr, EXECUTORS))}")
-    if run.video_timeout is not None and (run.executor != "local" or run.video_timeout <= 0):
-        raise BuildError("--video-timeout takes seconds above 0, with the local executor "
-                         "(the Ray executor stops no video: leave it out with --executor ray)")
+    if run.video_timeout is not None and run.video_timeout <= 0:
+        raise BuildError(f"--video-timeout takes seconds above 0, not {run.video_timeout:g} "
+                         "(leave it out for no limit)")
     folder = Folder(out, run.storage_options).child(split)
     try:
         folder.make()

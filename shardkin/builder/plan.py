@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -155,16 +155,19 @@ def _probes(root: Root, videos: list[VideoEntry], options: BuildOptions) -> Iter
               for i in range(0, len(videos), chunk))
     task = partial(probe_chunk, root.url, run.storage_options, threads=threads)
     if run.executor == "ray":
-        results = map_ray(task, chunks, run)
+        def mapped(fn: Callable, items: Iterable, died: Callable) -> Iterator:
+            return map_ray(fn, items, run, died=died)
     else:  # a few thousand videos are probed on one process's threads
         processes = min(local_workers(run), -(-len(videos) // PROBE_PER_PROCESS))
 
-        def died(chunk: list, how: str) -> list[dict]:  # one of them: each alone then
-            alone = map_processes(task, [[v] for v in chunk], processes, chunksize=1,
-                                  died=lambda one, how: [_died(one, how)])
-            return [probe for probes in alone for probe in probes]
+        def mapped(fn: Callable, items: Iterable, died: Callable) -> Iterator:
+            return map_processes(fn, items, processes, chunksize=1, died=died)
 
-        results = map_processes(task, chunks, processes, chunksize=1, died=died)
+    def died(chunk: list, how: str) -> list[dict]:  # one of them: each alone then
+        alone = mapped(task, [[v] for v in chunk], lambda one, how: [_died(one, how)])
+        return [probe for probes in alone for probe in probes]
+
+    results = mapped(task, chunks, died)
     for probes in results:
         yield from probes
 

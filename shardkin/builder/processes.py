@@ -15,9 +15,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..format.options import ExecutionOptions
-from .errors import PermanentError, WorkerDied
+from .errors import WorkerDied
 from .lifecycle import kill_workers, worker_init
-from .tasks import Outcome, Progress, attempt
+from .tasks import Outcome, Progress, Tries, Videos, attempt, settle
 
 _progress_queue: Any = None
 
@@ -114,47 +114,6 @@ def _call(fn: Callable, task: Any, run: int, kwargs: dict) -> Any:
     return attempt(fn, task, progress=report, **kwargs)
 
 
-class _Videos:
-    """Progress of tasks that may run more than once: each video counts once (a video
-    of a later attempt counts only past where earlier attempts got)."""
-
-    def __init__(self, on_progress: Progress) -> None:
-        self._on_progress = on_progress
-        self._shown: dict[str, int] = {}
-        self._now: dict[tuple[str, int], int] = {}  # videos so far of (task, run)
-
-    def __call__(self, name: str, run: int, clips: int, nbytes: int) -> None:
-        now = self._now[name, run] = self.reported(name, run) + 1
-        if now > self._shown.get(name, 0):
-            self._shown[name] = now
-            self._on_progress(clips, nbytes)
-
-    def reported(self, name: str, run: int) -> int:
-        """How many videos run ``run`` of task ``name`` has reported."""
-        return self._now.get((name, run), 0)
-
-
-class _Tries:
-    """A task's runs so far, those that failed (each counted against ``retries``), and the
-    videos its process died at (after reporting as many): a process that dies twice at
-    the same video has that video skipped in later runs (``skip``: its position in the
-    task, and how the process died), a run not counted as failed."""
-
-    def __init__(self) -> None:
-        self.runs = self.failed = 0
-        self.died_at: set[int] = set()
-        self.skip: dict[int, str] = {}
-
-    def skip_if_again(self, at: int, how: str) -> bool:
-        """Record a death at video ``at``; whether it was the second there, which makes
-        ``at`` a video to skip."""
-        if at in self.died_at and at not in self.skip:
-            self.skip[at] = how
-            return True
-        self.died_at.add(at)
-        return False
-
-
 class _Worker:
     """One worker process, a pool of its own: a process that dies (the OOM killer, a crash
     in a decoder) takes down only the task it ran, which is thus known, while the other
@@ -171,7 +130,7 @@ class _Worker:
         self.since = time.monotonic()
         return self.pool.submit(*args)
 
-    def drain(self, videos: _Videos) -> None:
+    def drain(self, videos: Videos) -> None:
         while not self.queue.empty():
             videos(*self.queue.get())
             self.since = time.monotonic()
@@ -182,7 +141,7 @@ class _Worker:
             self.stopped = f"stopped after {timeout:g} s on one video"
             kill_workers(self.pool)
 
-    def close(self, videos: _Videos, kill: bool = False) -> None:
+    def close(self, videos: Videos, kill: bool = False) -> None:
         """Shut down the process (idle, or dead), or ``kill`` it: the build was interrupted,
         or its caller stopped, and its shard is not awaited."""
         if kill:
@@ -192,7 +151,7 @@ class _Worker:
         self.drain(videos)
         self.queue.close()
 
-    def died(self, videos: _Videos) -> WorkerDied:
+    def died(self, videos: Videos) -> WorkerDied:
         """The error of a task whose process died, saying how it died."""
         processes = list((getattr(self.pool, "_processes", None) or {}).values())
         self.close(videos)  # the dead process is reaped
@@ -220,9 +179,9 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
     workers = local_workers(execution)
     kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context(start_method())
-    videos = _Videos(on_progress)
+    videos = Videos(on_progress)
     todo = deque(tasks)
-    tries = {id(t): _Tries() for t in tasks}
+    tries = {id(t): Tries() for t in tasks}
     idle: list[_Worker] = []
     running: dict[Future, tuple[Any, _Worker]] = {}
     finished = False
@@ -232,31 +191,23 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
                 task = todo.popleft()
                 worker = idle.pop() if idle else _Worker(ctx)
                 t = tries[id(task)]
-                t.runs += 1  # progress is told apart by run
-                args = {**kwargs, "skip": dict(t.skip)} if t.skip else kwargs
+                args = t.kwargs(kwargs)  # progress is told apart by run
                 running[worker.submit(_call, fn, task, t.runs, args)] = task, worker
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in done:
                 task, worker = running.pop(fut)
-                t = tries[id(task)]
                 worker.drain(videos)
                 error: BaseException | None = fut.exception()
                 if isinstance(error, BrokenProcessPool):
                     error = worker.died(videos)
-                    if t.skip_if_again(videos.reported(task["name"], t.runs), error.how):
-                        todo.append(task)
-                        continue
                 else:
                     idle.append(worker)
-                if error is None:
-                    result = fut.result()
-                    permanent = isinstance(result, PermanentError)
-                    yield (task, None, result) if permanent else (task, result, None)
-                elif t.failed < retries:
-                    t.failed += 1
+                outcome = settle(task, tries[id(task)], videos,
+                                 None if error else fut.result(), error, retries)
+                if outcome is None:
                     todo.append(task)
                 else:
-                    yield task, None, error
+                    yield outcome
             for _, worker in running.values():
                 worker.drain(videos)
                 worker.stop_if_stuck(execution.video_timeout)

@@ -86,7 +86,7 @@ def build_shard(task: dict, root: str, out: str, options: BuildOptions,
                 skip: dict[int, str] | None = None) -> dict:
     """Write shard ``out/<task name>`` (a folder or URL) of videos under ``root`` (a folder or
     URL), then its record; returns the record. ``skip``: the positions in the task of
-    videos the local executor saw its worker process die on twice, with how it died:
+    videos the executor saw its worker process die on twice, with how it died:
     they are recorded failed, not opened."""
     folder = Folder(out, options.execution.storage_options)
     source = Root(root, options.execution.storage_options)

@@ -151,7 +151,7 @@ class ExecutionOptions:
         "local", "run shard tasks on local processes (default) or a Ray cluster",
         choices=EXECUTOR_NAMES)
     video_timeout: float | None = option(
-        None, "seconds a local worker may spend on one video before it is stopped (a decoder "
+        None, "seconds a worker may spend on one video before it is stopped (a decoder "
               "caught in a loop on a damaged file); a video stopped twice is skipped and "
               "recorded (default: no limit)")
     ray_address: str | None = option(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import time
 
+import numpy as np
 import pytest
 
 import shardkin.builder.plan as plan
@@ -13,12 +16,16 @@ import shardkin.builder.shard as shard
 from shardkin.builder import BuildError, build
 from shardkin.builder.executors import start_method
 
-from helpers import tree_bytes
+import helpers
+from helpers import read_split, segfault, tree_bytes
 
 # read by Ray at import: no usage reporting; bind 127.0.0.1 only (checked below)
 os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
+# what a test patches in runs on Ray workers, which cannot import the tests' modules
+for module in (sys.modules[__name__], helpers):
+    ray.cloudpickle.register_pickle_by_value(module)
 
 KW = dict(frames_per_clip=4, step_between_clips=3, clips_per_shard=6, progress=False)
 
@@ -95,13 +102,14 @@ def test_killed_task_is_retried_with_same_bytes(made_root, tmp_path, ray_cluster
     marker = tmp_path / "killed-once"
     real = shard.build_shard
 
-    def dies_mid_shard(task, **kwargs):
-        def progress(clips, nbytes):
+    def dies_mid_shard(task, progress, **kwargs):
+        def dies(clips, nbytes):
             if task["name"].endswith("000001.tar") and not marker.exists():
                 marker.write_text("x")
                 os._exit(1)  # the worker process dies with a half-written shard
+            progress(clips, nbytes)
 
-        return real(task, progress=progress, **kwargs)
+        return real(task, progress=dies, **kwargs)
 
     monkeypatch.setattr(shard, "build_shard", dies_mid_shard)
     on_ray = build(made_root, tmp_path / "ray", "train", executor="ray", **KW)
@@ -110,6 +118,86 @@ def test_killed_task_is_retried_with_same_bytes(made_root, tmp_path, ray_cluster
     local = build(made_root, tmp_path / "local", "train", workers=1, **KW)
     assert on_ray == local
     assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
+
+
+def _dies(how: str) -> None:
+    """This Ray worker process dies of SIGSEGV (a crash in FFmpeg), or sleeps as a decoder
+    caught in a loop would."""
+    if how == "crash":
+        segfault()
+    time.sleep(600)
+
+
+def _on_worker_with(dies_on: dict):
+    """``build_shard`` whose decoding of the videos named in ``dies_on`` (a path's end ->
+    how) kills or hangs its Ray worker: patched in the worker's own module as it runs."""
+    def build_shard(task, **kwargs):
+        from shardkin.builder import shard as on_worker
+
+        write = on_worker._write_video
+
+        def dies_on_one(writer, root, video, *args):
+            for end, how in dies_on.items():
+                if video["path"].endswith(end):
+                    _dies(how)
+            return write(writer, root, video, *args)
+
+        on_worker._write_video = dies_on_one
+        try:
+            return on_worker.build_shard(task, **kwargs)
+        finally:
+            on_worker._write_video = write
+
+    return build_shard
+
+
+def test_videos_that_kill_or_hang_their_worker_are_skipped(made_root, tmp_path, ray_cluster,
+                                                           monkeypatch):
+    """As the local executor: a video whose worker dies on it twice, or spends longer than
+    ``video_timeout`` on it twice, is recorded failed with how; the rest are built as
+    without them, pixel for pixel, and no file is left of the runs that died."""
+    kw = dict(KW, step_between_clips=4)
+    bad = {"b_2997.mkv": "crash", "d_60.webm": "hang"}
+    monkeypatch.setattr(shard, "build_shard", _on_worker_with(bad))
+    on_ray = build(made_root, tmp_path / "ray", "train", executor="ray", video_timeout=4, **kw)
+    monkeypatch.undo()
+    assert on_ray["skipped"] == [
+        {"path": "train/archery/b_2997.mkv", "reason": "worker process died on it twice: its "
+         "Ray worker crashed or was killed; its node's Ray logs say how"},
+        {"path": "train/bowling/d_60.webm",
+         "reason": "worker process died on it twice: stopped after 4 s on one video"}]
+    whole = build(made_root, tmp_path / "local", "train", workers=2, **kw)
+    kept = [v for v in whole["videos"] if not v["path"].endswith(tuple(bad))]
+    assert [(v["path"], v["clips"]) for v in on_ray["videos"]] == \
+        [(v["path"], v["clips"]) for v in kept]
+    files = [sorted(str(p.relative_to(d)) for p in d.rglob("*")) for d in
+             (tmp_path / "local/train", tmp_path / "ray/train")]
+    assert files[0] == files[1]
+    got = read_split(tmp_path / "ray/train")[1]
+    want = [s for s in read_split(tmp_path / "local/train")[1]
+            if not s["json"]["path"].endswith(tuple(bad))]
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want):
+        assert g["json"] == w["json"]
+        np.testing.assert_array_equal(g["video.npy"], w["video.npy"])
+
+
+def test_a_video_that_kills_its_probe_on_ray_is_skipped(made_root, tmp_path, ray_cluster,
+                                                        monkeypatch):
+    """Its chunk of videos is probed again video by video; it alone is skipped."""
+    def probe_chunk(root, options, videos, threads=1):
+        if any(path.endswith("b_2997.mkv") for path, _ in videos):
+            _dies("crash")
+        from shardkin.builder import source
+
+        return source.probe_chunk(root, options, videos, threads=threads)
+
+    monkeypatch.setattr(plan, "probe_chunk", probe_chunk)
+    m = build(made_root, tmp_path / "ray", "train", executor="ray", **KW)
+    assert m["skipped"] == [{"path": "train/archery/b_2997.mkv", "reason": "worker process "
+                             "died probing it twice: its Ray worker crashed or was killed; "
+                             "its node's Ray logs say how"}]
+    assert len(m["videos"]) == 5
 
 
 def test_task_that_keeps_failing_is_reported(made_root, tmp_path, ray_cluster, monkeypatch):
