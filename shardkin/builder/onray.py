@@ -73,32 +73,39 @@ def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions, retries:
 
     remote = ray.remote(num_cpus=1, max_retries=0)(_apply)
     ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    pending: deque = deque()  # [item, ref], in order
+    pending: deque = deque()  # (item, ref), in order
 
     def result() -> Any:
-        item, deaths, failures = pending[0][0], 0, 0
+        """The first pending item's result (its ref stays pending until it is settled)."""
+        deaths = failures = 0
         while True:
+            item, ref = pending[0]
             try:
-                return ray.get(pending.popleft()[1])
+                value = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - told apart below
                 error = _error(ray, e)
+            else:
+                pending.popleft()
+                return value
             if isinstance(error, WorkerDied):
                 deaths += 1
                 if deaths == 2:
+                    pending.popleft()
                     if died is None:
                         raise error
                     return died(item, error.how)
             elif failures < retries:
                 failures += 1
             else:
+                pending.popleft()
                 raise BuildError(f"a Ray task failed {retries + 1} times: {type(error).__name__}"
                                  f": {error} (is shardkin installed on every node, with its "
                                  "extras for ROOT's store?)") from None
-            pending.appendleft([item, remote.remote(fn, item)])
+            pending[0] = (item, remote.remote(fn, item))
 
     try:
         for item in items:
-            pending.append([item, remote.remote(fn, item)])
+            pending.append((item, remote.remote(fn, item)))
             if len(pending) >= ahead:
                 yield result()
         while pending:
