@@ -154,7 +154,11 @@ def run_ray(fn: Callable, tasks: list, on_progress: Progress, execution: Executi
 
     kwargs["decode_threads"] = execution.decode_threads or 1
     remote = ray.remote(num_cpus=1, max_retries=0)(_call)
-    reports = ray.remote(num_cpus=0)(_Reports).remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    # on the driver's node (the head node for Ray Client): it ends only with the build
+    reports = ray.remote(num_cpus=0, scheduling_strategy=here)(_Reports).remote()
     running: dict = {}  # ref -> task, of the tasks submitted and not finished
     try:
         yield from _ray_outcomes(ray, remote, reports, fn, tasks, kwargs, running,
