@@ -193,10 +193,11 @@ def _ray_outcomes(ray: Any, remote: Any, reports: Any, fn: Callable, tasks: list
             task = running.pop(ref)
             t = tries[id(task)]
             since.pop((task["name"], t.runs), None)
+            why = stopped.pop(ref, None)  # it may have finished as it was stopped
             try:
                 result, error = ray.get(ref), None
             except Exception as e:  # noqa: BLE001 - settled below
-                result, error = None, _error(ray, e, stopped.pop(ref, None))
+                result, error = None, _error(ray, e, why)
             outcome = settle(task, t, videos, result, error, retries)
             if outcome is None:
                 todo.append(task)
