@@ -6,8 +6,8 @@ must be installed on every node; Ray is imported only when it is used.
 
 The driver, not Ray, retries a task, with the local executor's rules (:mod:`.tasks`):
 each task reports every video it finishes to a small actor, so the driver knows which
-video a worker that died was on (skipped after two deaths there) and which has been on
-one video longer than ``video_timeout`` (stopped)."""
+video a worker that died was on (skipped after two deaths there) and which has gone
+longer than ``video_timeout`` without a new clip (stopped)."""
 from __future__ import annotations
 
 import os
@@ -19,7 +19,7 @@ from typing import Any
 from ..format.options import ExecutionOptions
 from .errors import BuildError, WorkerDied
 from .lifecycle import keep_signal_handlers
-from .tasks import Outcome, Progress, Tries, Videos, attempt, settle
+from .tasks import Outcome, Progress, Tries, Videos, attempt, settle, stop_reason
 
 RAY_INSTALL_HINT = "the Ray executor needs Ray: pip install 'shardkin[ray]'"
 
@@ -187,8 +187,7 @@ def _ray_outcomes(ray: Any, remote: Any, reports: Any, fn: Callable, tasks: list
         done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
         for name, run, clips, nbytes in ray.get(reports.take.remote()):
             since[name, run] = time.monotonic()
-            if clips is not None:
-                videos(name, run, clips, nbytes)
+            videos(name, run, clips, nbytes)
         for ref in done:
             task = running.pop(ref)
             t = tries[id(task)]
@@ -206,5 +205,5 @@ def _ray_outcomes(ray: Any, remote: Any, reports: Any, fn: Callable, tasks: list
         for ref, task in running.items():  # a video that never ends: its worker stopped
             started = since.get((task["name"], tries[id(task)].runs))
             if timeout and started and ref not in stopped and time.monotonic() - started > timeout:
-                stopped[ref] = f"stopped after {timeout:g} s on one video"
+                stopped[ref] = stop_reason(timeout)
                 ray.cancel(ref, force=True)

@@ -17,7 +17,7 @@ from typing import Any
 from ..format.options import ExecutionOptions
 from .errors import WorkerDied
 from .lifecycle import kill_workers, worker_init
-from .tasks import Outcome, Progress, Tries, Videos, attempt, settle
+from .tasks import Outcome, Progress, Tries, Videos, attempt, settle, stop_reason
 
 _progress_queue: Any = None
 
@@ -108,7 +108,7 @@ def _init(q: Any) -> None:
 
 
 def _call(fn: Callable, task: Any, run: int, kwargs: dict) -> Any:
-    def report(clips: int, nbytes: int) -> None:
+    def report(clips: int | None, nbytes: int) -> None:
         _progress_queue.put((task["name"], run, clips, nbytes))
 
     return attempt(fn, task, progress=report, **kwargs)
@@ -123,7 +123,7 @@ class _Worker:
     def __init__(self, ctx: Any) -> None:
         self.queue = ctx.SimpleQueue()
         self.pool = _pool(1, ctx, _init, self.queue)
-        self.since = time.monotonic()  # when its task started, or last reported a video
+        self.since = time.monotonic()  # when its task started, or last reported (heartbeats too)
         self.stopped = ""  # why stop_if_stuck killed it
 
     def submit(self, *args: Any) -> Future:
@@ -136,9 +136,9 @@ class _Worker:
             self.since = time.monotonic()
 
     def stop_if_stuck(self, timeout: float | None) -> None:
-        """Kill the process if it has spent more than ``timeout`` seconds on one video."""
+        """Kill the process if it has gone more than ``timeout`` seconds without a report."""
         if timeout is not None and not self.stopped and time.monotonic() - self.since > timeout:
-            self.stopped = f"stopped after {timeout:g} s on one video"
+            self.stopped = stop_reason(timeout)
             kill_workers(self.pool)
 
     def close(self, videos: Videos, kill: bool = False) -> None:
@@ -174,8 +174,9 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
     task whose process died on a new process. A video whose process dies twice (a crash
     in its decoder, or out of memory) is passed to ``fn`` to be skipped (``skip``: its
     position in the task, and how the process died), so its shard's other videos are
-    built. With ``video_timeout``, a process that spends longer on one video (reports no
-    progress) is killed: that counts as its death."""
+    built. With ``video_timeout``, a process that goes longer without a new clip (no
+    progress reported, heartbeats included: :func:`~.tasks.heartbeat`) is killed: that
+    counts as its death."""
     workers = local_workers(execution)
     kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context(start_method())

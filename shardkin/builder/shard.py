@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import av
 
@@ -12,7 +13,7 @@ from ..store.folder import Folder
 from .decode import DecodeError, VideoCutter
 from .lifecycle import builder_alive
 from .source import Root
-from .tasks import Progress
+from .tasks import Progress, heartbeat
 
 
 def _record(video: dict, shard: str | None, reason: str | None = None) -> dict:
@@ -24,7 +25,8 @@ def _record(video: dict, shard: str | None, reason: str | None = None) -> dict:
 
 
 def _write_video(writer: ShardWriter, root: Root, video: dict, shard: str,
-                 options: BuildOptions, decode_threads: int) -> dict:
+                 options: BuildOptions, decode_threads: int,
+                 beat: Callable[[], None] | None = None) -> dict:
     record = _record(video, shard)
     try:
         cutter = VideoCutter(root.video(video["path"], video.get("bytes")), options,
@@ -52,6 +54,8 @@ def _write_video(writer: ShardWriter, root: Root, video: dict, shard: str,
             for ext, data in members:
                 writer.add(f"{key}.{ext}", data)
             record["samples"].append([start, writer.size - start, writer.end_sample()])
+            if beat:
+                beat()
     except OSError as e:
         if not isinstance(e, av.FFmpegError):
             raise  # the disk, not the video: fail the shard
@@ -91,6 +95,7 @@ def build_shard(task: dict, root: str, out: str, options: BuildOptions,
     folder = Folder(out, options.execution.storage_options)
     source = Root(root, options.execution.storage_options)
     videos = []
+    beat = heartbeat(progress, options.execution.video_timeout)  # a long video is alive
     with ShardWriter(folder.temp_path(task["name"])) as writer:
         for i, video in enumerate(task["videos"]):
             source.prefetch(task["videos"][i + 1 : i + 2])  # arrives while this one decodes
@@ -100,7 +105,7 @@ def build_shard(task: dict, root: str, out: str, options: BuildOptions,
                                       f"worker process died on it twice: {skip[i]}"))
             else:
                 videos.append(_write_video(writer, source, video, task["name"], options,
-                                           decode_threads))
+                                           decode_threads, beat))
             if progress:
                 progress(videos[-1]["clips"], writer.size - before)
         size, sha = writer.commit()

@@ -4,12 +4,15 @@ counted once (:class:`Videos`), its retries and the videos to skip (:class:`Trie
 :func:`settle`)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import PermanentError, WorkerDied, is_permanent
 
-Progress = Callable[[int, int], None]  # (clips, bytes) after each video
+# (clips, bytes) after each video; (None, 0) while one is still being built (a heartbeat)
+Progress = Callable[[int | None, int], None]
+BEAT = 5.0  # seconds between heartbeats at most (less with a shorter video_timeout)
 Outcome = tuple[Any, Any, BaseException | None]  # (task, result, error)
 Executor = Callable[..., Iterator[Outcome]]
 
@@ -34,7 +37,9 @@ class Videos:
         self._shown: dict[str, int] = {}
         self._now: dict[tuple[str, int], int] = {}  # videos so far of (task, run)
 
-    def __call__(self, name: str, run: int, clips: int, nbytes: int) -> None:
+    def __call__(self, name: str, run: int, clips: int | None, nbytes: int) -> None:
+        if clips is None:  # a heartbeat: no video finished
+            return
         now = self._now[name, run] = self.reported(name, run) + 1
         if now > self._shown.get(name, 0):
             self._shown[name] = now
@@ -43,6 +48,28 @@ class Videos:
     def reported(self, name: str, run: int) -> int:
         """How many videos run ``run`` of task ``name`` has reported."""
         return self._now.get((name, run), 0)
+
+
+def heartbeat(progress: Progress | None, timeout: float | None) -> Callable[[], None] | None:
+    """What a task calls after each clip it makes: ``progress(None, 0)``, at most every
+    ``BEAT`` seconds (a quarter of ``timeout`` when that is shorter), so that a long video
+    still making clips is not taken for a stuck one; None without a ``timeout``."""
+    if progress is None or timeout is None:
+        return None
+    every, last = min(BEAT, timeout / 4), time.monotonic()
+
+    def beat() -> None:
+        nonlocal last
+        if time.monotonic() - last >= every:
+            last = time.monotonic()
+            progress(None, 0)
+
+    return beat
+
+
+def stop_reason(timeout: float) -> str:
+    """Why a run was stopped by ``video_timeout`` (its video skipped after two stops)."""
+    return f"stopped after {timeout:g} s without a new clip"
 
 
 class Tries:

@@ -120,9 +120,27 @@ def test_a_video_whose_decoding_never_ends_is_stopped_and_skipped(made_root, tmp
     monkeypatch.setattr(shard_module, "_write_video", hangs_on_one)  # forked workers
     m = build(made_root, tmp_path / "out", "train", frames_per_clip=4, workers=2,
               video_timeout=3, progress=False)
-    assert m["skipped"] == [{"path": "train/bowling/d_60.webm", "reason":
-                             "worker process died on it twice: stopped after 3 s on one video"}]
+    assert m["skipped"] == [{"path": "train/bowling/d_60.webm", "reason": "worker process "
+                             "died on it twice: stopped after 3 s without a new clip"}]
     assert len(m["videos"]) == 5
+
+
+def test_a_long_video_still_making_clips_is_not_stopped(made_root, tmp_path, monkeypatch):
+    """``video_timeout`` watches for a new clip, not for the end of a video: a video whose
+    25 clips take 5 s in all, with a 2 s timeout, is built whole (its worker's heartbeats
+    say it is alive)."""
+    real = shard_module.encode_sample
+
+    def slow_on_one(*args, **kwargs):
+        if args[3]["path"].endswith("d_60.webm"):  # its metadata
+            time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shard_module, "encode_sample", slow_on_one)  # forked workers
+    m = build(made_root, tmp_path / "out", "train", frames_per_clip=2, workers=2,
+              video_timeout=2, progress=False)
+    slow = [v for v in m["videos"] if v["path"].endswith("d_60.webm")]
+    assert m["skipped"] == [] and [v["clips"] for v in slow] == [25]
 
 
 def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypatch):

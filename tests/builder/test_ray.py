@@ -165,7 +165,7 @@ def test_videos_that_kill_or_hang_their_worker_are_skipped(made_root, tmp_path, 
         {"path": "train/archery/b_2997.mkv", "reason": "worker process died on it twice: its "
          "Ray worker crashed or was killed; its node's Ray logs say how"},
         {"path": "train/bowling/d_60.webm",
-         "reason": "worker process died on it twice: stopped after 4 s on one video"}]
+         "reason": "worker process died on it twice: stopped after 4 s without a new clip"}]
     whole = build(made_root, tmp_path / "local", "train", workers=2, **kw)
     kept = [v for v in whole["videos"] if not v["path"].endswith(tuple(bad))]
     assert [(v["path"], v["clips"]) for v in on_ray["videos"]] == \
