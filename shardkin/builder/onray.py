@@ -19,7 +19,16 @@ from typing import Any
 from ..format.options import ExecutionOptions
 from .errors import BuildError, WorkerDied
 from .lifecycle import keep_signal_handlers
-from .tasks import Outcome, Progress, Tries, Videos, attempt, settle, stop_reason
+from .tasks import (
+    Outcome,
+    Progress,
+    Tries,
+    Videos,
+    attempt,
+    died_twice,
+    settle,
+    stop_reason,
+)
 
 RAY_INSTALL_HINT = "the Ray executor needs Ray: pip install 'shardkin[ray]'"
 
@@ -76,32 +85,29 @@ def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions, retries:
     pending: deque = deque()  # (item, ref), in order
 
     def result() -> Any:
-        """The first pending item's result (its ref stays pending until it is settled)."""
-        deaths = failures = 0
+        """The first pending item's result, its runs settled by the executors' rules
+        (:func:`~.tasks.settle`; its ref stays pending until then)."""
+        tries, nothing = Tries(), Videos(lambda clips, nbytes: None)
         while True:
             item, ref = pending[0]
+            tries.next_run({})
             try:
                 value = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - told apart below
+            except Exception as e:  # noqa: BLE001 - settled below
                 error = _error(ray, e)
             else:
                 pending.popleft()
                 return value
-            if isinstance(error, WorkerDied):
-                deaths += 1
-                if deaths == 2:
-                    pending.popleft()
-                    if died is None:
-                        raise error
-                    return died(item, error.how)
-            elif failures < retries:
-                failures += 1
-            else:
-                pending.popleft()
-                raise BuildError(f"a Ray task failed {retries + 1} times: {type(error).__name__}"
-                                 f": {error} (is shardkin installed on every node, with its "
-                                 "extras for ROOT's store?)") from None
-            pending[0] = (item, remote.remote(fn, item))
+            final = settle({"name": ""}, tries, nothing, None, error, retries)
+            if final is None and not tries.skip:  # to run again
+                pending[0] = (item, remote.remote(fn, item))
+                continue
+            pending.popleft()
+            if final is None:  # its worker died on it twice
+                return died_twice(item, WorkerDied(tries.skip[0]), died)
+            raise BuildError(f"a Ray task failed {retries + 1} times: {type(error).__name__}: "
+                             f"{error} (is shardkin installed on every node, with its extras "
+                             "for ROOT's store?)") from None
 
     try:
         for item in items:
@@ -117,7 +123,8 @@ def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions, retries:
 
 class _Reports:
     """The progress the running tasks report, ``(task name, run, clips, bytes)`` (clips
-    None: the run started), handed to the driver in batches: a Ray actor of no CPU."""
+    None: the run started, or a heartbeat), handed to the driver in batches: a Ray actor
+    of no CPU."""
 
     def __init__(self) -> None:
         self.items: list[tuple] = []
@@ -182,7 +189,7 @@ def _ray_outcomes(ray: Any, remote: Any, reports: Any, fn: Callable, tasks: list
         while todo and len(running) < ahead:
             task = todo.popleft()
             t = tries[id(task)]
-            args = t.kwargs(kwargs)  # progress is told apart by run
+            args = t.next_run(kwargs)  # progress is told apart by run
             running[remote.remote(fn, task, t.runs, reports, args)] = task
         done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
         for name, run, clips, nbytes in ray.get(reports.take.remote()):

@@ -17,7 +17,7 @@ from typing import Any
 from ..format.options import ExecutionOptions
 from .errors import WorkerDied
 from .lifecycle import kill_workers, worker_init
-from .tasks import Outcome, Progress, Tries, Videos, attempt, settle, stop_reason
+from .tasks import Outcome, Progress, Tries, Videos, attempt, died_twice, settle, stop_reason
 
 _progress_queue: Any = None
 
@@ -69,9 +69,7 @@ def _one_by_one(fn: Callable, items: list, workers: int,
         if error is not None:
             raise error
         if isinstance(result, WorkerDied):  # twice: a task of one item skips it then
-            if died is None:
-                raise result
-            result = died(task["item"], result.how)
+            result = died_twice(task["item"], result, died)
         results[int(task["name"])] = result
     yield from (results[i] for i in range(len(items)))
 
@@ -192,7 +190,7 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
                 task = todo.popleft()
                 worker = idle.pop() if idle else _Worker(ctx)
                 t = tries[id(task)]
-                args = t.kwargs(kwargs)  # progress is told apart by run
+                args = t.next_run(kwargs)  # progress is told apart by run
                 running[worker.submit(_call, fn, task, t.runs, args)] = task, worker
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in done:

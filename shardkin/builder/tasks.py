@@ -83,8 +83,8 @@ class Tries:
         self.died_at: set[int] = set()
         self.skip: dict[int, str] = {}
 
-    def kwargs(self, kwargs: dict) -> dict:
-        """The keyword arguments of the task's next run (counted): ``skip`` added."""
+    def next_run(self, kwargs: dict) -> dict:
+        """Count the task's next run; its keyword arguments: ``kwargs``, ``skip`` added."""
         self.runs += 1
         return {**kwargs, "skip": dict(self.skip)} if self.skip else kwargs
 
@@ -113,3 +113,11 @@ def settle(task: dict, tries: Tries, videos: Videos, result: Any, error: BaseExc
         tries.failed += 1
         return None
     return task, None, error
+
+
+def died_twice(item: Any, error: WorkerDied, died: Callable[[Any, str], Any] | None) -> Any:
+    """What an ordered map (the probes) gives for an item whose worker died on it twice:
+    ``died(item, how it died)``; without ``died``, ``error`` is raised."""
+    if died is None:
+        raise error
+    return died(item, error.how)

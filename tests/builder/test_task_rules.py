@@ -11,7 +11,7 @@ TASK = {"name": "train-000000.tar"}
 
 def _run(tries: Tries, videos: Videos, reported: int, result=None, error=None):
     """One run of TASK that reported ``reported`` videos, then ended so."""
-    kwargs = tries.kwargs({"decode_threads": 1})
+    kwargs = tries.next_run({"decode_threads": 1})
     for _ in range(reported):
         videos(TASK["name"], tries.runs, 1, 10)
     return kwargs, settle(TASK, tries, videos, result, error, retries=2)
