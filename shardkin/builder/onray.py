@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..format.options import ExecutionOptions
-from .errors import BuildError, WorkerDied
+from .errors import WorkerDied
 from .lifecycle import keep_signal_handlers
 from .tasks import (
     Outcome,
@@ -25,7 +25,6 @@ from .tasks import (
     Tries,
     Videos,
     attempt,
-    died_twice,
     settle,
     stop_reason,
 )
@@ -53,10 +52,6 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
             ray.init(address=address, log_to_driver=False)
 
 
-def _apply(fn: Callable, item: Any) -> Any:
-    return fn(item)
-
-
 def _error(ray: Any, error: BaseException, stopped: str | None = None) -> BaseException:
     """The error of a Ray task: :class:`WorkerDied` when its worker process died (or was
     ``stopped``, saying why), the task's own exception when it raised one."""
@@ -68,57 +63,6 @@ def _error(ray: Any, error: BaseException, stopped: str | None = None) -> BaseEx
         return WorkerDied("its Ray worker crashed or was killed; its node's Ray logs say how")
     cause = getattr(error, "cause", None)  # RayTaskError wraps the task's exception
     return cause if isinstance(cause, BaseException) else error
-
-
-def map_ray(fn: Callable, items: Iterable, execution: ExecutionOptions, retries: int = 2,
-            died: Callable[[Any, str], Any] | None = None) -> Iterator:
-    """``map(fn, items)`` as Ray tasks of one CPU each on the cluster at ``ray_address``, in
-    order; at most two tasks a CPU in flight, so that the driver holds few items and
-    results at once (probing a Kinetics-700-sized split). An item whose worker dies twice
-    gives ``died(item, how it died)`` (without ``died``: raises :class:`WorkerDied`); one
-    that raises is tried ``retries`` more times."""
-    connect_ray(execution.ray_address, execution.workers)  # the build's own cluster, if local
-    import ray
-
-    remote = ray.remote(num_cpus=1, max_retries=0)(_apply)
-    ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    pending: deque = deque()  # (item, ref), in order
-
-    def result() -> Any:
-        """The first pending item's result, its runs settled by the executors' rules
-        (:func:`~.tasks.settle`; its ref stays pending until then)."""
-        tries, nothing = Tries(), Videos(lambda clips, nbytes: None)
-        while True:
-            item, ref = pending[0]
-            tries.next_run({})
-            try:
-                value = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - settled below
-                error = _error(ray, e)
-            else:
-                pending.popleft()
-                return value
-            final = settle({"name": ""}, tries, nothing, None, error, retries)
-            if final is None and not tries.skip:  # to run again
-                pending[0] = (item, remote.remote(fn, item))
-                continue
-            pending.popleft()
-            if final is None:  # its worker died on it twice
-                return died_twice(item, WorkerDied(tries.skip[0]), died)
-            raise BuildError(f"a Ray task failed {retries + 1} times: {type(error).__name__}: "
-                             f"{error} (is shardkin installed on every node, with its extras "
-                             "for ROOT's store?)") from None
-
-    try:
-        for item in items:
-            pending.append((item, remote.remote(fn, item)))
-            if len(pending) >= ahead:
-                yield result()
-        while pending:
-            yield result()
-    finally:  # stopped early (an error, Ctrl-C): no probe left running on the cluster
-        for _, ref in pending:
-            ray.cancel(ref, force=True)
 
 
 class _Reports:

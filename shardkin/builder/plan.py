@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -24,9 +25,8 @@ from ..store.locate import splits_in
 from ..store.split import load_manifest
 from . import official
 from .clips import ClipRule, output_size
-from .decode import probe_or_reason
 from .errors import BuildError
-from .executors import local_workers, map_processes, map_ray
+from .executors import local_workers, ordered_map
 from .scan import VideoEntry, find_classes, list_tree, read_annotations, select
 from .source import PROBE_THREADS, Root, as_root, probe_chunk
 
@@ -137,38 +137,31 @@ def gather(root: Root | Path, split: str, options: BuildOptions) -> dict:
 
 
 def _died(path: object, how: str) -> dict:
-    """The probe of a video whose worker process died probing it, twice."""
+    """The probe of a video whose worker process died probing it (or was stopped), twice."""
     return {"error": f"worker process died probing it twice: {how}"}
 
 
 def _probes(root: Root, videos: list[VideoEntry], options: BuildOptions) -> Iterator[dict]:
-    """:func:`~.decode.probe_or_reason` of each video, in order: on local processes, with
-    threads on each for a store (many requests in flight), or as Ray tasks."""
+    """:func:`~.decode.probe_or_reason` of each video, in order, as tasks of the build's
+    executor (its rules: :func:`~.executors.ordered_map`), in chunks: on local processes,
+    each with threads for a store (many requests in flight), or on Ray. A chunk whose
+    worker dies (or is stopped after ``video_timeout`` without a video probed) twice is
+    probed again video by video, and the video that kills its worker is recorded skipped."""
     run = options.execution
-    if run.executor == "local" and not root.remote:
-        paths = [root.video(v.path) for v in videos]
-        yield from map_processes(probe_or_reason, paths, local_workers(run), died=_died)
-        return
     threads = PROBE_THREADS if root.remote else 1
     chunk = PROBE_CHUNK if root.remote else PROBE_CHUNK // 8
-    chunks = ([(v.path, v.size) for v in videos[i:i + chunk]]
-              for i in range(0, len(videos), chunk))
+    chunks = [[(v.path, v.size) for v in videos[i:i + chunk]]
+              for i in range(0, len(videos), chunk)]
     task = partial(probe_chunk, root.url, run.storage_options, threads=threads)
-    if run.executor == "ray":
-        def mapped(fn: Callable, items: Iterable, died: Callable) -> Iterator:
-            return map_ray(fn, items, run, died=died)
-    else:  # a few thousand videos are probed on one process's threads
-        processes = min(local_workers(run), -(-len(videos) // PROBE_PER_PROCESS))
-
-        def mapped(fn: Callable, items: Iterable, died: Callable) -> Iterator:
-            return map_processes(fn, items, processes, chunksize=1, died=died)
+    if run.executor == "local" and root.remote:  # a few thousand videos a process's threads
+        run = replace(run, workers=min(local_workers(run), -(-len(videos) // PROBE_PER_PROCESS)))
 
     def died(chunk: list, how: str) -> list[dict]:  # one of them: each alone then
-        alone = mapped(task, [[v] for v in chunk], lambda one, how: [_died(one, how)])
+        alone = ordered_map(task, [[v] for v in chunk], run,
+                            died=lambda one, how: [_died(one, how)])
         return [probe for probes in alone for probe in probes]
 
-    results = mapped(task, chunks, died)
-    for probes in results:
+    for probes in ordered_map(task, chunks, run, died=died):
         yield from probes
 
 

@@ -1,6 +1,5 @@
 """The local executor: shard tasks on worker processes of this machine, each a pool of its
-own (:func:`run_local`), and an ordered map over processes that outlives a dying worker
-(:func:`map_processes`, the probes)."""
+own (:func:`run_local`)."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -9,7 +8,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from ..format.options import ExecutionOptions
 from .errors import WorkerDied
 from .lifecycle import kill_workers, worker_init
-from .tasks import Outcome, Progress, Tries, Videos, attempt, died_twice, settle, stop_reason
+from .tasks import Outcome, Progress, Tries, Videos, attempt, settle, stop_reason
 
 _progress_queue: Any = None
 
@@ -25,61 +24,6 @@ _progress_queue: Any = None
 def local_workers(execution: ExecutionOptions) -> int:
     """Worker processes of a local build: ``workers``, or one per core."""
     return execution.workers or os.cpu_count() or 1
-
-
-def map_processes(fn: Callable, items: Iterable, workers: int, chunksize: int = 8,
-                  died: Callable[[Any, str], Any] | None = None) -> Iterator:
-    """``map(fn, items)`` over worker processes, in order (one at least: an item that
-    crashes its process must not take the builder with it). A worker that dies breaks
-    the pool: the items that may have been in flight then run one by one on processes of
-    their own (:func:`run_local`), and an item whose process dies twice gives ``died(item,
-    how it died)`` (without ``died``: raises :class:`WorkerDied`); then the rest on a new
-    pool."""
-    items = list(items)
-    workers = max(1, min(workers, len(items)))
-    start = 0
-    while start < len(items):
-        pool = _pool(workers, mp.get_context(start_method()))
-        done = False
-        try:
-            for result in pool.map(fn, items[start:], chunksize=chunksize):
-                start += 1
-                yield result
-            done = True
-        except BrokenProcessPool:
-            done = True  # its processes are gone
-        finally:
-            if done:
-                pool.shutdown()
-            else:  # interrupted, or the caller stopped early
-                kill_workers(pool)
-        if start < len(items):  # the pool broke: the chunks it may have had in flight
-            window = items[start : start + (workers + 1) * chunksize]
-            yield from _one_by_one(fn, window, workers, died)
-            start += len(window)
-
-
-def _one_by_one(fn: Callable, items: list, workers: int,
-                died: Callable[[Any, str], Any] | None) -> Iterator:
-    """``map(fn, items)`` in order, each item a task of :func:`run_local`."""
-    tasks = [{"name": str(i), "fn": fn, "item": item} for i, item in enumerate(items)]
-    results: dict[int, Any] = {}
-    for task, result, error in run_local(_item, tasks, lambda clips, nbytes: None,
-                                         ExecutionOptions(workers=workers)):
-        if error is not None:
-            raise error
-        if isinstance(result, WorkerDied):  # twice: a task of one item skips it then
-            result = died_twice(task["item"], result, died)
-        results[int(task["name"])] = result
-    yield from (results[i] for i in range(len(items)))
-
-
-def _item(task: dict, progress: Progress, decode_threads: int,
-          skip: dict[int, str] | None = None) -> Any:
-    """:func:`_one_by_one`'s task: ``fn(item)``, or the death it is to skip."""
-    if skip:
-        return WorkerDied(skip[0])
-    return task["fn"](task["item"])
 
 
 def start_method() -> str:

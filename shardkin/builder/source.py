@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -284,13 +285,17 @@ class _Guarded(io.RawIOBase):
 
 
 def probe_chunk(root: str, storage_options: dict[str, Any] | None,
-                videos: list[tuple[str, int | None]], threads: int = PROBE_THREADS) -> list[dict]:
+                videos: list[tuple[str, int | None]], threads: int = PROBE_THREADS,
+                beat: Callable[[], None] | None = None) -> list[dict]:
     """:func:`~.decode.probe_or_reason` of each (path, size) of ``videos`` under ``root``,
-    ``threads`` at once; one task of a local or Ray probe."""
+    ``threads`` at once, calling ``beat()`` after each; one task of a local or Ray probe."""
     source = Root(root, storage_options)
 
     def one(video: tuple[str, int | None]) -> dict:
-        return probe_or_reason(source.video(*video, probing=True))
+        probe = probe_or_reason(source.video(*video, probing=True))
+        if beat is not None:
+            beat()
+        return probe
 
     if threads <= 1 or len(videos) < 2:
         return [one(v) for v in videos]

@@ -68,8 +68,9 @@ def heartbeat(progress: Progress | None, timeout: float | None) -> Callable[[], 
 
 
 def stop_reason(timeout: float) -> str:
-    """Why a run was stopped by ``video_timeout`` (its video skipped after two stops)."""
-    return f"stopped after {timeout:g} s without a new clip"
+    """Why a run was stopped by ``video_timeout`` (its video skipped after two stops): no
+    progress (a new clip, a probed video) in that time."""
+    return f"stopped after {timeout:g} s without progress"
 
 
 class Tries:

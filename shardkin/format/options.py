@@ -151,10 +151,10 @@ class ExecutionOptions:
         "local", "run shard tasks on local processes (default) or a Ray cluster",
         choices=EXECUTOR_NAMES)
     video_timeout: float | None = option(
-        None, "seconds a worker may go without making a clip before it is stopped (a decoder "
-              "caught in a loop on a damaged file; a long video that keeps making clips is "
-              "not stopped); a video stopped twice is skipped and recorded (default: no "
-              "limit)")
+        None, "seconds a worker may go without making a clip (or probing a video) before it "
+              "is stopped (a decoder caught in a loop on a damaged file; a long video that "
+              "keeps making clips is not stopped); a video stopped twice is skipped and "
+              "recorded (default: no limit)")
     ray_address: str | None = option(
         None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
               "(default: start a local Ray)")

@@ -15,7 +15,7 @@ from shardkin import Kinetics
 from shardkin.builder import BuildError, build, plan
 from shardkin.builder import shard as shard_module
 from shardkin.builder.clips import ClipRule
-from shardkin.builder.decode import probe_or_reason
+from shardkin.builder.source import probe_chunk
 from shardkin.synth import make_video
 
 from helpers import decode_frames, read_split, segfault
@@ -121,7 +121,7 @@ def test_a_video_whose_decoding_never_ends_is_stopped_and_skipped(made_root, tmp
     m = build(made_root, tmp_path / "out", "train", frames_per_clip=4, workers=2,
               video_timeout=3, progress=False)
     assert m["skipped"] == [{"path": "train/bowling/d_60.webm", "reason": "worker process "
-                             "died on it twice: stopped after 3 s without a new clip"}]
+                             "died on it twice: stopped after 3 s without progress"}]
     assert len(m["videos"]) == 5
 
 
@@ -177,22 +177,37 @@ def test_a_video_that_kills_its_worker_is_skipped(made_root, tmp_path, monkeypat
         np.testing.assert_array_equal(g["video.npy"], w["video.npy"])
 
 
-def _probe_crashes_on_one(path):
-    """``probe_or_reason``, but probing b_2997.mkv crashes the process."""
-    if str(path).endswith("b_2997.mkv"):
-        segfault()
-    return probe_or_reason(path)
+def _probe_fails_on_one(root, options, videos, threads=1, beat=None):
+    """``probe_chunk``, but probing b_2997.mkv crashes the process, or with a heartbeat
+    (a timeout set) never ends."""
+    if any(path.endswith("b_2997.mkv") for path, _ in videos):
+        if beat is None:
+            segfault()
+        time.sleep(600)  # a demuxer caught in a loop
+    return probe_chunk(root, options, videos, threads=threads, beat=beat)
 
 
 def test_a_video_that_kills_its_probe_is_skipped(made_root, tmp_path, monkeypatch):
     kw = dict(frames_per_clip=4, step_between_clips=4, workers=2, progress=False)
     whole = build(made_root, tmp_path / "whole", "train", **kw)
-    monkeypatch.setattr(plan, "probe_or_reason", _probe_crashes_on_one)
+    monkeypatch.setattr(plan, "probe_chunk", _probe_fails_on_one)
     m = build(made_root, tmp_path / "out", "train", **kw)
     assert m["skipped"] == [{"path": "train/archery/b_2997.mkv",
                              "reason": "worker process died probing it twice: SIGSEGV"}]
     assert [v["path"] for v in m["videos"]] == \
         [v["path"] for v in whole["videos"] if v["path"] != "train/archery/b_2997.mkv"]
+
+
+def test_a_probe_that_never_ends_is_stopped_and_skipped(made_root, tmp_path, monkeypatch):
+    """``video_timeout`` covers the probes: a probe caught in a loop is stopped, its chunk
+    is probed again video by video, and its video alone is skipped and recorded."""
+    monkeypatch.setattr(plan, "probe_chunk", _probe_fails_on_one)
+    t = time.monotonic()
+    m = build(made_root, tmp_path / "out", "train", frames_per_clip=4, workers=2,
+              video_timeout=1.5, progress=False)
+    assert m["skipped"] == [{"path": "train/archery/b_2997.mkv", "reason": "worker process "
+                             "died probing it twice: stopped after 1.5 s without progress"}]
+    assert len(m["videos"]) == 5 and time.monotonic() - t < 60
 
 
 def test_nothing_valid_exits_non_zero(bad_root, tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shardkin.builder.errors import WorkerDied
-from shardkin.builder.executors import map_processes, run_local, start_method
+from shardkin.builder.errors import BuildError, WorkerDied
+from shardkin.builder.executors import ordered_map, run_local, start_method
 from shardkin.format.options import ExecutionOptions
 
 
@@ -84,7 +84,7 @@ def test_a_video_stuck_past_the_timeout_is_stopped_and_skipped(tmp_path):
     tasks = [{"name": "stuck", "videos": 3, "hang": 1}, {"name": "ok", "videos": 4}]
     t = time.monotonic()
     results, counted, runs = _run(tasks, tmp_path, workers=2, video_timeout=2.0)
-    assert results == {"stuck": ["ok", "stopped after 2 s without a new clip", "ok"],
+    assert results == {"stuck": ["ok", "stopped after 2 s without progress", "ok"],
                        "ok": ["ok"] * 4}
     assert runs == {"stuck": 3, "ok": 1} and counted == 7
     assert time.monotonic() - t < 30
@@ -102,23 +102,45 @@ def test_a_task_dying_at_changing_places_fails_after_its_retries(tmp_path):
     assert counted == 2 + 2  # the flaky task's first two videos, once each
 
 
-def _square(item: tuple[int, str]) -> int:
+def _square(item: tuple[int, str], beat=None) -> int:
     """``n * n``; item 17 kills its process on every call, item 23 on its first (marked in
-    folder ``marks``)."""
+    folder ``marks``), item 31 never ends (a probe caught in a loop) unless the test sets
+    no timeout."""
     n, marks = item
     first = Path(marks, str(n))
     if n == 17 or (n == 23 and not first.exists()):
         first.touch()
         os.kill(os.getpid(), signal.SIGKILL)
+    if n == 31 and beat is not None:
+        time.sleep(600)
     return n * n
 
 
-def test_map_over_processes_survives_an_item_that_kills_them(tmp_path):
+def test_ordered_map_survives_an_item_that_kills_its_process(tmp_path):
     """In order, every result in place; the item that kills its process every time gives
     ``died(item, how)``, the one that killed it once its result."""
     items = [(n, str(tmp_path)) for n in range(40)]
-    got = list(map_processes(_square, items, 2, chunksize=4,
-                             died=lambda item, how: (item[0], how)))
+    run = ExecutionOptions(workers=2)
+    got = list(ordered_map(_square, items, run, died=lambda item, how: (item[0], how)))
     assert got == [(17, "SIGKILL: out of memory?") if n == 17 else n * n for n in range(40)]
     with pytest.raises(WorkerDied, match=r"died \(SIGKILL: out of memory\?\)"):
-        list(map_processes(_square, items, 2, chunksize=4))
+        list(ordered_map(_square, items, run))
+
+
+def test_ordered_map_stops_an_item_that_never_ends(tmp_path):
+    """With ``video_timeout``, an item that goes that long without a heartbeat is stopped;
+    stopped twice, it gives ``died(item, how)``; the others' results are in place."""
+    items = [(n, str(tmp_path)) for n in range(28, 36)]
+    run = ExecutionOptions(workers=2, video_timeout=1.0)
+    t = time.monotonic()
+    got = list(ordered_map(_square, items, run, died=lambda item, how: (item[0], how)))
+    assert got == [(31, "stopped after 1 s without progress") if n == 31 else n * n
+                   for n in range(28, 36)]
+    assert time.monotonic() - t < 20
+
+
+def test_ordered_map_raises_what_keeps_failing(tmp_path):
+    """An item that raises every time is tried three times, then the map raises."""
+    with pytest.raises(BuildError, match=r"failed, 3 times: TypeError"):
+        list(ordered_map(_square, [(1, str(tmp_path)), (None, str(tmp_path))],
+                         ExecutionOptions(workers=1)))

@@ -165,7 +165,7 @@ def test_videos_that_kill_or_hang_their_worker_are_skipped(made_root, tmp_path, 
         {"path": "train/archery/b_2997.mkv", "reason": "worker process died on it twice: its "
          "Ray worker crashed or was killed; its node's Ray logs say how"},
         {"path": "train/bowling/d_60.webm",
-         "reason": "worker process died on it twice: stopped after 4 s without a new clip"}]
+         "reason": "worker process died on it twice: stopped after 4 s without progress"}]
     whole = build(made_root, tmp_path / "local", "train", workers=2, **kw)
     kept = [v for v in whole["videos"] if not v["path"].endswith(tuple(bad))]
     assert [(v["path"], v["clips"]) for v in on_ray["videos"]] == \
@@ -182,22 +182,28 @@ def test_videos_that_kill_or_hang_their_worker_are_skipped(made_root, tmp_path, 
         np.testing.assert_array_equal(g["video.npy"], w["video.npy"])
 
 
-def test_a_video_that_kills_its_probe_on_ray_is_skipped(made_root, tmp_path, ray_cluster,
-                                                        monkeypatch):
-    """Its chunk of videos is probed again video by video; it alone is skipped."""
-    def probe_chunk(root, options, videos, threads=1):
-        if any(path.endswith("b_2997.mkv") for path, _ in videos):
-            _dies("crash")
+def test_videos_that_kill_or_hang_their_probe_on_ray_are_skipped(made_root, tmp_path,
+                                                                 ray_cluster, monkeypatch):
+    """A chunk of videos whose probe task dies, or is stopped after ``video_timeout``, twice
+    is probed again video by video; the video that crashes its worker and the one whose
+    probe never ends alone are skipped, with how."""
+    def probe_chunk(root, options, videos, threads=1, beat=None):
+        for path, _ in videos:
+            for end, how in {"b_2997.mkv": "crash", "d_60.webm": "hang"}.items():
+                if path.endswith(end):
+                    _dies(how)
         from shardkin.builder import source
 
-        return source.probe_chunk(root, options, videos, threads=threads)
+        return source.probe_chunk(root, options, videos, threads=threads, beat=beat)
 
     monkeypatch.setattr(plan, "probe_chunk", probe_chunk)
-    m = build(made_root, tmp_path / "ray", "train", executor="ray", **KW)
-    assert m["skipped"] == [{"path": "train/archery/b_2997.mkv", "reason": "worker process "
-                             "died probing it twice: its Ray worker crashed or was killed; "
-                             "its node's Ray logs say how"}]
-    assert len(m["videos"]) == 5
+    m = build(made_root, tmp_path / "ray", "train", executor="ray", video_timeout=4, **KW)
+    assert m["skipped"] == [
+        {"path": "train/archery/b_2997.mkv", "reason": "worker process died probing it twice: "
+         "its Ray worker crashed or was killed; its node's Ray logs say how"},
+        {"path": "train/bowling/d_60.webm",
+         "reason": "worker process died probing it twice: stopped after 4 s without progress"}]
+    assert len(m["videos"]) == 4
 
 
 def test_task_that_keeps_failing_is_reported(made_root, tmp_path, ray_cluster, monkeypatch):
