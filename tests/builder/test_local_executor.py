@@ -131,10 +131,10 @@ def test_ordered_map_stops_an_item_that_never_ends(tmp_path):
     """With ``video_timeout``, an item that goes that long without a heartbeat is stopped;
     stopped twice, it gives ``died(item, how)``; the others' results are in place."""
     items = [(n, str(tmp_path)) for n in range(28, 36)]
-    run = ExecutionOptions(workers=2, video_timeout=1.0)
+    run = ExecutionOptions(workers=2, video_timeout=2.0)
     t = time.monotonic()
     got = list(ordered_map(_square, items, run, died=lambda item, how: (item[0], how)))
-    assert got == [(31, "stopped after 1 s without progress") if n == 31 else n * n
+    assert got == [(31, "stopped after 2 s without progress") if n == 31 else n * n
                    for n in range(28, 36)]
     assert time.monotonic() - t < 20
 

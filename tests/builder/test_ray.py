@@ -241,6 +241,12 @@ def test_two_nodes_build_from_a_bucket_to_a_bucket(made_root, tmp_path, ray_clus
     def build_shard(task, **kwargs):
         node = ray.get_runtime_context().get_node_id()
         (ran / f"shard-{node}-{task['name']}").touch()
+        # holds its node's one CPU until a shard has started on the other node too, so the
+        # tasks are spread whatever the timing (a busy machine starts Ray workers slowly)
+        until = time.monotonic() + 60
+        while len({p.name.split("-", 2)[1] for p in ran.glob("shard-*")}) < 2 \
+                and time.monotonic() < until:
+            time.sleep(0.05)
         return real_shard(task, **kwargs)
 
     def probe_chunk(*args, **kwargs):
