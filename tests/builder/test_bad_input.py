@@ -198,6 +198,17 @@ def test_a_video_that_kills_its_probe_is_skipped(made_root, tmp_path, monkeypatc
         [v["path"] for v in whole["videos"] if v["path"] != "train/archery/b_2997.mkv"]
 
 
+def test_a_probe_chunk_beats_after_each_video(made_root):
+    videos = [(str(p.relative_to(made_root)), None) for p in sorted(made_root.rglob("*.*"))
+              if p.suffix in {".mp4", ".mkv", ".avi", ".webm", ".mov"}]
+    beats = []
+    for threads in (1, 3):
+        probes = probe_chunk(str(made_root), None, videos, threads=threads,
+                             beat=lambda: beats.append(1))
+        assert len(probes) == len(videos) > 3 and all("fps" in p for p in probes)
+    assert len(beats) == 2 * len(videos)
+
+
 def test_a_probe_that_never_ends_is_stopped_and_skipped(made_root, tmp_path, monkeypatch):
     """``video_timeout`` covers the probes: a probe caught in a loop is stopped, its chunk
     is probed again video by video, and its video alone is skipped and recorded."""

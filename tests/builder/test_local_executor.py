@@ -139,6 +139,20 @@ def test_ordered_map_stops_an_item_that_never_ends(tmp_path):
     assert time.monotonic() - t < 20
 
 
+def _slow(item: int, beat=None) -> int:
+    """Four steps of 0.8 s, a heartbeat after each (a chunk of slow probes)."""
+    for _ in range(4):
+        time.sleep(0.8)
+        beat()
+    return item
+
+
+def test_ordered_map_does_not_stop_an_item_that_keeps_beating():
+    """3.2 s in all under a 2 s timeout: its heartbeats keep it going."""
+    assert list(ordered_map(_slow, [1, 2], ExecutionOptions(workers=2, video_timeout=2.0))) \
+        == [1, 2]
+
+
 def test_ordered_map_raises_what_keeps_failing(tmp_path):
     """An item that raises every time is tried three times, then the map raises."""
     with pytest.raises(BuildError, match=r"failed, 3 times: TypeError"):
