@@ -23,7 +23,7 @@ from ..format.options import ExecutionOptions
 from .errors import BuildError, PermanentError, WorkerDied
 from .onray import connect_ray, run_ray
 from .processes import local_workers, run_local, start_method
-from .tasks import Executor, Outcome, Progress, died_twice, heartbeat
+from .tasks import Executor, Outcome, Progress, heartbeat
 
 EXECUTORS: dict[str, Executor] = {"local": run_local, "ray": run_ray}
 
@@ -50,7 +50,9 @@ def ordered_map(fn: Callable, items: Iterable, execution: ExecutionOptions, *,
                         "store?)" if execution.executor == "ray" else "")
                 raise BuildError(f"a task failed{tried}: {type(error).__name__}: {error}{hint}")
             if isinstance(result, WorkerDied):  # twice on this item: it is skipped then
-                result = died_twice(task["item"], result, died)
+                if died is None:
+                    raise result
+                result = died(task["item"], result.how)
             finished[int(task["name"])] = result
             while given in finished:
                 yield finished.pop(given)

@@ -114,11 +114,3 @@ def settle(task: dict, tries: Tries, videos: Videos, result: Any, error: BaseExc
         tries.failed += 1
         return None
     return task, None, error
-
-
-def died_twice(item: Any, error: WorkerDied, died: Callable[[Any, str], Any] | None) -> Any:
-    """What an ordered map (the probes) gives for an item whose worker died on it twice:
-    ``died(item, how it died)``; without ``died``, ``error`` is raised."""
-    if died is None:
-        raise error
-    return died(item, error.how)
