@@ -17,7 +17,7 @@ batches of ``--batch-size``, through ``make_loader``, each timed for ``--seconds
 warm-up; clips/s, and CPU core-seconds a clip (user + system of the main process, all its
 threads, and the DataLoader workers, over the timed batches):
 
-(a) CPU decode in N worker processes (N = ``--cpu-workers``, default 1 2 4 8 15): the
+(a) CPU decode in N worker processes (N = ``--cpu-workers``, default 1,2,4,8,15): the
     workers decode (libjpeg-turbo), batches pinned and copied to the GPU;
 (b) GPU decode with N = 1 and 2 workers: ``decode_device="cuda"``, the workers only pack
     the JPEG bytes, the main process decodes each batch with nvJPEG (torchvision);
@@ -268,8 +268,10 @@ def main() -> None:
     ap.add_argument("--prepare", type=Path, metavar="DIR", help="build DIR/train, get wheels")
     ap.add_argument("--root", type=Path, default=REAL, help="videos for --prepare")
     ap.add_argument("--cpu-only", action="store_true", help="no GPU: the dry run (see above)")
-    ap.add_argument("--cpu-workers", default="1,2,4,8,15")
-    ap.add_argument("--gpu-workers", default="1,2")
+    ap.add_argument("--cpu-workers", default="1,2,4,8,15",
+                    help="worker counts of the CPU rows, comma-separated")
+    ap.add_argument("--gpu-workers", default="1,2",
+                    help="worker counts of the GPU rows, comma-separated")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--clips", type=int, default=2048, help="clips an epoch")
     ap.add_argument("--seconds", type=float, default=10.0, help="time each row this long")
