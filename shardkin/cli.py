@@ -37,7 +37,7 @@ splits), or of --classes-from's list. Frames and fps are torchvision 0.28's
 
 
 def _add_build(sub: argparse._SubParsersAction) -> None:
-    from .format.options import comma_list, command_line
+    from .format.flags import comma_list, command_line
 
     p = sub.add_parser("build", help="build clip shards from a video tree",
                        description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,7 +81,7 @@ def _build_splits(args: argparse.Namespace) -> list[str]:
     """Build each split asked for; returns those that got no clip."""
     from .builder import BuildError, build
     from .builder.scan import find_splits
-    from .format.options import command_line
+    from .format.flags import command_line
 
     options = {flag.dest: getattr(args, flag.dest) for flag in command_line()}
     splits = args.split or ([] if args.annotations else find_splits(args.root))

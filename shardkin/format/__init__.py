@@ -12,7 +12,8 @@ A build of a split is a folder of plain tar shards, ``index.npy`` and ``manifest
   knows nothing of samples; :mod:`.samples`: members grouped into samples, the one
   grouping every reader and ``verify`` use.
 - :mod:`.manifest`: the manifest as typed records, ``FORMAT_VERSION`` and the index layout;
-  :mod:`.options`: the build options the manifest records.
+  :mod:`.options`: the build options the manifest records; :mod:`.flags`: ``shardkin
+  build``'s flags, made from them.
 - :mod:`.checks`: the format's checks, each in one place: what a clip's frames and sound
   must be, and a sample's bytes against the checksum its index row keeps (``SampleHash``).
 """

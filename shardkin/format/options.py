@@ -3,7 +3,7 @@ arguments of :func:`shardkin.build`) to the manifest's ``options``, which reader
 
 Each option is a field of a group, and the field's metadata is its command-line flag
 (help text, and choices where it has some): ``shardkin build``'s flags are made from
-these fields (:func:`command_line`), so adding an option means adding its field here
+these fields (:func:`~.flags.command_line`), so adding an option means adding its field here
 and its argument to :func:`shardkin.build`. The clips, resize, audio, selection and
 storage groups are recorded in the manifest (:meth:`BuildOptions.to_manifest`);
 execution options change how a build runs, never its bytes, and are not. An option
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field, fields, replace
-from types import UnionType
-from typing import Any, ClassVar, NamedTuple, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 from .audio import AUDIO_CODECS, FLAC, NONE
 from .audio import RAW as RAW_AUDIO
@@ -269,51 +268,6 @@ def older_options() -> dict[str, Any]:
 def option_names() -> list[str]:
     """The name of every option (the keyword arguments of :func:`shardkin.build`)."""
     return [f.name for group in option_groups().values() for f in fields(group)]
-
-
-class Flag(NamedTuple):
-    """One ``shardkin build`` flag: its group title, spelling, option name and the other
-    arguments of ``argparse``'s ``add_argument`` (help, default, type, choices, action)."""
-
-    title: str
-    flag: str
-    dest: str
-    kwargs: dict[str, Any]
-
-
-def command_line() -> list[Flag]:
-    """The ``shardkin build`` flag of every option that has one, in ``--help``'s order."""
-    flags = []
-    for group in option_groups().values():
-        hints = get_type_hints(group)
-        for f in fields(group):
-            meta = f.metadata
-            if meta["help"] is None:
-                continue
-            kwargs: dict[str, Any] = {"help": meta["help"], "default": f.default}
-            if hints[f.name] is bool:
-                kwargs["action"] = "store_false" if f.default else "store_true"
-            elif meta["choices"]:
-                kwargs["choices"] = meta["choices"]
-            elif (parse := _parser(hints[f.name])) is not None:
-                kwargs["type"] = parse
-            flags.append(Flag(meta["title"] or group.TITLE,
-                              meta["flag"] or "--" + f.name.replace("_", "-"), f.name, kwargs))
-    return flags
-
-
-def comma_list(text: str) -> list[str]:
-    """``'a, b,,c'`` -> ``['a', 'b', 'c']``: how flags take lists."""
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _parser(hint: Any) -> Callable[[str], Any] | None:
-    """How a flag's text becomes the value of a field of type ``hint`` (None: as text)."""
-    base = next(a for a in (get_args(hint) if isinstance(hint, UnionType) else (hint,))
-                if a is not type(None))
-    if get_origin(base) is tuple:
-        return comma_list
-    return base if base in (int, float) else None
 
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,

@@ -11,13 +11,8 @@ import pytest
 from shardkin.builder import BuildError, build
 from shardkin.builder.executors import EXECUTORS
 from shardkin.builder.plan import class_list
-from shardkin.format.options import (
-    EXECUTOR_NAMES,
-    BuildOptions,
-    ExecutionOptions,
-    command_line,
-    option_groups,
-)
+from shardkin.format.flags import command_line
+from shardkin.format.options import EXECUTOR_NAMES, BuildOptions, ExecutionOptions, option_groups
 
 from helpers import check_against_source, read_split
 
