@@ -7,7 +7,7 @@ must be installed on every node; Ray is imported only when it is used.
 The driver, not Ray, retries a task, with the local executor's rules (:mod:`.tasks`):
 each task reports every video it finishes to a small actor, so the driver knows which
 video a worker that died was on (skipped after two deaths there) and which has gone
-longer than ``video_timeout`` without a new clip (stopped)."""
+longer than ``video_timeout`` without progress, a clip or a heartbeat (stopped)."""
 from __future__ import annotations
 
 import os

@@ -116,8 +116,8 @@ def run_local(fn: Callable, tasks: list, on_progress: Progress, execution: Execu
     task whose process died on a new process. A video whose process dies twice (a crash
     in its decoder, or out of memory) is passed to ``fn`` to be skipped (``skip``: its
     position in the task, and how the process died), so its shard's other videos are
-    built. With ``video_timeout``, a process that goes longer without a new clip (no
-    progress reported, heartbeats included: :func:`~.tasks.heartbeat`) is killed: that
+    built. With ``video_timeout``, a process that goes longer without progress (no
+    clip reported, heartbeats included: :func:`~.tasks.heartbeat`) is killed: that
     counts as its death."""
     workers = local_workers(execution)
     kwargs["decode_threads"] = execution.decode_threads or max(1, (os.cpu_count() or 1) // workers)

@@ -51,9 +51,10 @@ class Videos:
 
 
 def heartbeat(progress: Progress | None, timeout: float | None) -> Callable[[], None] | None:
-    """What a task calls after each clip it makes: ``progress(None, 0)``, at most every
-    ``BEAT`` seconds (a quarter of ``timeout`` when that is shorter), so that a long video
-    still making clips is not taken for a stuck one; None without a ``timeout``."""
+    """What a task calls after each clip it makes (a probe: each video it probes):
+    ``progress(None, 0)``, at most every ``BEAT`` seconds (a quarter of ``timeout`` when
+    that is shorter), so that a long video still making clips is not taken for a stuck
+    one; None without a ``timeout``."""
     if progress is None or timeout is None:
         return None
     every, last = min(BEAT, timeout / 4), time.monotonic()
