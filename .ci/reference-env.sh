@@ -139,6 +139,7 @@ if sys.argv[1] == "1":
     print(f"pytorchvideo {pytorchvideo.__version__}")
 EOF
 # shardkin's own dependencies, so that tests run shardkin from the source tree (PYTHONPATH)
-# beside the real torchvision in this environment
-"${PIP[@]}" "tqdm>=4.60" "braceexpand>=0.1.7" "xxhash>=3.0"
+# beside the real torchvision in this environment (numba: the presets' one pass, its `fast`
+# extra)
+"${PIP[@]}" "tqdm>=4.60" "braceexpand>=0.1.7" "xxhash>=3.0" "numba>=0.61"
 log "ok: activate with  source $REF_VENV/bin/activate"

@@ -24,8 +24,9 @@ Each run, in turn (``--runs`` runs; ranges over them):
      (torchvision's decoders' layout: the baseline of every ratio) and the train preset
      on shardkin's clips (views of ``[T, H, W, C]`` memory, on which it is much slower);
    - shardkin's presets per clip (on shardkin's clips), batched (``batch``, float on
-     the CPU), and the device path's two parts: the uint8 crop and flip written into the
-     batch (``in_workers()``, per-sample windows: the CPU side) and the float part
+     the CPU), the same two on torch's passes (what they run without numba: the one
+     pass's gain, run by run), and the device path's two parts: the uint8 crop and flip
+     written into the batch (``in_workers()``, per-sample windows: the CPU side) and the float part
      (``normalize_batch``: what the GPU does, here on the CPU for scale); and the CPU
      side with the flips left to the device (``in_workers(flip_on_device=True)``: the
      uint8 crops and their flags);
@@ -39,10 +40,10 @@ Each run, in turn (``--runs`` runs; ranges over them):
    worth (page cache warm), each timed ``--seconds`` after a warm-up: reading and
    decoding, then the reference train preset as the dataset's ``transform`` (on the clip
    made contiguous first, as torchvision's decoders give it: on shardkin's views it is
-   slower still), shardkin's
-   per-clip preset as ``transform``, shardkin's batched preset in the workers
-   (``batch_transform=in_workers(to_float=True)``), the device path's worker side
-   (``in_workers()``: uint8 crops; and with ``flip_on_device=True``), and reading alone;
+   slower still), shardkin's per-clip preset as ``transform``, shardkin's batched preset
+   in the workers (``batch_transform=in_workers(to_float=True)``; and on torch's passes),
+   the device path's worker side (``in_workers()``: uint8 crops; and with
+   ``flip_on_device=True``), and reading alone;
    all with ``decode_audio=False`` (the recipe drops the sound), and reading alone with it.
    Per core = clips / CPU seconds of the main process and the workers together (user +
    system, measured); "host" counts the workers only (what a CPU feeding a GPU spends).
@@ -72,6 +73,7 @@ from shardkin.transforms import (  # noqa: E402
     Crops,
     VideoClassificationPresetEval,
     VideoClassificationPresetTrain,
+    onepass,
 )
 
 MEAN = (0.43216, 0.394666, 0.37645)
@@ -147,12 +149,20 @@ def per_clip_ms(rows: dict[str, Callable[[int], int]], parts: int,
     return {name: spent[name] / clips[name] * 1e3 for name in rows}
 
 
+def on_torchs_passes() -> VideoClassificationPresetTrain:
+    """The train preset on torch's passes, what it runs without numba (its one pass off)."""
+    preset = VideoClassificationPresetTrain(crop_size=CROP, resize_size=RESIZE)
+    preset._pass = None
+    return preset
+
+
 def transform_rows(stored: torch.Tensor, batch: int) -> tuple[dict[str, Callable], int]:
     """Part 1's rows over the clips ``stored`` ``[N, T, H, W, C]``, in parts of ``batch``
     clips; and the number of parts."""
     ref_train, ref_eval = reference_presets()
     train = VideoClassificationPresetTrain(crop_size=CROP, resize_size=RESIZE)
     evaluation = VideoClassificationPresetEval(crop_size=CROP, resize_size=RESIZE)
+    passes = on_torchs_passes()
     views = stored.permute(0, 1, 4, 2, 3)  # shardkin's [T, C, H, W] clips
     batches = [views[i : i + batch] for i in range(0, len(views), batch)]
     contiguous = [b.contiguous() for b in batches]
@@ -191,6 +201,9 @@ def transform_rows(stored: torch.Tensor, batch: int) -> tuple[dict[str, Callable
         "shardkin eval, per clip": each(evaluation, batches),
         "shardkin eval, batched (float on CPU)": batched(
             lambda i: evaluation.batch(batches[i], alloc=alloc)),
+        "shardkin train, per clip, torch's passes": each(passes, batches),
+        "shardkin train, batched, torch's passes": batched(
+            lambda i: passes.batch(batches[i], alloc=alloc)),
     }
     rows.update(pytorchvideo_rows())
     return rows, len(batches)
@@ -298,6 +311,9 @@ def pipelines(manifest: Path, workers: int, batch: int, seconds: float) -> dict[
         "shardkin batched in workers": measure(
             dataset(), workers, batch, seconds, model,
             batch_transform=train.in_workers(to_float=True)),
+        "the same on torch's passes": measure(
+            dataset(), workers, batch, seconds, model,
+            batch_transform=on_torchs_passes().in_workers(to_float=True)),
         "device path: uint8 crops": measure(
             dataset(), workers, batch, seconds, crops, batch_transform=train.in_workers()),
         "device path, flips on the device": measure(
@@ -345,7 +361,8 @@ def main() -> None:
     stored = load_clips(splits["raw"], 64)
     w, b = args.workers, args.batch_size
     print(f"real clips at 128x171 ({len(stored)} held for part 1), {os.cpu_count()} cores, "
-          f"{w} DataLoader workers, batch {b}, {args.runs} runs")
+          f"{w} DataLoader workers, batch {b}, {args.runs} runs, the presets' one pass "
+          f"{'on' if onepass.enabled() else 'off (numba not installed, or SHARDKIN_JIT=0)'}")
     ms: dict[str, list[float]] = {}
     rates: dict[str, list[Rate]] = {}
     for run in range(args.runs):
@@ -391,6 +408,11 @@ def transforms(ms: dict[str, list[float]]) -> None:
             (train, "reference train, shardkin's clips", 0)):
         print(f"    {name:44s} {ratio(base, name):>24s}" + (f"  (goal >= {goal}x)" if goal else
                                                             "  (the reference on views)"))
+    print("  the one pass (numba) against torch's passes, per core (run by run):")
+    for one, torchs in (("shardkin train, per clip", "shardkin train, per clip, torch's passes"),
+                        ("shardkin train, batched (float on CPU)",
+                         "shardkin train, batched, torch's passes")):
+        print(f"    {one:44s} {ratio(torchs, one):>24s}")
 
 
 def whole(rates: dict[str, list[Rate]]) -> None:
@@ -405,6 +427,10 @@ def whole(rates: dict[str, list[Rate]]) -> None:
             values = rates[f"{codec}: {name}"]
             print(f"  {codec}: {name} / reference, per core: "
                   f"{spread([v.per_core / r.per_core for v, r in zip(values, ref)], '.2f')}")
+        one, torchs = (rates[f"{codec}: {n}"] for n in ("shardkin batched in workers",
+                                                        "the same on torch's passes"))
+        print(f"  {codec}: batched in workers, the one pass / torch's passes, per core: "
+              f"{spread([o.per_core / t.per_core for o, t in zip(one, torchs)], '.2f')}")
         for name in ("device path: uint8 crops", "device path, flips on the device"):
             host = rates[f"{codec}: {name}"]
             print(f"  {codec}: {name}, host / reference, per core: "

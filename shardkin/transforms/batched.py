@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import ops
+from . import onepass, ops
 from .windows import Window, crop_into, cut, empty_like_layout
 from .workers import Crops, InWorkers
 
@@ -26,6 +26,11 @@ class BatchedPreset:
         self._mean = ops.channel_constants(mean, "mean")
         self._std = ops.channel_constants(std, "std")
         ops.check_std(self._std)
+        # the one pass (:mod:`.onepass`) is for 3 channels: one mean or std is for all three;
+        # made ready here, so that DataLoader workers forked after have it
+        three = [t.expand(3) if len(t) == 1 else t for t in (self._mean, self._std)]
+        self._pass = (onepass.constants(*three, self.crop[1])
+                      if all(len(t) == 3 for t in three) and onepass.warm() else None)
 
     def _at_size(self, video: torch.Tensor) -> bool:
         h, w = video.shape[-2:]
@@ -40,6 +45,28 @@ class BatchedPreset:
         if x.data_ptr() == crop.data_ptr():
             x = x.clone()
         return ops.normalize_(x, self._mean, self._std)
+
+    def _cut_normalized(self, video: torch.Tensor, window: Window) -> torch.Tensor:
+        """``video``'s (``[T, C, H, W]``) crop at ``window``, converted and normalized: a new
+        float32 ``[T, C, h, w]``; in one pass where :mod:`.onepass` takes it."""
+        if self._pass is not None and onepass.applies(video):
+            return onepass.crop_normalize(video, window, self.crop, self._pass)
+        return self._normalized(cut(video, window, self.crop))
+
+    def _into(self, out: torch.Tensor, video: torch.Tensor, windows: Sequence[Window],
+              crop: tuple[int, int]) -> torch.Tensor:
+        """Each clip of uint8 ``video`` (``[B, T, C, H, W]``, on the CPU) cut at its window,
+        converted and normalized into float32 ``out`` (``[B, C, T, h, w]``): clip by clip,
+        so that the passes stay in the caches; in one pass where :mod:`.onepass` takes it."""
+        if (self._pass is not None and crop == self.crop
+                and onepass.applies(video[0], out[0].transpose(0, 1))):
+            for o, clip, window in zip(out, video, windows):
+                onepass.crop_normalize(clip, window, crop, self._pass, o.transpose(0, 1))
+            return out
+        normalize = self._from_uint8(out[0])
+        for o, clip, window in zip(out, video, windows):
+            normalize(o.copy_(cut(clip, window, crop).transpose(0, 1)))
+        return out
 
     def windows(self, video: torch.Tensor) -> list[Window]:
         """Each clip's window: the center (no draws) unless the preset draws."""
@@ -104,10 +131,8 @@ class BatchedPreset:
         out = self._float_batch(video.shape, video, alloc, memory_format)
         if video.device.type != "cpu":
             return self._whole(out, video)
-        normalize = self._from_uint8(out[0])
-        for o, clip in zip(out, video):  # clip by clip: the passes stay in the caches
-            normalize(o.copy_(clip.transpose(0, 1)))
-        return out
+        whole = Window(0, 0, False)
+        return self._into(out, video, [whole] * len(video), tuple(video.shape[-2:]))
 
     @staticmethod
     def _float_batch(shape: torch.Size, like: torch.Tensor, alloc: Any,
@@ -152,10 +177,7 @@ class BatchedPreset:
         windows = self._windows(video, windows)
         out = self._float_batch((*video.shape[:3], *self.crop), video, alloc,
                                 torch.preserve_format)
-        normalize = self._from_uint8(out[0])
-        for o, clip, window in zip(out, video, windows):  # crop, convert: clip by clip
-            normalize(o.copy_(cut(clip, window, self.crop).transpose(0, 1)))
-        return out
+        return self._into(out, video, windows, self.crop)
 
     def _resized_batch(self, video: torch.Tensor, windows: Sequence[Window] | None,
                        alloc: Any) -> torch.Tensor:

@@ -157,6 +157,11 @@ class Normalizer:
         else:
             rows, shape = 0, tuple(-1 if d == c else 1 for d in range(like.dim()))
         device, values = str(like.device), (tuple(mean.tolist()), tuple(std.tolist()))
+        channels = like.shape[c]  # one value for all channels is broadcast, as by Normalize
+        values = tuple(v * channels if len(v) == 1 else v for v in values)
+        if any(len(v) != channels for v in values):
+            raise ValueError(f"mean and std need a value for each of the {channels} channels "
+                             f"or one for all, got {len(mean)} and {len(std)}")
         self.fused = from_uint8 and like.device.type == "cpu"
         self.divide = from_uint8 and not self.fused
         negated = tuple(-m for m in values[0])  # exact: a float32 negated

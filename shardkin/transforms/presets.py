@@ -14,10 +14,10 @@ Flip, crop and the per-pixel normalization commute, and a resize to the size a c
 already has returns it unchanged (torchvision's ``F.resize`` returns its input), so each
 preset crops first, on uint8 where the input is at ``resize_size``, and converts and
 normalizes only the crop with the same float32 operations (``/ 255``, ``- mean``,
-``/ std``): the same values bit for bit, from the same random draws (the flip's
-``torch.rand(1)``, then the crop's two ``torch.randint``; a crop drawn on the flipped
-image has its column offset mirrored). Elsewhere the input is resized exactly as the
-original does first.
+``/ std``; on the CPU in one compiled pass where numba is installed, :mod:`.onepass`):
+the same values bit for bit, from the same random draws (the flip's ``torch.rand(1)``,
+then the crop's two ``torch.randint``; a crop drawn on the flipped image has its column
+offset mirrored). Elsewhere the input is resized exactly as the original does first.
 
 Batched forms: :mod:`.batched` (``crop_batch``, ``normalize_batch``, ``batch``,
 ``in_workers``).
@@ -37,7 +37,7 @@ from torch import nn
 
 from . import ops
 from .batched import BatchedPreset
-from .windows import Window, cut, draw_window, empty_like_layout, sample_window
+from .windows import Window, draw_window, empty_like_layout, sample_window
 
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
@@ -60,7 +60,7 @@ class VideoClassificationPresetTrain(BatchedPreset):
         if self._at_size(x):
             h, w = x.shape[-2:]
             window = draw_window(h, w, self.crop, self.hflip_prob)
-            return self._normalized(cut(x, window, self.crop)).permute(1, 0, 2, 3)
+            return self._cut_normalized(x, window).permute(1, 0, 2, 3)
         return self._float_path(x, None)
 
     def _float_path(self, x: torch.Tensor, window: Window | None) -> torch.Tensor:
@@ -68,7 +68,7 @@ class VideoClassificationPresetTrain(BatchedPreset):
         x = ops.resize(ops.to_float(x), self.resize_size, "bilinear", antialias=False)
         h, w = x.shape[-2:]
         window = window or draw_window(h, w, self.crop, self.hflip_prob)
-        return self._normalized(cut(x, window, self.crop)).permute(1, 0, 2, 3)
+        return self._cut_normalized(x, window).permute(1, 0, 2, 3)
 
     def _with_window(self, clip: torch.Tensor, window: Window) -> torch.Tensor:
         return self._float_path(clip, window)
@@ -97,10 +97,12 @@ class VideoClassificationPresetEval(BatchedPreset):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self._at_size(x):
             x = ops.resize(ops.to_float(x), self.resize_size, "bilinear", antialias=False)
-        if not ops.fits(*x.shape[-2:], self.crop):  # padded: zeros after normalizing
+        h, w = x.shape[-2:]
+        if not ops.fits(h, w, self.crop):  # padded: zeros after normalizing
             x = ops.normalize_(ops.to_float(x).clone(), self._mean, self._std)
             return ops.center_crop(x, self.crop).permute(1, 0, 2, 3)
-        return self._normalized(ops.center_crop(x, self.crop)).permute(1, 0, 2, 3)
+        center = Window(*ops.center_window(h, w, self.crop), False)
+        return self._cut_normalized(x, center).permute(1, 0, 2, 3)
 
 
 class VideoClassification(BatchedPreset, nn.Module):
@@ -132,8 +134,12 @@ class VideoClassification(BatchedPreset, nn.Module):
         squeeze = vid.dim() < 5
         if squeeze:
             vid = vid.unsqueeze(0)
-        n, t, c = vid.shape[:3]
-        x = self._normalized(self._cropped(vid))
+        n, t, c, h, w = vid.shape
+        frames = vid.reshape(-1, c, h, w)
+        if self._at_size(frames) and ops.fits(h, w, self.crop):  # the resize is the identity
+            x = self._cut_normalized(frames, Window(*ops.center_window(h, w, self.crop), False))
+        else:
+            x = self._normalized(self._cropped(vid))
         x = x.view(n, t, c, *x.shape[-2:]).permute(0, 2, 1, 3, 4)
         return x.squeeze(0) if squeeze else x
 

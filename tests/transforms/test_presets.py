@@ -1,6 +1,7 @@
 """shardkin.transforms on their own: batched forms equal to the per-clip ones, the uint8 and
-float parts equal to the whole, per-sample windows, errors (the comparison with the real
-torchvision is test_presets_reference.py)."""
+float parts equal to the whole, per-sample windows, errors, each with the one pass and
+with torch's passes (the comparison with the real torchvision is
+test_presets_reference.py)."""
 from __future__ import annotations
 
 import ast
@@ -15,8 +16,19 @@ from shardkin.transforms import (
     VideoClassificationPresetEval,
     VideoClassificationPresetTrain,
     Window,
+    onepass,
     sample_window,
 )
+from shardkin.transforms.windows import cut
+
+
+@pytest.fixture(autouse=True, params=["one pass", "torch passes"])
+def path(request, monkeypatch):
+    """Every test twice: with the one pass (numba, in the test environment) and without."""
+    if request.param == "torch passes":
+        monkeypatch.setattr(onepass, "_kernel", lambda: None)
+    assert onepass.enabled() == (request.param == "one pass")
+    return request.param
 
 
 def batch_of(clips: int, frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -156,3 +168,70 @@ def test_the_float_part_as_a_gpu_does_it_whole_batch():
     for fmt in (torch.preserve_format, torch.contiguous_format):
         whole = train._whole(train._float_batch(crops.shape, crops, None, fmt), crops)
         assert torch.equal(whole, train.normalize_batch(crops))
+
+
+def test_the_one_pass_takes_what_it_can_and_gives_torchs_values(path):
+    train = VideoClassificationPresetTrain(crop_size=(5, 7), resize_size=(9, 13))
+    video = batch_of(1, 3, 9, 13)[0]  # [T, C, H, W] view of [T, H, W, C] memory
+    assert onepass.applies(video) == (path == "one pass")
+    for other in (video.contiguous(), video.float(), video[:, :1], video[:, :, 1:, 1:]):
+        assert not onepass.applies(other)  # [T, C, H, W] memory, float, 1 channel, a view
+    assert not onepass.applies(video, torch.empty(3, 3, 5, 7))  # out not [T, h, w, C]
+    if path == "torch passes":
+        return
+    for window in (Window(0, 0, False), Window(4, 6, True), Window(2, 3, False),
+                   Window(4, 0, True), Window(0, 6, False)):  # every edge, mirrored or not
+        want = train._normalized(cut(video, window, train.crop))
+        got = onepass.crop_normalize(video, window, train.crop, train._pass)
+        assert torch.equal(got, want) and got.stride() == want.stride(), window
+    with pytest.raises(ValueError, match="does not fit"):
+        onepass.crop_normalize(video, Window(5, 0, False), train.crop, train._pass)
+    with pytest.raises(ValueError, match="out is"):
+        onepass.crop_normalize(video, Window(0, 0, False), train.crop, train._pass,
+                               torch.empty(3, 3, 7, 5))
+    for bad, out in ((video.contiguous(), None), (video, torch.empty(3, 7, 5, 3).permute(
+            0, 3, 2, 1))):  # [T, C, H, W] memory; out [T, w, h, C] memory
+        with pytest.raises(ValueError, match="applies"):
+            onepass.crop_normalize(bad, Window(0, 0, False), train.crop, train._pass, out)
+
+
+def test_one_mean_and_std_are_for_every_channel():
+    video = batch_of(2, 2, 10, 12)
+    one = VideoClassificationPresetTrain(crop_size=8, resize_size=(10, 12), mean=[0.5],
+                                         std=[0.25])
+    three = VideoClassificationPresetTrain(crop_size=8, resize_size=(10, 12), mean=[0.5] * 3,
+                                           std=[0.25] * 3)
+    for clips in (video, video.contiguous()):
+        torch.manual_seed(3)
+        a = one.batch(clips)
+        torch.manual_seed(3)
+        assert torch.equal(a, three.batch(clips))
+    with pytest.raises(ValueError, match="a value for each of the 3 channels or one for all"):
+        VideoClassificationPresetEval(crop_size=8, resize_size=(10, 12), mean=[0.5, 0.5],
+                                      std=[0.25, 0.25])(video[0])
+
+
+def test_without_a_working_numba_the_presets_take_torchs_passes(path, monkeypatch):
+    """numba that cannot compile (e.g. no writable cache directory) is said once, then off."""
+    if path == "torch passes":
+        pytest.skip("the one pass is already off")
+    numba = pytest.importorskip("numba")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(numba, "njit", refuse)
+    onepass._kernel.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="one pass is off.*no locator"):
+            assert not onepass.enabled()
+        video = batch_of(2, 2, 16, 20)
+        train = VideoClassificationPresetTrain(crop_size=(12, 12), resize_size=(16, 20))
+        torch.manual_seed(5)
+        without = train.batch(video)
+    finally:
+        monkeypatch.undo()
+        onepass._kernel.cache_clear()
+    assert onepass.enabled()
+    torch.manual_seed(5)
+    assert torch.equal(without, train.batch(video))

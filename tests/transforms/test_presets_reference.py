@@ -2,10 +2,13 @@
 recipe's presets (``references/video_classification/presets.py``: its composition of
 torchvision's own transforms) and ``torchvision.transforms._presets.VideoClassification``,
 bit for bit, over 100 seeds, at and off ``resize_size``, on contiguous clips and on
-shardkin's ``[T, C, H, W]`` views of ``[T, H, W, C]`` memory, per clip and batched."""
+shardkin's ``[T, C, H, W]`` views of ``[T, H, W, C]`` memory, per clip and batched; with the
+one-pass path (:mod:`shardkin.transforms.onepass`, numba) and with torch's passes."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 import reference
 
@@ -28,17 +31,17 @@ class ConvertBCHWtoCBHW(torch.nn.Module):  # the recipe's transforms.py
         return vid.permute(1, 0, 2, 3)
 
 
-def train(crop_size, resize_size, hflip_prob=0.5):  # presets.py's train preset
+def train(crop_size, resize_size, hflip_prob=0.5, mean=MEAN, std=STD):  # presets.py's
     trans = [T.ConvertImageDtype(torch.float32), T.Resize(resize_size, antialias=False)]
     if hflip_prob > 0:
         trans.append(T.RandomHorizontalFlip(hflip_prob))
-    trans.extend([T.Normalize(mean=MEAN, std=STD), T.RandomCrop(crop_size), ConvertBCHWtoCBHW()])
+    trans.extend([T.Normalize(mean=mean, std=std), T.RandomCrop(crop_size), ConvertBCHWtoCBHW()])
     return T.Compose(trans)
 
 
-def evaluation(crop_size, resize_size):  # presets.py's eval preset
+def evaluation(crop_size, resize_size, mean=MEAN, std=STD):  # presets.py's eval preset
     return T.Compose([T.ConvertImageDtype(torch.float32), T.Resize(resize_size, antialias=False),
-                      T.Normalize(mean=MEAN, std=STD), T.CenterCrop(crop_size),
+                      T.Normalize(mean=mean, std=std), T.CenterCrop(crop_size),
                       ConvertBCHWtoCBHW()])
 
 
@@ -117,21 +120,28 @@ for seed in range(100):
         same(f"weights.transforms() one clip {mode} {name}", ref(batch[0]), ours(batch[0]))
         same(f"weights.transforms() batch {mode} {name}", a, ours.batch(batch))
 
-# every uint8 value in every channel (each channel a different order), all three forms
+# every uint8 value in every channel (each channel a different order), all three forms,
+# on contiguous clips and on shardkin's views
 values = torch.stack([torch.arange(256).roll(85 * c) for c in range(3)]).to(torch.uint8)
 clip = values.view(1, 3, 16, 16).expand(2, 3, 16, 16).contiguous()
-for p in (0.0, 1.0):
-    torch.manual_seed(0)
-    a = train((16, 16), (16, 16), p)(clip)
-    ours = S.VideoClassificationPresetTrain(crop_size=(16, 16), resize_size=(16, 16), hflip_prob=p)
-    torch.manual_seed(0)
-    same(f"every value, train p {p}", a, ours(clip))
-    torch.manual_seed(0)
-    same(f"every value, train batch p {p}", a[None], ours.batch(clip[None]))
-    same(f"every value, float part p {p}", a[None], ours.normalize_batch(
-        ours.crop_batch(clip[None], [S.Window(0, 0, bool(p))])))
-same("every value, eval", evaluation((16, 16), (16, 16))(clip),
-     S.VideoClassificationPresetEval(crop_size=(16, 16), resize_size=(16, 16))(clip))
+for layout, clip in (("contiguous", clip), ("views", clip.permute(0, 2, 3, 1).contiguous()
+                                            .permute(0, 3, 1, 2))):
+    for p in (0.0, 1.0):
+        torch.manual_seed(0)
+        a = train((16, 16), (16, 16), p)(clip)
+        ours = S.VideoClassificationPresetTrain(crop_size=(16, 16), resize_size=(16, 16),
+                                                hflip_prob=p)
+        torch.manual_seed(0)
+        same(f"every value, train p {p} {layout}", a, ours(clip))
+        torch.manual_seed(0)
+        same(f"every value, train batch p {p} {layout}", a[None], ours.batch(clip[None]))
+        same(f"every value, float part p {p} {layout}", a[None], ours.normalize_batch(
+            ours.crop_batch(clip[None], [S.Window(0, 0, bool(p))])))
+    same(f"every value, eval {layout}", evaluation((16, 16), (16, 16))(clip),
+         S.VideoClassificationPresetEval(crop_size=(16, 16), resize_size=(16, 16))(clip))
+    same(f"every value, weights.transforms() {layout}",
+         TVVideoClassification(crop_size=(16, 16), resize_size=(16, 16))(clip),
+         S.VideoClassification(crop_size=(16, 16), resize_size=(16, 16))(clip))
 
 # a center crop larger than the resized clip: torchvision pads (eval: after normalizing)
 clip = torch.randint(0, 256, (2, 3, 90, 100), dtype=torch.uint8)
@@ -140,12 +150,31 @@ same("eval padded", evaluation((112, 112), (96, 108))(clip),
 same("weights.transforms() padded",
      TVVideoClassification(crop_size=(112, 112), resize_size=(96, 108))(clip),
      S.VideoClassification(crop_size=(112, 112), resize_size=(96, 108))(clip))
-print(json.dumps({"checked": checked, "bad": bad, "shardkin": shardkin.__file__}))
+# one mean and one std for all channels: Normalize broadcasts them
+clip = torch.randint(0, 256, (2, 20, 24, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+one = dict(mean=[0.45], std=[0.225])
+for layout, x in (("views", clip), ("contiguous", clip.contiguous())):
+    for p in (0.0, 1.0):
+        torch.manual_seed(1)
+        a = train((16, 16), (20, 24), p, **one)(x)
+        ours = S.VideoClassificationPresetTrain(crop_size=16, resize_size=(20, 24), hflip_prob=p,
+                                                **one)
+        torch.manual_seed(1)
+        same(f"one mean and std, train p {p} {layout}", a, ours(x))
+        torch.manual_seed(1)
+        same(f"one mean and std, train batch p {p} {layout}", a[None], ours.batch(x[None]))
+    same(f"one mean and std, eval {layout}", evaluation((16, 16), (20, 24), **one)(x),
+         S.VideoClassificationPresetEval(crop_size=16, resize_size=(20, 24), **one)(x))
+print(json.dumps({"checked": checked, "bad": bad, "shardkin": shardkin.__file__,
+                  "one_pass": S.onepass.enabled()}))
 '''
 
 
-def test_presets_bit_identical_to_torchvision():
+@pytest.mark.parametrize("one_pass", [True, False], ids=["one pass (numba)", "torch passes"])
+def test_presets_bit_identical_to_torchvision(one_pass, monkeypatch):
+    monkeypatch.setenv("SHARDKIN_JIT", "1" if one_pass else "0")
     out = reference.run(SCRIPT)
     assert Path(out["shardkin"]).is_relative_to(reference.PROJECT)  # this tree, not another
+    assert out["one_pass"] == one_pass  # numba is in the reference environment (CI builds it)
     assert out["bad"] == []
     assert out["checked"] > 2000
