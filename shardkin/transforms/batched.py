@@ -30,7 +30,8 @@ class BatchedPreset:
         # made ready here, so that DataLoader workers forked after have it
         three = [t.expand(3) if len(t) == 1 else t for t in (self._mean, self._std)]
         self._pass = (onepass.constants(*three, self.crop[1])
-                      if all(len(t) == 3 for t in three) and onepass.warm() else None)
+                      if all(len(t) == 3 for t in three) else None)
+        onepass.warm()
 
     def _at_size(self, video: torch.Tensor) -> bool:
         h, w = video.shape[-2:]

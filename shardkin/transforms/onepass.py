@@ -73,14 +73,12 @@ def enabled() -> bool:
     return _kernel() is not None
 
 
-@functools.cache
-def warm() -> bool:
-    """Has the pass compiled (or loaded from numba's cache) now, once a process, so that
-    DataLoader workers forked from this process have it; whether it is there."""
+def warm() -> None:
+    """Has the pass compiled (or loaded from numba's cache) now, if it is there, so that
+    DataLoader workers forked from this process have it (later calls: a few µs)."""
     if enabled():
         one = torch.zeros((1, 1, 1, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
         crop_normalize(one, Window(0, 0, False), (1, 1), constants(*torch.ones(2, 3), 1))
-    return enabled()
 
 
 def _stored_thwc(x: torch.Tensor) -> bool:
