@@ -45,8 +45,10 @@ def _kernel() -> Any:
         return None
     try:
         import numba
-    except ImportError:
+    except ModuleNotFoundError:  # not installed: torch's passes, as documented
         return None
+    except Exception as e:  # installed but broken (e.g. built for another numpy)
+        return _off(e)
 
     def crop_normalize(src, top, left, mean, std, out):
         frames, height, width = out.shape[:3]
@@ -62,10 +64,14 @@ def _kernel() -> Any:
         # error_model="numpy": no zero check on each division, so that the rows vectorize
         return numba.njit(cache=True, nogil=True, boundscheck=False,
                           error_model="numpy")(crop_normalize)
-    except Exception as e:  # e.g. no writable cache directory: torch's passes, said once
-        warnings.warn(f"shardkin.transforms: numba's one pass is off ({e}); the presets run "
-                      "torch's passes (the same values)", RuntimeWarning, stacklevel=2)
-        return None
+    except Exception as e:  # e.g. no writable cache directory
+        return _off(e)
+
+
+def _off(why: Exception) -> None:
+    """Says once (``_kernel`` is cached) why numba is there but not used."""
+    warnings.warn(f"shardkin.transforms: numba's one pass is off ({why}); the presets run "
+                  "torch's passes (the same values)", RuntimeWarning, stacklevel=3)
 
 
 def enabled() -> bool:

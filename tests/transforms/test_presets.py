@@ -5,6 +5,8 @@ test_presets_reference.py)."""
 from __future__ import annotations
 
 import ast
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -212,7 +214,8 @@ def test_one_mean_and_std_are_for_every_channel():
 
 
 def test_without_a_working_numba_the_presets_take_torchs_passes(path, monkeypatch):
-    """numba that cannot compile (e.g. no writable cache directory) is said once, then off."""
+    """numba that cannot compile (e.g. no writable cache directory) or import is said once,
+    then off; without numba the presets say nothing."""
     if path == "torch passes":
         pytest.skip("the one pass is already off")
     numba = pytest.importorskip("numba")
@@ -224,6 +227,11 @@ def test_without_a_working_numba_the_presets_take_torchs_passes(path, monkeypatc
     onepass._kernel.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="one pass is off.*no locator"):
+            assert not onepass.enabled()
+        onepass._kernel.cache_clear()
+        monkeypatch.setitem(sys.modules, "numba", None)  # not installed
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
             assert not onepass.enabled()
         video = batch_of(2, 2, 16, 20)
         train = VideoClassificationPresetTrain(crop_size=(12, 12), resize_size=(16, 20))
