@@ -61,25 +61,24 @@ class BatchedPreset:
         so that the passes stay in the caches; in one pass where :mod:`.onepass` takes it."""
         if (self._pass is not None and crop == self.crop
                 and onepass.applies(video[0], out[0].transpose(0, 1))):
-            for o, clip, window in zip(out, video, windows):
-                onepass.crop_normalize(clip, window, crop, self._pass, o.transpose(0, 1))
-            return out
+            return onepass.crop_normalize_batch(video, windows, crop, self._pass, out)
         normalize = self._from_uint8(out[0])
         for o, clip, window in zip(out, video, windows):
             normalize(o.copy_(cut(clip, window, crop).transpose(0, 1)))
         return out
 
+    def _center(self, height: int, width: int) -> Window:
+        """``CenterCrop``'s window (where the crop fits)."""
+        return Window(*ops.center_window(height, width, self.crop), False)
+
     def windows(self, video: torch.Tensor) -> list[Window]:
         """Each clip's window: the center (no draws) unless the preset draws."""
-        h, w = video.shape[-2:]
-        top, left = ops.center_window(h, w, self.crop)
-        return [Window(top, left, False)] * video.shape[0]
+        return [self._center(*video.shape[-2:])] * video.shape[0]
 
     def sample_window(self, height: int, width: int, *, seed: int, epoch: int,
                       sample: object) -> Window:
         """The window of one sample of an epoch (:func:`~.windows.sample_window`)."""
-        top, left = ops.center_window(height, width, self.crop)
-        return Window(top, left, False)
+        return self._center(height, width)
 
     def _windows(self, video: torch.Tensor, windows: Sequence[Window] | None) -> list[Window]:
         """``windows``, one a clip of ``video`` (default: :meth:`windows`)."""

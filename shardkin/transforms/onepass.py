@@ -88,6 +88,7 @@ def warm() -> None:
 
 
 def _stored_thwc(x: torch.Tensor) -> bool:
+    """``[T, 3, H, W]`` stored as contiguous ``[T, H, W, 3]``."""
     return x.dim() == 4 and x.shape[1] == 3 and x.permute(0, 2, 3, 1).is_contiguous()
 
 
@@ -105,18 +106,42 @@ def crop_normalize(video: torch.Tensor, window: Window, crop: tuple[int, int],
     """``video``'s crop at ``window`` (mirrored when it says so), converted and normalized:
     float32 ``[T, 3, h, w]`` stored as ``[T, h, w, 3]`` (``out`` when given), where
     :func:`applies`; ``consts`` from :func:`constants` for width ``w``."""
-    frames, _, height, width = video.shape
+    frames, th, tw = video.shape[0], *crop
+    _check(video, out, (frames, 3, th, tw))
+    if out is None:
+        out = torch.empty((frames, th, tw, 3), dtype=torch.float32).permute(0, 3, 1, 2)
+    return _run(video, window, crop, consts, out)
+
+
+def crop_normalize_batch(video: torch.Tensor, windows: list[Window], crop: tuple[int, int],
+                         consts: Constants, out: torch.Tensor) -> torch.Tensor:
+    """:func:`crop_normalize` of each clip of ``video`` (``[B, T, 3, H, W]``) at its window
+    into ``out`` (``[B, 3, T, h, w]``), the layouts checked once for the batch."""
+    if len(windows) != len(video) or len(out) != len(video) or not len(video):
+        raise ValueError(f"{len(windows)} windows and {len(out)} outputs for {len(video)} clips")
+    _check(video[0], out[0].transpose(0, 1), (video.shape[1], 3, *crop))
+    for clip, window, o in zip(video, windows, out):
+        _run(clip, window, crop, consts, o.transpose(0, 1))
+    return out
+
+
+def _check(video: torch.Tensor, out: torch.Tensor | None, shape: tuple[int, ...]) -> None:
+    if out is not None and tuple(out.shape) != shape:
+        raise ValueError(f"out is {tuple(out.shape)}, the crop {shape}")
+    if not applies(video, out):  # numba would compile for other layouts, slowly, or fail
+        raise ValueError("the one pass takes uint8 [T, 3, H, W] stored as [T, H, W, 3] into "
+                         "float32 stored so (applies() says whether)")
+
+
+def _run(video: torch.Tensor, window: Window, crop: tuple[int, int], consts: Constants,
+         out: torch.Tensor) -> torch.Tensor:
+    """The pass on checked layouts: the window is checked here (the kernel has no bounds
+    checks), mirrored crops are torch's flip first."""
+    height, width = video.shape[-2:]
     th, tw = crop
     if not (0 <= window.top <= height - th and 0 <= window.left <= width - tw
             and consts.mean.size == 3 * tw):
         raise ValueError(f"window {window} of {crop} does not fit {height}x{width}")
-    if out is None:
-        out = torch.empty((frames, th, tw, 3), dtype=torch.float32).permute(0, 3, 1, 2)
-    elif tuple(out.shape) != (frames, 3, th, tw):
-        raise ValueError(f"out is {tuple(out.shape)}, the crop {(frames, 3, th, tw)}")
-    if not applies(video, out):  # numba would compile for other layouts, slowly, or fail
-        raise ValueError("the one pass takes uint8 [T, 3, H, W] stored as [T, H, W, 3] into "
-                         "float32 stored so (applies() says whether)")
     if window.flip:  # torch's mirrored copy of the crop ([T, h, w, 3] memory), whole
         video = cut(video, window, crop).contiguous(memory_format=torch.channels_last)
         window = Window(0, 0, False)

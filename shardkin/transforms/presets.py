@@ -101,8 +101,7 @@ class VideoClassificationPresetEval(BatchedPreset):
         if not ops.fits(h, w, self.crop):  # padded: zeros after normalizing
             x = ops.normalize_(ops.to_float(x).clone(), self._mean, self._std)
             return ops.center_crop(x, self.crop).permute(1, 0, 2, 3)
-        center = Window(*ops.center_window(h, w, self.crop), False)
-        return self._cut_normalized(x, center).permute(1, 0, 2, 3)
+        return self._cut_normalized(x, self._center(h, w)).permute(1, 0, 2, 3)
 
 
 class VideoClassification(BatchedPreset, nn.Module):
@@ -137,7 +136,7 @@ class VideoClassification(BatchedPreset, nn.Module):
         n, t, c, h, w = vid.shape
         frames = vid.reshape(-1, c, h, w)
         if self._at_size(frames) and ops.fits(h, w, self.crop):  # the resize is the identity
-            x = self._cut_normalized(frames, Window(*ops.center_window(h, w, self.crop), False))
+            x = self._cut_normalized(frames, self._center(h, w))
         else:
             x = self._normalized(self._cropped(vid))
         x = x.view(n, t, c, *x.shape[-2:]).permute(0, 2, 1, 3, 4)

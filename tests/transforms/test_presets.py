@@ -191,6 +191,11 @@ def test_the_one_pass_takes_what_it_can_and_gives_torchs_values(path):
     with pytest.raises(ValueError, match="out is"):
         onepass.crop_normalize(video, Window(0, 0, False), train.crop, train._pass,
                                torch.empty(3, 3, 7, 5))
+    two = batch_of(2, 3, 9, 13)
+    out = train._float_batch((2, 3, 3, *train.crop), two, None, torch.preserve_format)
+    with pytest.raises(ValueError, match="1 windows and 2 outputs for 2 clips"):
+        onepass.crop_normalize_batch(two, [Window(0, 0, False)], train.crop, train._pass, out)
+    assert onepass.applies(video[:1]) and onepass.applies(batch_of(1, 3, 1, 13)[0])  # size 1
     for bad, out in ((video.contiguous(), None), (video, torch.empty(3, 7, 5, 3).permute(
             0, 3, 2, 1))):  # [T, C, H, W] memory; out [T, w, h, C] memory
         with pytest.raises(ValueError, match="applies"):
